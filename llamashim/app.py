@@ -1,0 +1,230 @@
+"""The Klein resource tree: which path goes where.
+
+Handlers are thin: they parse, call the pure transforms, and hand the upstream exchange to :mod:`llamashim.chat`
+(chat completions, both dialects), :mod:`llamashim.ollama_routes` (the rest of the Ollama API) or the pass-through.
+Errors raised before the first byte become the dialect's error body here, in one place (:meth:`Routes._guard`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.web.client import UNKNOWN_LENGTH
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+from twisted.web.resource import IResource
+from twisted.web.server import Request
+
+from llamashim import jsonutil
+from llamashim.chat import ChatFlow, ChatPlan
+from llamashim.config import Config
+from llamashim.errors import ShimError
+from llamashim.headers import end_to_end
+from llamashim.http_util import BytesProducer, read_body, read_json_object, send_error, send_json
+from llamashim.reasoning import ReasoningRouter, ReasoningStyle, apply_to_reply, mode_for_request
+from llamashim.relay import Identity, collect_body, relay
+from llamashim.sse import encode_openai_items
+from llamashim.tool_repair import repair_chat_request
+from llamashim.tool_stream import ToolCallConformance, normalise_reply
+from llamashim.upstream import UpstreamClient
+
+THINKING_HEADER = b"x-llamashim-thinking"
+
+Handler = Callable[[Request], Awaitable[bytes | None]]
+
+
+class Routes:
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, config: Config, upstream: UpstreamClient) -> None:
+        self.config = config
+        self.upstream = upstream
+        self.clock = upstream.reactor
+        self.chat = ChatFlow(
+            upstream,
+            tools_mode=config.tools.streaming,
+            chunk_size=config.tools.chunk_size,
+            heartbeat_seconds=config.tools.heartbeat,
+            max_reply_bytes=max(config.limits.max_body_bytes, 64 * 1024 * 1024),
+        )
+        self.style = ReasoningStyle(prefix=config.thinking.prefix, separator=config.thinking.separator)
+        from llamashim.ollama_routes import OllamaRoutes
+
+        self.ollama = OllamaRoutes(self)
+
+    def resource(self) -> IResource:
+        return self.app.resource()  # type: ignore[no-any-return]
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+
+    def _guard(self, request: Request, dialect: str, handler: Handler) -> Deferred[bytes | None]:
+        """Run a handler; any error before the first byte becomes the dialect's error body."""
+
+        async def run() -> bytes | None:
+            try:
+                return await handler(request)
+            except ShimError as e:
+                if request.startedWriting:
+                    self.log.warn("error after the response started: {message}", message=e.message)
+                    if not request.finished:
+                        request.finish()
+                    return None
+                if e.status >= 500:
+                    self.log.warn(
+                        "{method} {path}: {status} {message}",
+                        method=request.method.decode("latin-1"),
+                        path=request.path.decode("latin-1"),
+                        status=e.status,
+                        message=e.message,
+                    )
+                return send_error(request, e, dialect)
+
+        return Deferred.fromCoroutine(run())
+
+    def thinking_debug(self, destination: str, fragment: str) -> None:
+        self.log.info("thinking -> {destination}: {fragment!r}", destination=destination, fragment=fragment)
+
+    def verbose_body(self, what: str, body: bytes) -> None:
+        if self.config.log.verbose:
+            self.log.info("{what}: {body}", what=what, body=body.decode("utf-8", "replace"))
+
+    # -- OpenAI dialect ---------------------------------------------------------------------------------------
+
+    @app.route("/v1/chat/completions", methods=["POST"])
+    def chat_completions(self, request: Request) -> Deferred[bytes | None]:
+        return self._guard(request, "openai", self._openai_chat)
+
+    @app.route("/chat/completions", methods=["POST"])
+    def chat_completions_alias(self, request: Request) -> Deferred[bytes | None]:
+        return self._guard(request, "openai", self._openai_chat)
+
+    def repaired_chat_body(self, request: Request) -> dict[str, Any]:
+        body = read_json_object(request, self.config.limits.max_json_depth)
+        if self.config.log.verbose:
+            self.verbose_body("request", jsonutil.dumps(body))
+        return repair_chat_request(body, self.log.debug)
+
+    async def _openai_chat(self, request: Request) -> bytes | None:
+        body = self.repaired_chat_body(request)
+        header = request.getHeader(THINKING_HEADER)
+        mode = mode_for_request(self.config.thinking.mode, header)
+        debug = self.thinking_debug if self.config.thinking.debug else None
+        stream = bool(body.get("stream"))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        style = self.style
+
+        def on_reply(reply: dict[str, Any]) -> bytes:
+            reply = normalise_reply(reply)
+            reply, _ = apply_to_reply(reply, mode, style)
+            out = jsonutil.dumps(reply)
+            self.verbose_body("response", out)
+            return send_json(request, out)
+
+        plan = ChatPlan(
+            body=body,
+            stream=stream,
+            stages=[ToolCallConformance(include_usage), ReasoningRouter(mode, style, debug)],
+            encoder=encode_openai_items,
+            on_reply=on_reply,
+            headers=self.forwarded_auth(request),
+        )
+        return await self.chat.run(request, plan)
+
+    def forwarded_auth(self, request: Request) -> Headers:
+        headers = Headers()
+        for name in (b"authorization", b"x-request-id"):
+            value = request.requestHeaders.getRawHeaders(name)
+            if value:
+                headers.setRawHeaders(name, value)
+        return headers
+
+    @app.route("/v1/models", methods=["GET"])
+    def models(self, request: Request) -> Deferred[bytes | None]:
+        return self._guard(request, "openai", self._models)
+
+    async def _models(self, request: Request) -> bytes:
+        from llamashim.ollama import normalise_openai_models
+
+        response = await self.upstream.request(b"GET", b"/v1/models", self.forwarded_auth(request))
+        data = await collect_body(response, self.clock, self.upstream.idle_timeout)
+        if response.code != 200:
+            from llamashim.http_util import upstream_error
+
+            raise upstream_error(response.code, data)
+        try:
+            value = jsonutil.loads(data, 0)
+        except jsonutil.JSONError:
+            raise ShimError(502, "upstream /v1/models is not JSON", "upstream_error") from None
+        return send_json(request, normalise_openai_models(value))
+
+    # -- own endpoints ----------------------------------------------------------------------------------------
+
+    @app.route("/health", methods=["GET", "HEAD"])
+    def health(self, request: Request) -> Deferred[bytes | None]:
+        return self._guard(request, "openai", self._health)
+
+    async def _health(self, request: Request) -> bytes:
+        try:
+            response = await self.upstream.request(b"GET", b"/health")
+            data = await collect_body(response, self.clock, self.upstream.idle_timeout, 1024 * 1024)
+        except ShimError as e:
+            return send_json(request, {"status": "error", "reason": e.message}, 503)
+        if response.code == 200:
+            return send_json(request, {"status": "ok", "upstream": self.upstream.base_url})
+        reason = "upstream /health answered HTTP %d" % response.code
+        try:
+            value = jsonutil.loads(data)
+            err = value.get("error") if isinstance(value, dict) else None
+            if isinstance(err, dict) and err.get("message"):
+                reason = f"upstream: {err['message']}"
+        except jsonutil.JSONError:
+            pass
+        return send_json(request, {"status": "error", "reason": reason}, 503)
+
+    @app.route("/debug/json", methods=["POST"])
+    def debug_json(self, request: Request) -> Deferred[bytes | None]:
+        async def run(request: Request) -> bytes:
+            value = read_json_object(request, self.config.limits.max_json_depth) if True else None
+            return send_json(request, jsonutil.dumps(value))
+
+        return self._guard(request, "openai", run)
+
+    # -- Ollama dialect (delegated) ---------------------------------------------------------------------------
+
+    @app.route("/", methods=["GET", "HEAD"])
+    def root(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"Ollama is running"
+
+    @app.route("/api/<path:name>", methods=["GET", "POST", "HEAD", "DELETE", "PUT"])
+    def ollama_api(self, request: Request, name: str) -> Deferred[bytes | None]:
+        return self._guard(request, "ollama", lambda r: self.ollama.dispatch(r, name))
+
+    # -- everything else --------------------------------------------------------------------------------------
+
+    @app.route("/", branch=True)
+    def passthrough(self, request: Request) -> Deferred[bytes | None]:
+        return self._guard(request, "openai", self._passthrough)
+
+    async def _passthrough(self, request: Request) -> bytes | None:
+        body = read_body(request)
+        headers = end_to_end(request.requestHeaders)
+        producer = BytesProducer(body) if body or request.method in (b"POST", b"PUT", b"PATCH") else None
+        started = self.clock.seconds()
+        response: IResponse = await self.upstream.request(request.method, request.uri, headers, producer)
+        request.upstream_ttfb = self.clock.seconds() - started  # type: ignore[attr-defined]
+        request.setResponseCode(response.code, response.phrase)
+        for name, values in end_to_end(response.headers).getAllRawHeaders():
+            request.responseHeaders.setRawHeaders(name, values)
+        if response.length is not UNKNOWN_LENGTH:
+            request.setHeader(b"content-length", b"%d" % response.length)
+        try:
+            await relay(request, response, Identity(), self.clock, self.upstream.idle_timeout)
+        except CancelledError:
+            raise
+        return None

@@ -1,0 +1,61 @@
+"""Fast, strict JSON helpers (orjson): compact output, parse errors as one exception type, a nesting limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+DEFAULT_MAX_DEPTH = 64
+
+
+class JSONError(ValueError):
+    """The input is not acceptable JSON (syntax, encoding or nesting)."""
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON bytes (no spaces, UTF-8, non-ASCII kept as is)."""
+    return orjson.dumps(value)
+
+
+def loads(data: bytes | str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Parse JSON, refusing documents nested deeper than ``max_depth`` before parsing them.
+
+    orjson itself refuses nesting beyond 1024 levels, but a cheap byte scan first lets us give a clear message for
+    the configured limit and never recurse on hostile input.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if max_depth and (data.count(b"[") + data.count(b"{")) > max_depth:
+        depth = nesting_depth(data)
+        if depth > max_depth:
+            raise JSONError(f"JSON nested {depth} levels deep; the limit is {max_depth}")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise JSONError(f"invalid JSON: {e}") from None
+
+
+def nesting_depth(data: bytes) -> int:
+    """The maximum bracket nesting depth of a JSON text, ignoring brackets inside strings."""
+    depth = 0
+    deepest = 0
+    in_string = False
+    escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest

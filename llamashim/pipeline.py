@@ -1,0 +1,111 @@
+"""Composition of the pure stream stages into one incremental bytes → bytes transform.
+
+A :class:`StreamPipeline` is what the relay (the I/O edge) drives: it feeds upstream reads in and writes whatever comes
+out to the client. Once a terminal item (``Done`` or ``StreamError``) has been encoded the pipeline is ``ended`` and
+ignores further input; the relay then stops reading the upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from llamashim.sse import SSEComment, SSEParser, encode_openai_items, items_from_event
+from llamashim.stream_items import Chunk, Done, Item, Stage, StreamError
+
+Encoder = Callable[[list[Item]], bytes]
+
+
+class StreamPipeline:
+    """SSE bytes in → items → stages → encoded bytes out."""
+
+    def __init__(self, stages: Sequence[Stage], encoder: Encoder = encode_openai_items) -> None:
+        self._parser = SSEParser()
+        self._stages = list(stages)
+        self._encode = encoder
+        self.ended = False
+        self.saw_finish_reason = False
+        self.error: StreamError | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        if self.ended:
+            return b""
+        items: list[Item] = []
+        for ev in self._parser.feed(data):
+            if isinstance(ev, SSEComment):
+                continue  # upstream keep-alives are not forwarded; we send our own heartbeats
+            items.append(items_from_event(ev))
+        return self.push(items) if items else b""
+
+    def push(self, items: Iterable[Item]) -> bytes:
+        """Run already-built items (e.g. from stream synthesis) through the stages and the encoder."""
+        if self.ended:
+            return b""
+        out: list[Item] = []
+        for item in items:
+            batch = [item]
+            for stage in self._stages:
+                nxt: list[Item] = []
+                for it in batch:
+                    nxt.extend(stage.feed(it))
+                batch = nxt
+            out.extend(batch)
+        return self._emit(out)
+
+    def finish(self) -> bytes:
+        """The upstream body ended cleanly."""
+        if self.ended:
+            return b""
+        items: list[Item] = []
+        for ev in self._parser.finish():
+            if not isinstance(ev, SSEComment):
+                items.append(items_from_event(ev))
+        out = self.push(items) if items else b""
+        if self.ended:
+            return out
+        tail: list[Item] = []
+        for i, stage in enumerate(self._stages):
+            flushed = stage.finish()
+            for later in self._stages[i + 1 :]:
+                nxt: list[Item] = []
+                for it in flushed:
+                    nxt.extend(later.feed(it))
+                flushed = nxt
+            tail.extend(flushed)
+        if not any(isinstance(it, (Done, StreamError)) for it in tail):
+            if self.saw_finish_reason or any(_has_finish(it) for it in tail):
+                tail.append(Done())
+            else:
+                tail.append(
+                    StreamError("upstream closed the stream before it was complete", "upstream_error", 502)
+                )
+        return out + self._emit(tail)
+
+    def fail(self, message: str, type: str = "upstream_error", code: int | str | None = 502) -> bytes:
+        """The upstream failed mid-stream: the dialect's terminal error frame."""
+        if self.ended:
+            return b""
+        return self._emit([StreamError(message, type, code)])
+
+    def _emit(self, items: list[Item]) -> bytes:
+        if not items:
+            return b""
+        for i, item in enumerate(items):
+            if isinstance(item, Chunk):
+                if not self.saw_finish_reason and _has_finish(item):
+                    self.saw_finish_reason = True
+            elif isinstance(item, (Done, StreamError)):
+                self.ended = True
+                if isinstance(item, StreamError):
+                    self.error = item
+                items = items[: i + 1]
+                break
+        return self._encode(items)
+
+
+def _has_finish(item: Item) -> bool:
+    if not isinstance(item, Chunk):
+        return False
+    for choice in item.data.get("choices") or ():
+        if isinstance(choice, dict) and choice.get("finish_reason"):
+            return True
+    return False

@@ -1,0 +1,184 @@
+"""The upstream client: one treq ``HTTPClient`` over our own connection pool, owned by a service.
+
+Everything that talks to llama-server goes through :class:`UpstreamClient`. It owns the ``HTTPConnectionPool`` (closed
+in ``stopService``), applies the TLS policy (verify by default, a private CA, or loudly no verification), the connect
+timeout (the ``Agent``'s) and the optional total request timeout, and turns connection-level failures into
+:class:`~llamashim.errors.ShimError` values with the status DESIGN.md promises (502 unreachable / TLS, 504 timeout).
+Responses are always unbuffered: the caller streams or collects the body itself (see :mod:`llamashim.relay`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import error as ierror
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer, IResponse
+
+import treq
+from llamashim.errors import ShimError
+from llamashim.tls import describe_tls_failure, policy_for
+
+
+class UpstreamTimeout(ShimError):
+    def __init__(self, message: str):
+        super().__init__(504, message, type="timeout_error")
+
+
+class UpstreamClient(Service):
+    """HTTP(S) client for one llama-server base URL."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        base_url: str,
+        verify: bool | str = True,
+        connect_timeout: float = 10.0,
+        idle_timeout: float = 600.0,
+        request_timeout: float | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.base_url = base_url.rstrip("/")
+        self._base = self.base_url.encode("ascii")
+        self.verify = verify
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
+        self.api_key = api_key
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = 64
+        self.pool.cachedConnectionTimeout = 120
+        self.pool.retryAutomatically = False
+        self.agent = Agent(
+            reactor, contextFactory=policy_for(verify), connectTimeout=connect_timeout, pool=self.pool
+        )
+        self.http = treq.HTTPClient(self.agent)
+        # Per-upstream facts learnt at run time (e.g. "this build refuses streamed tools").
+        self.facts: dict[str, str] = {}
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self.reactor  # type: ignore[no-any-return]
+
+    def startService(self) -> None:
+        super().startService()
+        if self.verify is False and self.base_url.startswith("https:"):
+            self.log.warn(
+                "TLS verification of the upstream {url} is OFF (--insecure / upstream.verify: false): "
+                "anyone on the path can impersonate it",
+                url=self.base_url,
+            )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.pool.closeCachedConnections()  # type: ignore[no-any-return]
+
+    def url(self, path: bytes) -> bytes:
+        """The absolute upstream URL for ``path`` (which carries its query string)."""
+        return self._base + path
+
+    def request(
+        self,
+        method: bytes,
+        path: bytes,
+        headers: Headers | None = None,
+        body: bytes | IBodyProducer | None = None,
+    ) -> Deferred[IResponse]:
+        """Send a request; fire with the (unbuffered) response once its headers are in.
+
+        Cancelling the returned Deferred aborts the upstream connection at once. Failures arrive as
+        :class:`ShimError` (502/504) with a message naming the cause.
+        """
+        headers = headers if headers is not None else Headers()
+        if self.api_key:
+            headers.setRawHeaders(b"authorization", [b"Bearer " + self.api_key.encode("latin-1")])
+        d: Deferred[IResponse] = self.http.request(
+            method.decode("ascii"),
+            self.url(path),
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            unbuffered=True,
+            reactor=self.reactor,
+        )
+        timed_out: list[str] = []
+        timers = []
+        if self.request_timeout:
+            timers.append(self._arm(d, self.request_timeout, "request_timeout", timed_out))
+        # Until the headers arrive, silence counts against the idle timeout too.
+        if self.idle_timeout:
+            timers.append(self._arm(d, self.idle_timeout, "idle_timeout", timed_out))
+
+        def done(result: Any) -> Any:
+            for t in timers:
+                if t.active():
+                    t.cancel()
+            if isinstance(result, Failure):
+                return self._translate(result, timed_out)
+            return result
+
+        return d.addBoth(done)
+
+    def _arm(self, d: Deferred[Any], seconds: float, what: str, flag: list[str]) -> Any:
+        def fire() -> None:
+            flag.append(what)
+            d.cancel()
+
+        return self.reactor.callLater(seconds, fire)
+
+    def _translate(self, failure: Failure, timed_out: list[str]) -> Failure:
+        where = self.base_url
+        if failure.check(ShimError):
+            return failure
+        if failure.check(CancelledError):
+            if timed_out:
+                what = timed_out[0]
+                seconds = self.request_timeout if what == "request_timeout" else self.idle_timeout
+                return Failure(
+                    UpstreamTimeout(f"upstream {where} did not answer within {seconds:g} s (upstream.{what})")
+                )
+            return failure  # the client went away; nobody is listening for an answer
+        reasons = [failure]
+        if failure.check(ResponseNeverReceived):
+            reasons = list(failure.value.reasons)
+        for reason in reasons:
+            tls = describe_tls_failure(reason)
+            if tls:
+                return Failure(ShimError(502, f"TLS with upstream {where} failed: {tls}", type="upstream_error"))
+            if reason.check(ierror.TimeoutError):
+                return Failure(
+                    UpstreamTimeout(
+                        f"connecting to upstream {where} timed out after {self.connect_timeout:g} s "
+                        "(upstream.connect_timeout)"
+                    )
+                )
+            if reason.check(ierror.ConnectionRefusedError):
+                return Failure(
+                    ShimError(502, f"upstream {where} is unreachable: connection refused", type="upstream_error")
+                )
+            if reason.check(ierror.DNSLookupError):
+                return Failure(
+                    ShimError(502, f"upstream {where} is unreachable: DNS lookup failed", type="upstream_error")
+                )
+        detail = reasons[0].getErrorMessage() or reasons[0].type.__name__
+        return Failure(ShimError(502, f"upstream {where} failed: {detail}", type="upstream_error"))
+
+
+def bearer_redacted(value: bytes | None) -> str:
+    """How an Authorization value may appear in logs: never the key, at most its last 4 characters."""
+    if not value:
+        return "-"
+    return "…" + value.decode("latin-1")[-4:]
+
+
+Translator = Callable[[Failure], Failure]
