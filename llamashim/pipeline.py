@@ -33,7 +33,9 @@ class StreamPipeline:
         for ev in self._parser.feed(data):
             if isinstance(ev, SSEComment):
                 continue  # upstream keep-alives are not forwarded; we send our own heartbeats
-            items.append(items_from_event(ev))
+            item = items_from_event(ev)
+            if item is not None:
+                items.append(item)
         return self.push(items) if items else b""
 
     def push(self, items: Iterable[Item]) -> bytes:
@@ -58,7 +60,9 @@ class StreamPipeline:
         items: list[Item] = []
         for ev in self._parser.finish():
             if not isinstance(ev, SSEComment):
-                items.append(items_from_event(ev))
+                item = items_from_event(ev)
+                if item is not None:
+                    items.append(item)
         out = self.push(items) if items else b""
         if self.ended:
             return out

@@ -46,6 +46,7 @@ class UpstreamClient(Service):
         idle_timeout: float = 600.0,
         request_timeout: float | None = None,
         api_key: str | None = None,
+        agent: Any = None,
     ) -> None:
         self.reactor = reactor
         self.base_url = base_url.rstrip("/")
@@ -59,7 +60,8 @@ class UpstreamClient(Service):
         self.pool.maxPersistentPerHost = 64
         self.pool.cachedConnectionTimeout = 120
         self.pool.retryAutomatically = False
-        self.agent = Agent(
+        # Tests inject an in-memory agent (treq.testing's RequestTraversalAgent) here.
+        self.agent = agent or Agent(
             reactor, contextFactory=policy_for(verify), connectTimeout=connect_timeout, pool=self.pool
         )
         self.http = treq.HTTPClient(self.agent)

@@ -1,0 +1,76 @@
+"""Run the real daemon (``twistd -n llamashim``) as a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Daemon:
+    url: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    """Wait until the daemon accepts connections (it logs before it listens), failing fast if it died."""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llamashim exited with {proc.returncode} during start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling a port for readiness, with a deadline; not test synchronisation
+    raise TimeoutError(f"llamashim did not listen on {port} in time")
+
+
+@contextmanager
+def running_daemon(
+    upstream: str, *args: str, env: dict[str, str] | None = None, tmp: Path | None = None
+) -> Iterator[Daemon]:
+    port = free_port()
+    log_dir = tmp or Path(os.environ.get("TMPDIR", "/tmp"))
+    log_path = log_dir / f"llamashim-{port}.log"
+    full_env = {k: v for k, v in os.environ.items() if k not in ("UPSTREAM", "LISTEN_PORT", "LISTEN_HOST")}
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    cmd = [
+        str(Path(sys.executable).with_name("twistd")), "-n", "--pidfile=", "--logfile", str(log_path),
+        "llamashim", "--listen", f"tcp:{port}:interface=127.0.0.1", "--upstream", upstream, *args,
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_listening(port, proc, time.monotonic() + 30)
+        yield Daemon(f"http://127.0.0.1:{port}", port, proc, log_path)
+    except RuntimeError:
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        raise RuntimeError(f"llamashim failed to start: {err}") from None
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
