@@ -206,6 +206,18 @@ def relay(
             pass
         pump.stop()
 
+    def drain(message: str) -> None:
+        """Shutdown: end this stream now with the dialect's terminal error frame and close the upstream."""
+        if state["gone"] or request.finished:
+            return
+        write(transform.fail(message, "unavailable_error", 503))
+        state["gone"] = True
+        unregister()
+        pump.stop()
+        if not request.finished and not request._disconnected:
+            request.finish()
+
+    request.drain = drain  # type: ignore[attr-defined]
     result: Deferred[None] = Deferred(cancel)
     pump.done.addBoth(ended).addBoth(lambda r: None if result.called else result.callback(None))
     response.deliverBody(pump)

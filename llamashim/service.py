@@ -6,10 +6,13 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from llamashim.app import Routes
 from llamashim.config import Config
+from llamashim.errors import ShimError
 from llamashim.upstream import UpstreamClient
 from llamashim.web import ShimSite
 
@@ -36,8 +39,71 @@ class StartupLog(Service):
             log.warn("verbose logging is ON: request and response bodies will be logged")
 
 
+class LlamashimService(MultiService):
+    """The daemon's service tree. Stopping it drains: stop listening, let in-flight requests finish for up to
+    ``shutdown.drain_timeout`` seconds, end the rest with the dialect's terminal error frame, then stop the upstream
+    client (and a supervised llama-server)."""
+
+    def __init__(self, reactor: Any, drain_timeout: float) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.drain_timeout = drain_timeout
+        self.listening = MultiService()
+        self.site: ShimSite | None = None
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self.listening.running:
+            await self.listening.stopService()
+        if self.site is not None:
+            await drain(self.site, self.reactor, self.drain_timeout)
+        Service.stopService(self)
+        rest = [s for s in reversed(list(self)) if s is not self.listening and s.running]
+        for child in rest:
+            await maybeDeferred(child.stopService)
+
+
+def _busy(site: ShimSite) -> list[Any]:
+    return [ch for ch in site.open_channels if getattr(ch, "requests", None)]
+
+
+async def drain(site: ShimSite, reactor: Any, timeout: float) -> None:
+    """Wait (up to ``timeout`` s) for in-flight requests; close idle connections; end what is left."""
+    for ch in list(site.open_channels):
+        if not getattr(ch, "requests", None):
+            ch.transport.loseConnection()
+    busy = _busy(site)
+    if busy:
+        log.info("draining {n} in-flight request(s) for up to {t:g} s", n=len(busy), t=timeout)
+    deadline = reactor.seconds() + timeout
+    while _busy(site) and reactor.seconds() < deadline:
+        await deferLater(reactor, min(0.05, max(0.0, deadline - reactor.seconds())), lambda: None)
+    left = _busy(site)
+    if left:
+        log.warn("ending {n} request(s) still running after {t:g} s (shutdown.drain_timeout)", n=len(left), t=timeout)
+    for ch in left:
+        for request in list(ch.requests):
+            end_for_shutdown(request)
+        ch.transport.loseConnection()
+
+
+def end_for_shutdown(request: Any) -> None:
+    message = "llamashim is shutting down"
+    hook = getattr(request, "drain", None)
+    if hook is not None:
+        hook(message)
+    elif not request.startedWriting and not request.finished:
+        from llamashim.http_util import send_error
+
+        body = send_error(request, ShimError(503, message), getattr(request, "dialect", "openai"))
+        request.write(body)
+        request.finish()
+
+
 def build_service(config: Config, reactor: Any) -> MultiService:
-    top = MultiService()
+    top = LlamashimService(reactor, config.shutdown.drain_timeout)
     top.setName("llamashim")
     upstream = UpstreamClient(
         reactor,
@@ -51,9 +117,10 @@ def build_service(config: Config, reactor: Any) -> MultiService:
     upstream.setServiceParent(top)
     routes = Routes(config, upstream)
     site = ShimSite(routes.resource(), reactor, max_body_bytes=config.limits.max_body_bytes)
-    top.site = site  # type: ignore[attr-defined]
+    top.site = site
     top.routes = routes  # type: ignore[attr-defined]
     StartupLog(config).setServiceParent(top)
+    top.listening.setServiceParent(top)
     for description in config.listen:
-        strports.service(description, site, reactor=reactor).setServiceParent(top)
+        strports.service(description, site, reactor=reactor).setServiceParent(top.listening)
     return top

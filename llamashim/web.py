@@ -12,6 +12,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 
 from llamashim import errors
@@ -119,17 +120,31 @@ class ShimRequest(server.Request):
         self.finish()
 
 
+class ShimChannel(HTTPChannel):
+    """An HTTP connection that the site keeps track of (for draining on shutdown and for tests)."""
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.open_channels.add(self)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.site.open_channels.discard(self)
+        super().connectionLost(reason)
+
+
 class ShimSite(server.Site):
     """A Site whose access log is one structured line per request."""
 
     access_log = Logger(namespace="llamashim.access")
     requestFactory = ShimRequest
+    protocol = ShimChannel
     displayTracebacks = False
 
     def __init__(self, resource: IResource, reactor: Any, max_body_bytes: int = 32 * 1024 * 1024) -> None:
         super().__init__(resource, reactor=reactor)
         self.max_body_bytes = max_body_bytes
         self.noisy = False
+        self.open_channels: set[ShimChannel] = set()
 
     def log(self, request: ShimRequest) -> None:  # type: ignore[override]
         now = self.reactor.seconds()

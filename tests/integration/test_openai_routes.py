@@ -1,0 +1,228 @@
+"""The OpenAI routes, the pass-through and the error contract, over loopback against a scripted upstream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from llamashim import jsonutil
+from tests.integration.support import Scripted, Shim, config, fetch, listen, start_shim
+
+CHUNK = (
+    b'data: {"choices":[{"finish_reason":null,"index":0,"delta":{"content":"Hi"}}],"created":1,'
+    b'"id":"c1","model":"m","system_fingerprint":"b0-unknown","object":"chat.completion.chunk"}\n\n'
+)
+FINISH = (
+    b'data: {"choices":[{"finish_reason":"stop","index":0,"delta":{}}],"created":1,'
+    b'"id":"c1","model":"m","system_fingerprint":"b0-unknown","object":"chat.completion.chunk"}\n\n'
+)
+DONE = b"data: [DONE]\n\n"
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+class Env:
+    def __init__(self, up: Scripted, shim: Shim) -> None:
+        self.up = up
+        self.shim = shim
+
+    async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
+        data = body if isinstance(body, bytes) else jsonutil.dumps(body)
+        h = {"Content-Type": "application/json", **(headers or {})}
+        return await fetch(self.shim.url + path, "POST", data, h)
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    up = Scripted()
+    port, url = listen(up)
+    shim = await start_shim(config(url, {"tool_streaming": "native"}))
+    yield Env(up, shim)
+    await shim.stop()
+    await port.stopListening()
+
+
+def error_of(body: bytes) -> dict[str, Any]:
+    value = jsonutil.loads(body)
+    assert set(value) == {"error"}, value
+    err: dict[str, Any] = value["error"]
+    assert {"message", "type", "code"} <= set(err)
+    return err
+
+
+@pytest_twisted.ensureDeferred
+async def test_well_formed_stream_passes_byte_for_byte(env: Env) -> None:
+    env.up.frames = [CHUNK, CHUNK, FINISH, DONE]
+    status, headers, body = await env.post("/v1/chat/completions", {**CHAT, "stream": True})
+    assert status == 200
+    assert body == CHUNK + CHUNK + FINISH + DONE
+    assert headers.getRawHeaders(b"content-type") == [b"text/event-stream"]
+    assert headers.getRawHeaders(b"cache-control") == [b"no-cache, no-transform"]
+    assert headers.getRawHeaders(b"x-accel-buffering") == [b"no"]
+    assert not headers.hasHeader(b"content-encoding")
+    # The upstream got compact JSON with the client's fields.
+    method, uri, _, sent = env.up.seen[-1]
+    assert (method, uri) == (b"POST", b"/v1/chat/completions")
+    assert sent == jsonutil.dumps({**CHAT, "stream": True})
+
+
+@pytest_twisted.ensureDeferred
+async def test_alias_route_and_non_streamed(env: Env) -> None:
+    reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}]}
+    env.up.body = jsonutil.dumps(reply)
+    status, _, body = await env.post("/chat/completions", b'{ "model" : "m",\n "messages": [] }')
+    assert status == 200
+    assert jsonutil.loads(body)["choices"][0]["message"]["content"] == "Hi"
+    assert env.up.seen[-1][3] == b'{"model":"m","messages":[],"stream":false}'
+
+
+@pytest.mark.parametrize(
+    ("frames", "needle"),
+    [
+        ([CHUNK, b'data: {"error":{"code":500,"message":"kv cache full","type":"server_error"}}\n\n'], "kv cache"),
+        ([CHUNK, b'error: {"code":500,"message":"legacy failure"}\n\n'], "legacy failure"),
+        ([CHUNK], "before it was complete"),
+        ([CHUNK, b"garbage that is not SSE json\n\n"], "not JSON"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_mid_stream_failures_end_with_a_terminal_error_frame(
+    env: Env, frames: list[bytes], needle: str
+) -> None:
+    env.up.frames = frames
+    status, _, body = await env.post("/v1/chat/completions", {**CHAT, "stream": True})
+    assert status == 200
+    assert body.startswith(CHUNK)
+    last = body.rstrip(b"\n").split(b"\n\n")[-1]
+    assert last.startswith(b"data: ")
+    err = error_of(last[len(b"data: ") :])
+    assert needle in err["message"]
+    assert b"[DONE]" not in body
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_dropping_the_connection_mid_stream(env: Env) -> None:
+    env.up.frames = [CHUNK]
+    env.up.abort_after_frames = True
+    status, _, body = await env.post("/v1/chat/completions", {**CHAT, "stream": True})
+    assert status == 200
+    last = body.rstrip(b"\n").split(b"\n\n")[-1]
+    assert b'"error"' in last and b"[DONE]" not in body
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"", "empty"),
+        (b"[1,2,3]", "JSON object"),
+        (b"[" * 100_000 + b"]" * 100_000, "deep"),
+        (b'{"a":' * 5000 + b"1" + b"}" * 5000, "deep"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_bad_client_json_is_a_400(env: Env, body: bytes, needle: str) -> None:
+    status, headers, data = await env.post("/v1/chat/completions", body)
+    assert status == 400
+    assert headers.getRawHeaders(b"content-type")[0].startswith(b"application/json")
+    assert needle.lower() in error_of(data)["message"].lower()
+    assert env.up.seen == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_error_status_is_passed_on_in_openai_shape(env: Env) -> None:
+    env.up.status = 400
+    env.up.body = b'{"error":{"code":400,"message":"the request exceeds the context size","type":"exceed_context"}}'
+    status, _, data = await env.post("/v1/chat/completions", CHAT)
+    assert status == 400
+    err = error_of(data)
+    assert err["message"] == "the request exceeds the context size"
+
+
+@pytest_twisted.ensureDeferred
+async def test_unreachable_upstream_is_a_502() -> None:
+    shim = await start_shim(config("http://127.0.0.1:1"))
+    try:
+        status, _, data = await fetch(shim.url + "/v1/chat/completions", "POST", jsonutil.dumps(CHAT))
+        assert status == 502
+        assert "refused" in error_of(data)["message"]
+        status, _, data = await fetch(shim.url + "/health")
+        assert status == 503
+        assert "refused" in jsonutil.loads(data)["reason"]
+    finally:
+        await shim.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_body_over_the_limit_is_a_413() -> None:
+    up = Scripted()
+    port, url = listen(up)
+    cfg = config(url)
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, max_body_bytes=1000))
+    shim = await start_shim(cfg)
+    try:
+        status, _, data = await fetch(shim.url + "/v1/chat/completions", "POST", b"x" * 5000)
+        assert status == 413
+        assert "too large" in error_of(data)["message"]
+        status, _, data = await fetch(shim.url + "/api/chat", "POST", b"x" * 5000)
+        assert status == 413
+        assert "too large" in jsonutil.loads(data)["error"]
+        assert up.seen == []
+    finally:
+        await shim.stop()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_passthrough_keeps_method_query_body_and_end_to_end_headers(env: Env) -> None:
+    env.up.status = 201
+    env.up.headers = {b"content-type": b"application/json", b"x-upstream": b"yes", b"keep-alive": b"timeout=5"}
+    env.up.body = b'{"tokens":[1,2]}'
+    status, headers, body = await fetch(
+        env.shim.url + "/tokenize?with_pieces=true",
+        "POST",
+        b'{"content":"hi"}',
+        {
+            "Authorization": "Bearer sk-123",
+            "Content-Type": "application/json",
+            "Connection": "close, X-Hop",
+            "X-Hop": "drop me",
+            "TE": "trailers",
+            "X-Custom": "keep me",
+        },
+    )
+    assert status == 201 and body == b'{"tokens":[1,2]}'
+    assert headers.getRawHeaders(b"x-upstream") == [b"yes"]
+    assert not headers.hasHeader(b"keep-alive")
+    method, uri, seen, sent = env.up.seen[-1]
+    assert (method, uri, sent) == (b"POST", b"/tokenize?with_pieces=true", b'{"content":"hi"}')
+    assert seen[b"authorization"] == [b"Bearer sk-123"]
+    assert seen[b"x-custom"] == [b"keep me"]
+    assert b"x-hop" not in seen and b"te" not in seen
+
+
+@pytest_twisted.ensureDeferred
+async def test_models_always_in_openai_list_shape(env: Env) -> None:
+    env.up.body = b'[{"id":"a.gguf","meta":{"n_ctx":1}}]'
+    status, _, body = await fetch(env.shim.url + "/v1/models")
+    assert status == 200
+    value = jsonutil.loads(body)
+    assert value["object"] == "list"
+    assert value["data"][0]["id"] == "a.gguf" and value["data"][0]["meta"] == {"n_ctx": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_and_debug_json(env: Env) -> None:
+    env.up.body = b'{"status":"ok"}'
+    status, _, body = await fetch(env.shim.url + "/health")
+    assert status == 200 and jsonutil.loads(body)["status"] == "ok"
+    env.up.status = 503
+    env.up.body = b'{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}'
+    status, _, body = await fetch(env.shim.url + "/health")
+    assert status == 503 and "Loading model" in jsonutil.loads(body)["reason"]
+    status, _, body = await env.post("/debug/json", b'{ "a" : [1, 2,\n 3] }')
+    assert status == 200 and body == b'{"a":[1,2,3]}'
