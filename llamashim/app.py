@@ -25,6 +25,9 @@ from llamashim.config import Config
 from llamashim.errors import ShimError
 from llamashim.headers import end_to_end
 from llamashim.http_util import BytesProducer, read_body, read_json_object, send_error, send_json
+from llamashim.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from llamashim.limiter import UpstreamLimiter
+from llamashim.metrics import Metrics
 from llamashim.reasoning import ReasoningRouter, ReasoningStyle, apply_to_reply, mode_for_request
 from llamashim.relay import Identity, collect_body, relay
 from llamashim.sse import encode_openai_items
@@ -53,6 +56,10 @@ class Routes:
             max_reply_bytes=max(config.limits.max_body_bytes, 64 * 1024 * 1024),
         )
         self.style = ReasoningStyle(prefix=config.thinking.prefix, separator=config.thinking.separator)
+        # While a supervised llama-server is not ready, this says why (every upstream-bound route answers 503).
+        self.unavailable: Callable[[], str | None] = lambda: None
+        self.metrics: Metrics | None = None
+        self.limiter = UpstreamLimiter(None)
         from llamashim.ollama_routes import OllamaRoutes
 
         self.ollama = OllamaRoutes(self)
@@ -62,13 +69,26 @@ class Routes:
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
-    def _guard(self, request: Request, dialect: str, handler: Handler) -> Deferred[bytes | None]:
-        """Run a handler; any error before the first byte becomes the dialect's error body."""
+    def _guard(
+        self, request: Request, dialect: str, handler: Handler, upstream_bound: bool = True
+    ) -> Deferred[bytes | None]:
+        """Run a handler; any error before the first byte becomes the dialect's error body. Handlers that go to the
+        upstream are held to ``limits.max_concurrent_upstream`` and answer 503 while a supervised upstream is not
+        ready."""
 
         async def run() -> bytes | None:
+            acquired = False
             try:
+                if upstream_bound:
+                    reason = self.unavailable()
+                    if reason is not None:
+                        raise ShimError(503, reason, "unavailable_error")
+                    await self.limiter.acquire()
+                    acquired = True
                 return await handler(request)
             except ShimError as e:
+                if e.status in (502, 504):
+                    request.upstream_error = e.type  # type: ignore[attr-defined]
                 if request.startedWriting:
                     self.log.warn("error after the response started: {message}", message=e.message)
                     if not request.finished:
@@ -82,7 +102,12 @@ class Routes:
                         status=e.status,
                         message=e.message,
                     )
+                if e.status == 429:
+                    request.setHeader(b"retry-after", b"1")
                 return send_error(request, e, dialect)
+            finally:
+                if acquired:
+                    self.limiter.release()
 
         return Deferred.fromCoroutine(run())
 
@@ -166,9 +191,12 @@ class Routes:
 
     @app.route("/health", methods=["GET", "HEAD"])
     def health(self, request: Request) -> Deferred[bytes | None]:
-        return self._guard(request, "openai", self._health)
+        return Deferred.fromCoroutine(self._health(request))
 
     async def _health(self, request: Request) -> bytes:
+        reason = self.unavailable()
+        if reason is not None:
+            return send_json(request, {"status": "error", "reason": reason}, 503)
         try:
             response = await self.upstream.request(b"GET", b"/health")
             data = await collect_body(response, self.clock, self.upstream.idle_timeout, 1024 * 1024)
@@ -176,7 +204,7 @@ class Routes:
             return send_json(request, {"status": "error", "reason": e.message}, 503)
         if response.code == 200:
             return send_json(request, {"status": "ok", "upstream": self.upstream.base_url})
-        reason = "upstream /health answered HTTP %d" % response.code
+        reason = f"upstream /health answered HTTP {response.code}"
         try:
             value = jsonutil.loads(data)
             err = value.get("error") if isinstance(value, dict) else None
@@ -186,13 +214,21 @@ class Routes:
             pass
         return send_json(request, {"status": "error", "reason": reason}, 503)
 
+    @app.route("/metrics", methods=["GET"])
+    def metrics_route(self, request: Request) -> bytes:
+        if self.metrics is None:
+            return send_error(request, ShimError(404, "metrics are off (metrics.enabled: false)"), "openai")
+        body = self.metrics.render()
+        request.setHeader(b"content-type", METRICS_CONTENT_TYPE)
+        return body
+
     @app.route("/debug/json", methods=["POST"])
     def debug_json(self, request: Request) -> Deferred[bytes | None]:
         async def run(request: Request) -> bytes:
             value = read_json_object(request, self.config.limits.max_json_depth) if True else None
             return send_json(request, jsonutil.dumps(value))
 
-        return self._guard(request, "openai", run)
+        return self._guard(request, "openai", run, upstream_bound=False)
 
     # -- Ollama dialect (delegated) ---------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from twisted.web.server import Request
 from llamashim import jsonutil
 from llamashim.errors import ShimError
 from llamashim.http_util import BytesProducer, start_sse, upstream_error
-from llamashim.pipeline import StreamPipeline
+from llamashim.pipeline import StreamPipeline, usage_counts
 from llamashim.relay import collect_body, relay
 from llamashim.sse import encode_comment
 from llamashim.stream_items import Item, Stage
@@ -114,6 +114,8 @@ class ChatFlow:
             body["stream"] = False
             body.pop("stream_options", None)
             reply = await self._reply_json(request, plan, body)
+            if isinstance(reply.get("usage"), dict):
+                request.usage = usage_counts(reply["usage"])  # type: ignore[attr-defined]
             assert plan.on_reply is not None
             return plan.on_reply(reply)
         has_tools = bool(plan.body.get("tools"))
@@ -159,7 +161,10 @@ class ChatFlow:
             self._emit_synthesized(request, plan, pipeline, reply)
             return None
         plan.start_stream(request)
-        await relay(request, response, pipeline, self.clock, self.upstream.idle_timeout)
+        try:
+            await relay(request, response, pipeline, self.clock, self.upstream.idle_timeout)
+        finally:
+            request.usage = pipeline.usage  # type: ignore[attr-defined]
         return None
 
     def _emit_synthesized(
@@ -169,6 +174,7 @@ class ChatFlow:
         if not request.startedWriting:
             plan.start_stream(request)
         out = pipeline.push(synthesize_items(reply, self.chunk_size, include_usage))
+        request.usage = pipeline.usage  # type: ignore[attr-defined]
         if out:
             request.write(out)
         request.finish()

@@ -78,6 +78,9 @@ def send_error(request: Request, err: ShimError, dialect: str) -> bytes:
 
 
 def start_sse(request: Request) -> None:
+    mark = getattr(request, "mark_streaming", None)
+    if mark is not None:
+        mark()
     request.setResponseCode(200)
     for name, value in SSE_HEADERS.items():
         request.setHeader(name, value)

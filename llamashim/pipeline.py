@@ -25,6 +25,7 @@ class StreamPipeline:
         self.ended = False
         self.saw_finish_reason = False
         self.error: StreamError | None = None
+        self.usage: tuple[int, int] | None = None  # (prompt, completion) tokens, from the upstream's usage chunk
 
     def feed(self, data: bytes) -> bytes:
         if self.ended:
@@ -97,6 +98,9 @@ class StreamPipeline:
             if isinstance(item, Chunk):
                 if not self.saw_finish_reason and _has_finish(item):
                     self.saw_finish_reason = True
+                usage = item.data.get("usage")
+                if isinstance(usage, dict):
+                    self.usage = usage_counts(usage)
             elif isinstance(item, (Done, StreamError)):
                 self.ended = True
                 if isinstance(item, StreamError):
@@ -104,6 +108,11 @@ class StreamPipeline:
                 items = items[: i + 1]
                 break
         return self._encode(items)
+
+
+def usage_counts(usage: dict[str, object]) -> tuple[int, int]:
+    p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return (p if isinstance(p, int) else 0, c if isinstance(c, int) else 0)
 
 
 def _has_finish(item: Item) -> bool:

@@ -71,7 +71,7 @@ def describe_tls_failure(failure: Failure) -> str | None:
     try:
         from service_identity import VerificationError
     except ImportError:  # pragma: no cover - service-identity is a dependency
-        VerificationError = ()  # type: ignore[assignment,misc]  # noqa: N806
+        VerificationError = ()  # type: ignore[assignment,misc]
     if VerificationError and failure.check(VerificationError):
         return f"certificate does not match the host name ({failure.value})"
     if failure.check(SSL.Error):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import treq
 from twisted.application.service import Service
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred
@@ -22,7 +23,6 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 
-import treq
 from llamashim.errors import ShimError
 from llamashim.tls import describe_tls_failure, policy_for
 

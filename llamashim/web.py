@@ -7,6 +7,8 @@ soon as its declared length (or, for chunked uploads, its running size) passes `
 
 from __future__ import annotations
 
+import re
+import uuid
 from typing import Any
 
 from twisted.logger import Logger
@@ -16,6 +18,10 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 
 from llamashim import errors
+from llamashim.gate import Gate
+from llamashim.metrics import Metrics, route_of
+
+_REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]+")
 
 NULL_SINK_LIMIT = 0
 
@@ -60,6 +66,30 @@ class ShimRequest(server.Request):
         self._body_seen = 0
         self._refused = False
         self.dialect = "openai"
+        self.request_id = b"-"
+        self.logged = False
+        self.streaming = False
+        self.first_byte_at: float | None = None
+        self.usage: tuple[int, int] | None = None
+        self.upstream_error: str | None = None
+
+    def mark_streaming(self) -> None:
+        """This response is a stream (counted in the active-streams gauge until it ends)."""
+        if not self.streaming:
+            self.streaming = True
+            metrics = getattr(self.channel.site, "metrics", None) if self.channel is not None else None
+            if metrics is not None:
+                metrics.active_streams.inc()
+
+    def write(self, data: bytes) -> None:
+        if self.first_byte_at is None and data and self.channel is not None:
+            self.first_byte_at = self.channel.site.reactor.seconds()
+        super().write(data)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        if not self.finished and self.channel is not None:
+            self.channel.site.log(self, aborted=True)
+        super().connectionLost(reason)
 
     @property
     def clock(self) -> Any:
@@ -104,6 +134,41 @@ class ShimRequest(server.Request):
             return
         super().requestReceived(command, path, version)
 
+    def process(self) -> None:
+        """Before any route: request id, Host allow-list, CORS, API keys."""
+        site = self.channel.site
+        self.dialect = "ollama" if is_ollama_path(self.path) else "openai"
+        rid = self.requestHeaders.getRawHeaders(b"x-request-id", [b""])[0]
+        if not rid or len(rid) > 128 or not _REQUEST_ID_OK.fullmatch(rid):
+            rid = uuid.uuid4().hex.encode("ascii")
+            self.requestHeaders.setRawHeaders(b"x-request-id", [rid])  # forwarded upstream with the rest
+        self.request_id = rid
+        self.setHeader(b"x-request-id", rid)
+        gate: Gate = site.gate
+        preflight = self.method == b"OPTIONS" and self.requestHeaders.hasHeader(b"access-control-request-method")
+        for name, value in gate.cors_headers(self.requestHeaders, preflight).items():
+            self.setHeader(name, value)
+        if preflight and gate.cors_origins:
+            self.setResponseCode(204)
+            self.finish()
+            return
+        err = gate.check(self.method, self.path, self.requestHeaders)
+        if err is not None:
+            body = error_body(self.path, err.status, err.message)
+            self.setResponseCode(err.status)
+            self.setHeader(b"content-type", b"application/json")
+            self.setHeader(b"content-length", b"%d" % len(body))
+            if err.status == 401:
+                self.setHeader(b"www-authenticate", b"Bearer")
+            self.write(body)
+            self.finish()
+            return
+        if gate.auth_enabled:
+            # The client's key is ours; it is not passed on (upstream.api_key is, when set).
+            self.requestHeaders.removeHeader(b"authorization")
+            self.requestHeaders.removeHeader(b"x-api-key")
+        super().process()
+
     def processingFailed(self, reason: Failure) -> None:  # type: ignore[override]
         """An unexpected error in our code: log it, answer a JSON 500 — never a traceback or an HTML page."""
         self._log.failure("unhandled error handling {method} {uri}", reason, method=self.method, uri=self.uri)
@@ -121,13 +186,43 @@ class ShimRequest(server.Request):
 
 
 class ShimChannel(HTTPChannel):
-    """An HTTP connection that the site keeps track of (for draining on shutdown and for tests)."""
+    """An HTTP connection that the site keeps track of (for draining on shutdown), with a deadline for each
+    request's headers: a client dribbling a header block byte by byte is dropped after
+    ``limits.header_timeout`` seconds (twisted.web's own timeout restarts on every byte)."""
+
+    _header_timer: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.site.open_channels.add(self)
+        self._arm_header_deadline()
+
+    def _arm_header_deadline(self) -> None:
+        seconds = getattr(self.site, "header_timeout", None)
+        if seconds:
+            self._header_timer = self.site.reactor.callLater(seconds, self._headers_too_slow)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_timer is not None and self._header_timer.active():
+            self._header_timer.cancel()
+        self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        ShimSite.access_log.info("dropped a connection: request headers not complete in time (limits.header_timeout)")
+        self.transport.abortConnection()
+
+    def allHeadersReceived(self) -> None:
+        self._disarm_header_deadline()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        if not self._header_timer and self.transport is not None and not self.transport.disconnecting:
+            self._arm_header_deadline()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._disarm_header_deadline()
         self.site.open_channels.discard(self)
         super().connectionLost(reason)
 
@@ -140,26 +235,60 @@ class ShimSite(server.Site):
     protocol = ShimChannel
     displayTracebacks = False
 
-    def __init__(self, resource: IResource, reactor: Any, max_body_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        resource: IResource,
+        reactor: Any,
+        max_body_bytes: int = 32 * 1024 * 1024,
+        gate: Gate | None = None,
+        header_timeout: float | None = 30.0,
+        metrics: Metrics | None = None,
+    ) -> None:
         super().__init__(resource, reactor=reactor)
         self.max_body_bytes = max_body_bytes
+        self.gate = gate or Gate()
+        self.header_timeout = header_timeout
         self.noisy = False
         self.open_channels: set[ShimChannel] = set()
+        self.metrics: Metrics | None = metrics
 
-    def log(self, request: ShimRequest) -> None:  # type: ignore[override]
+    def log(self, request: ShimRequest, aborted: bool = False) -> None:  # type: ignore[override]
+        """One access line per request (also for a client that left), and the request's metrics."""
+        if request.logged:
+            return
+        request.logged = True
         now = self.reactor.seconds()
         started = request.started or now
         ttfb = "-" if request.upstream_ttfb is None else f"{request.upstream_ttfb * 1000:.1f}ms"
+        status = "aborted" if aborted else str(request.code)
         ShimSite.access_log.info(
-            "{method} {path} {status} {bytes}B {duration_ms}ms upstream_ttfb={ttfb}",
+            "{method} {path} {status} {bytes}B {duration_ms}ms upstream_ttfb={ttfb} id={request_id}",
             method=request.method.decode("latin-1"),
-            path=request.uri.decode("latin-1"),
-            status=request.code,
+            path=request.path.decode("latin-1"),
+            status=status,
             bytes=request.sentLength,
             duration_ms=f"{(now - started) * 1000:.1f}",
             ttfb=ttfb,
-            client=request.getClientAddress().host if hasattr(request.getClientAddress(), "host") else "-",
+            request_id=request.request_id.decode("ascii", "replace"),
         )
+        m = self.metrics
+        if m is None:
+            return
+        route = route_of(request.method, request.path)
+        m.requests.labels(route, status, request.dialect).inc()
+        m.duration.labels(route).observe(now - started)
+        m.bytes_out.inc(request.sentLength)
+        if aborted:
+            m.client_aborts.inc()
+        if request.streaming:
+            m.active_streams.dec()
+            if request.first_byte_at is not None:
+                m.ttft.labels(route).observe(request.first_byte_at - started)
+        if request.usage is not None:
+            m.tokens.labels("prompt").inc(request.usage[0])
+            m.tokens.labels("completion").inc(request.usage[1])
+        if request.upstream_error is not None:
+            m.upstream_errors.labels(request.upstream_error).inc()
 
     def log_refusal(self, path: bytes, status: int, message: str) -> None:
         ShimSite.access_log.info("refused {path} {status}: {message}", path=path.decode("latin-1"), status=status,

@@ -67,7 +67,9 @@ TOOL_REQUEST: dict[str, Any] = dict(
 
 
 @pytest.fixture(scope="module", params=["native", "synthesize"])
-def tool_shim(request: pytest.FixtureRequest, real_llama: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def tool_shim(
+    request: pytest.FixtureRequest, real_llama: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Daemon]:
     with running_daemon(
         real_llama.url, "--tool-streaming", request.param, tmp=tmp_path_factory.mktemp("tools")
     ) as d:
