@@ -25,8 +25,8 @@ from llamashim.config import Config
 from llamashim.errors import ShimError
 from llamashim.headers import end_to_end
 from llamashim.http_util import BytesProducer, read_body, read_json_object, send_error, send_json
-from llamashim.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llamashim.limiter import UpstreamLimiter
+from llamashim.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llamashim.metrics import Metrics
 from llamashim.reasoning import ReasoningRouter, ReasoningStyle, apply_to_reply, mode_for_request
 from llamashim.relay import Identity, collect_body, relay

@@ -33,6 +33,13 @@ def end_to_end(headers: Headers, drop: frozenset[bytes] = frozenset()) -> Header
     skip = HOP_BY_HOP | RECOMPUTED | _connection_tokens(headers) | drop
     out = Headers()
     for name, values in headers.getAllRawHeaders():
-        if name.lower() not in skip:
-            out.setRawHeaders(name, values)
+        lower = name.lower()
+        if lower in skip:
+            continue
+        if lower == b"content-encoding":
+            # twisted's ContentDecoderAgent (which treq always adds) leaves an empty Content-Encoding behind
+            values = [v for v in values if v.strip()]
+            if not values:
+                continue
+        out.setRawHeaders(name, values)
     return out

@@ -8,11 +8,15 @@ from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 
 from llamashim.app import Routes
 from llamashim.config import Config
 from llamashim.errors import ShimError
+from llamashim.gate import Gate, hosts_for_listeners, key_hint
+from llamashim.limiter import UpstreamLimiter
+from llamashim.logs import observer_for
+from llamashim.metrics import Metrics
 from llamashim.upstream import UpstreamClient
 from llamashim.web import ShimSite
 
@@ -37,6 +41,10 @@ class StartupLog(Service):
         )
         if c.log.verbose:
             log.warn("verbose logging is ON: request and response bodies will be logged")
+        keys = c.api_keys()
+        if keys:
+            log.info("API keys required ({n} configured, ending {hints})", n=len(keys),
+                     hints=", ".join(key_hint(k) for k in keys))
 
 
 class LlamashimService(MultiService):
@@ -50,6 +58,13 @@ class LlamashimService(MultiService):
         self.drain_timeout = drain_timeout
         self.listening = MultiService()
         self.site: ShimSite | None = None
+        self.log_observer: Any = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd starts logging after makeService, with the application's ILogObserver component when there is one.
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -116,7 +131,26 @@ def build_service(config: Config, reactor: Any) -> MultiService:
     )
     upstream.setServiceParent(top)
     routes = Routes(config, upstream)
-    site = ShimSite(routes.resource(), reactor, max_body_bytes=config.limits.max_body_bytes)
+    routes.limiter = UpstreamLimiter(config.limits.max_concurrent_upstream, config.limits.max_queue)
+    metrics = Metrics() if config.metrics.enabled else None
+    routes.metrics = metrics
+    keys = config.api_keys()
+    allowed = config.server.allowed_hosts
+    gate = Gate(
+        api_keys=tuple(k.encode("utf-8") for k in keys),
+        open_paths=config.auth.open_paths,
+        allowed_hosts=tuple(h.lower() for h in allowed) if allowed is not None else hosts_for_listeners(config.listen),
+        cors_origins=config.cors.origins,
+    )
+    site = ShimSite(
+        routes.resource(),
+        reactor,
+        max_body_bytes=config.limits.max_body_bytes,
+        gate=gate,
+        header_timeout=config.limits.header_timeout,
+        metrics=metrics,
+    )
+    top.log_observer = observer_for(config.log.format, config.log.level)
     top.site = site
     top.routes = routes  # type: ignore[attr-defined]
     StartupLog(config).setServiceParent(top)

@@ -10,9 +10,10 @@ Responses are always unbuffered: the caller streams or collects the body itself 
 from __future__ import annotations
 
 from collections.abc import Callable
+from http.cookiejar import CookieJar
 from typing import Any
 
-import treq
+from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred
@@ -64,7 +65,8 @@ class UpstreamClient(Service):
         self.agent = agent or Agent(
             reactor, contextFactory=policy_for(verify), connectTimeout=connect_timeout, pool=self.pool
         )
-        self.http = treq.HTTPClient(self.agent)
+        # treq keeps one cookie jar per client; a proxy must never carry one client's cookies to another's request.
+        self.http = HTTPClient(self.agent, cookiejar=NoCookies())
         # Per-upstream facts learnt at run time (e.g. "this build refuses streamed tools").
         self.facts: dict[str, str] = {}
 
@@ -142,6 +144,10 @@ class UpstreamClient(Service):
         where = self.base_url
         if failure.check(ShimError):
             return failure
+        if timed_out:  # our own timer cancelled the request (the failure may wrap the CancelledError)
+            what = timed_out[0]
+            seconds = self.request_timeout if what == "request_timeout" else self.idle_timeout
+            return Failure(UpstreamTimeout(f"upstream {where} did not answer within {seconds:g} s (upstream.{what})"))
         if failure.check(CancelledError):
             if timed_out:
                 what = timed_out[0]
@@ -174,6 +180,16 @@ class UpstreamClient(Service):
                 )
         detail = reasons[0].getErrorMessage() or reasons[0].type.__name__
         return Failure(ShimError(502, f"upstream {where} failed: {detail}", type="upstream_error"))
+
+
+class NoCookies(CookieJar):
+    """A cookie jar that keeps nothing."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
+    def set_cookie(self, cookie: Any) -> None:
+        pass
 
 
 def bearer_redacted(value: bytes | None) -> str:

@@ -11,6 +11,7 @@ import re
 import uuid
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -225,6 +226,10 @@ class ShimChannel(HTTPChannel):
         self._disarm_header_deadline()
         self.site.open_channels.discard(self)
         super().connectionLost(reason)
+        if not self.site.open_channels:
+            waiters, self.site.idle_waiters = self.site.idle_waiters, []
+            for d in waiters:
+                d.callback(None)
 
 
 class ShimSite(server.Site):
@@ -250,6 +255,7 @@ class ShimSite(server.Site):
         self.header_timeout = header_timeout
         self.noisy = False
         self.open_channels: set[ShimChannel] = set()
+        self.idle_waiters: list[Deferred[None]] = []
         self.metrics: Metrics | None = metrics
 
     def log(self, request: ShimRequest, aborted: bool = False) -> None:  # type: ignore[override]
@@ -289,6 +295,14 @@ class ShimSite(server.Site):
             m.tokens.labels("completion").inc(request.usage[1])
         if request.upstream_error is not None:
             m.upstream_errors.labels(request.upstream_error).inc()
+
+    def when_idle(self) -> Deferred[None]:
+        """Fires once no client connection is open."""
+        if not self.open_channels:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self.idle_waiters.append(d)
+        return d
 
     def log_refusal(self, path: bytes, status: int, message: str) -> None:
         ShimSite.access_log.info("refused {path} {status}: {message}", path=path.decode("latin-1"), status=status,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import treq
+from treq.client import HTTPClient
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
@@ -165,7 +165,8 @@ class Scripted(Resource):
         for frame in self.frames:
             request.write(frame)
         if self.abort_after_frames:
-            request.channel.transport.abortConnection()  # type: ignore[union-attr]
+            # drop the connection mid-body: the chunked body never gets its terminating chunk
+            request.channel.transport.loseConnection()  # type: ignore[union-attr]
             return NOT_DONE_YET
         request.finish()
         return NOT_DONE_YET
@@ -176,7 +177,7 @@ async def fetch(
 ) -> tuple[int, Any, bytes]:
     """One request with treq on a non-persistent pool: (status, response headers, body)."""
     pool = HTTPConnectionPool(reactor, persistent=False)
-    client = treq.HTTPClient(Agent(reactor, pool=pool))
+    client = HTTPClient(Agent(reactor, pool=pool))
     try:
         response = await timeout(client.request(method, url, data=body, headers=headers))
         data = await timeout(response.content())

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-import treq
+from treq.client import HTTPClient
 from twisted.internet import ssl
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.resource import Resource
@@ -39,7 +39,9 @@ def tls_upstream(certs: CertFiles) -> tuple[Any, str]:
     return port, f"https://localhost:{port.getHost().port}"
 
 
-async def get(url: str, client: Any = treq) -> tuple[int, Any]:
+async def get(url: str, client: Any = None) -> tuple[int, Any]:
+    if client is None:
+        client = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
     response = await timeout(client.get(url))
     body = await timeout(response.content())
     return response.code, jsonutil.loads(body)
@@ -103,7 +105,7 @@ async def test_ssl_listener_serves_https(certs: CertFiles) -> None:
     try:
         trust = ssl.Certificate.loadPEM(certs.ca.read_text())
         agent = Agent(reactor, BrowserLikePolicyForHTTPS(trustRoot=trust), pool=pool)
-        client = treq.HTTPClient(agent)
+        client = HTTPClient(agent)
         https = f"https://localhost:{shim.port.getHost().port}"
         code, body = await get(https + "/props", client)
         assert code == 200 and body["path"] == "/props"

@@ -1,0 +1,471 @@
+"""Configuration: defaults < YAML file < environment < command line, validated strictly into frozen dataclasses.
+
+Every key has one definition in :data:`SCHEMA` (type, default, validation); an unknown key, a value of the wrong type
+or a missing file is a :class:`ConfigError` whose one-line message names the key and where it came from. The older
+stream-synthesis proxy's ``config.yaml`` keys (``proxy_port``, ``target_url``, ...) are accepted and mapped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+THINKING_MODES = ("default", "show_reasoning", "events", "both", "off")
+THINKING_ALIASES = {"content": "show_reasoning"}
+TOOL_MODES = ("auto", "native", "synthesize")
+DEFAULT_LISTEN = "tcp:11434:interface=127.0.0.1"
+DEFAULT_UPSTREAM = "http://127.0.0.1:8080"
+
+
+class ConfigError(Exception):
+    """A configuration problem, said in one line."""
+
+
+@dataclass(frozen=True)
+class SpawnConfig:
+    model: str
+    args: tuple[str, ...] = ()
+    binary: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str = DEFAULT_UPSTREAM
+    verify: bool | str = True
+    connect_timeout: float = 10.0
+    idle_timeout: float | None = 600.0
+    request_timeout: float | None = None
+    api_key: str | None = None
+    spawn: SpawnConfig | None = None
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    streaming: str = "auto"
+    chunk_size: int = 50
+    heartbeat: float = 5.0
+
+
+@dataclass(frozen=True)
+class ThinkingConfig:
+    mode: str = "default"
+    debug: bool = False
+    prefix: str = "💭 "
+    separator: str = "\n\n---\n\n"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    verbose: bool = False
+    level: str = "info"
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_json_depth: int = 64
+    header_timeout: float = 30.0
+    max_concurrent_upstream: int | None = None
+    max_queue: int = 64
+
+
+@dataclass(frozen=True)
+class OllamaConfig:
+    version: str = "0.6.4"
+    chat_dialect: str = "ollama"
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    drain_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    heartbeat: float = 15.0
+    allowed_hosts: tuple[str, ...] | None = None  # None: loopback names plus the listen addresses
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    api_keys: tuple[str, ...] = ()
+    api_keys_file: str | None = None
+    open_paths: tuple[str, ...] = ("/health", "/api/version", "/api/tags", "/api/show", "GET /", "HEAD /")
+
+
+@dataclass(frozen=True)
+class CorsConfig:
+    origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    thinking: ThinkingConfig = field(default_factory=ThinkingConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    ollama: OllamaConfig = field(default_factory=OllamaConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    cors: CorsConfig = field(default_factory=CorsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def api_keys(self) -> tuple[str, ...]:
+        """Every configured API key: ``auth.api_keys`` plus the lines of ``auth.api_keys_file``."""
+        keys = list(self.auth.api_keys)
+        if self.auth.api_keys_file:
+            keys.extend(read_keys_file(self.auth.api_keys_file))
+        return tuple(k for k in keys if k)
+
+
+# -- validators: (value, where) -> normalised value, raising ConfigError ----------------------------------------------
+
+Validator = Callable[[Any, str], Any]
+
+
+def _bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{where}: expected true or false, got {value!r}")
+
+
+def _number(minimum: float = 0.0, optional: bool = False) -> Validator:
+    def check(value: Any, where: str) -> float | None:
+        if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))):
+            return None
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if number < minimum or number != number:
+            raise ConfigError(f"{where}: must be at least {minimum:g}, got {value!r}")
+        return number
+
+    return check
+
+
+def _int(minimum: int = 0, optional: bool = False) -> Validator:
+    def check(value: Any, where: str) -> int | None:
+        if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))):
+            return None
+        if isinstance(value, bool) or isinstance(value, float):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}") from None
+        if number < minimum:
+            raise ConfigError(f"{where}: must be at least {minimum}, got {value!r}")
+        return number
+
+    return check
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _opt_str(value: Any, where: str) -> str | None:
+    return None if value is None else _str(value, where)
+
+
+def _choice(choices: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> Validator:
+    def check(value: Any, where: str) -> str:
+        text = _str(value, where).strip().lower()
+        text = (aliases or {}).get(text, text)
+        if text not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+        return text
+
+    return check
+
+
+def _str_list(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _opt_str_list(value: Any, where: str) -> tuple[str, ...] | None:
+    return None if value is None else _str_list(value, where)
+
+
+def _listen(value: Any, where: str) -> tuple[str, ...]:
+    items = _str_list([value] if isinstance(value, str) else value, where)
+    if not items:
+        raise ConfigError(f"{where}: at least one listener is needed")
+    for item in items:
+        if ":" not in item:
+            raise ConfigError(f"{where}: {item!r} is not an endpoint string (e.g. {DEFAULT_LISTEN})")
+    return items
+
+
+def _url(value: Any, where: str) -> str:
+    text = _str(value, where).strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: {value!r} is not an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - validates the port number
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} has an invalid port") from None
+    if parts.path.strip("/") or parts.query:
+        raise ConfigError(f"{where}: {value!r} must be a base URL without a path (e.g. http://127.0.0.1:8080)")
+    return text.rstrip("/")
+
+
+def _verify(value: Any, where: str) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+        return _bool(value, where)
+    path = _str(value, where)
+    if not os.path.exists(path):
+        raise ConfigError(f"{where}: CA bundle {path!r} does not exist")
+    return path
+
+
+def _spawn(value: Any, where: str) -> SpawnConfig | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping with model, args, binary, port")
+    unknown = set(value) - {"model", "args", "binary", "port"}
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{sorted(unknown)[0]}")
+    if "model" not in value:
+        raise ConfigError(f"{where}.model: the GGUF model file is required")
+    model = _str(value["model"], f"{where}.model")
+    args = value.get("args") or []
+    if isinstance(args, str):
+        args = args.split()
+    port = _int(1, optional=True)(value.get("port"), f"{where}.port")
+    binary = _opt_str(value.get("binary"), f"{where}.binary")
+    return SpawnConfig(model, _str_list(args, f"{where}.args"), binary, port)
+
+
+# One entry per key: section -> key -> validator. Defaults live in the dataclasses.
+SCHEMA: dict[str, dict[str, Validator]] = {
+    "upstream": {
+        "url": _url,
+        "verify": _verify,
+        "connect_timeout": _number(0.001),
+        "idle_timeout": _number(0.001, optional=True),
+        "request_timeout": _number(0.001, optional=True),
+        "api_key": _opt_str,
+        "spawn": _spawn,
+    },
+    "tools": {"streaming": _choice(TOOL_MODES), "chunk_size": _int(1), "heartbeat": _number(0.0)},
+    "thinking": {
+        "mode": _choice(THINKING_MODES, THINKING_ALIASES),
+        "debug": _bool,
+        "prefix": _str,
+        "separator": _str,
+    },
+    "log": {
+        "verbose": _bool,
+        "level": _choice(("debug", "info", "warn", "error", "critical")),
+        "format": _choice(("text", "json")),
+    },
+    "limits": {
+        "max_body_bytes": _int(1),
+        "max_json_depth": _int(2),
+        "header_timeout": _number(0.001),
+        "max_concurrent_upstream": _int(1, optional=True),
+        "max_queue": _int(0),
+    },
+    "ollama": {"version": _str, "chat_dialect": _choice(("ollama", "openai"))},
+    "shutdown": {"drain_timeout": _number(0.0)},
+    "server": {"heartbeat": _number(0.0), "allowed_hosts": _opt_str_list},
+    "auth": {"api_keys": _str_list, "api_keys_file": _opt_str, "open_paths": _str_list},
+    "cors": {"origins": _str_list},
+    "metrics": {"enabled": _bool},
+}
+TOP_LEVEL = {"listen"}
+
+# The stream-synthesis proxy's config.yaml (shared/seeds/001): its keys and where they land.
+SEED_KEYS: dict[str, tuple[str, str] | str] = {
+    "proxy_port": "listen",
+    "target_url": ("upstream", "url"),
+    "verify_ssl": ("upstream", "verify"),
+    "streaming_chunk_size": ("tools", "chunk_size"),
+    "request_timeout": ("upstream", "request_timeout"),
+    "log_level": ("log", "level"),
+}
+
+
+def read_keys_file(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    except OSError as e:
+        raise ConfigError(f"auth.api_keys_file: cannot read {path!r}: {e.strerror}") from None
+
+
+def _flatten_file(data: Any, source: str) -> dict[tuple[str, str], tuple[Any, str]]:
+    """YAML document → {(section, key): (value, where)}, rejecting unknown keys."""
+    out: dict[tuple[str, str], tuple[Any, str]] = {}
+    if data is None:
+        return out
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    for name, value in data.items():
+        if not isinstance(name, str):
+            raise ConfigError(f"{source}: key {name!r} is not a string")
+        if name in TOP_LEVEL:
+            out[("", name)] = (value, f"{name} in {source}")
+        elif name in SEED_KEYS:
+            target = SEED_KEYS[name]
+            where = f"{name} in {source}"
+            if name == "proxy_port":
+                port = _int(1)(value, where)
+                out[("", "listen")] = ([f"tcp:{port}:interface=127.0.0.1"], where)
+            elif name == "log_level":
+                assert isinstance(target, tuple)
+                out[target] = (str(value).lower(), where)
+            else:
+                assert isinstance(target, tuple)
+                out[target] = (value, where)
+        elif name in SCHEMA:
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name} in {source}: expected a mapping, got {value!r}")
+            for key, sub in value.items():
+                if key not in SCHEMA[name]:
+                    raise ConfigError(f"unknown key {name}.{key} in {source}")
+                out[(name, key)] = (sub, f"{name}.{key} in {source}")
+        else:
+            raise ConfigError(f"unknown key {name} in {source}")
+    return out
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[tuple[str, str], tuple[Any, str]]:
+    out: dict[tuple[str, str], tuple[Any, str]] = {}
+    host, port = environ.get("LISTEN_HOST"), environ.get("LISTEN_PORT")
+    if host or port:
+        p = _int(1)(port or "11434", "LISTEN_PORT")
+        h = (host or "127.0.0.1").replace(":", "\\:")
+        out[("", "listen")] = ([f"tcp:{p}:interface={h}"], "LISTEN_HOST/LISTEN_PORT")
+    if environ.get("UPSTREAM"):
+        out[("upstream", "url")] = (environ["UPSTREAM"], "UPSTREAM")
+    elif environ.get("LLAMA_SERVER_PORT"):
+        p = _int(1)(environ["LLAMA_SERVER_PORT"], "LLAMA_SERVER_PORT")
+        out[("upstream", "url")] = (f"http://127.0.0.1:{p}", "LLAMA_SERVER_PORT")
+    simple = {
+        "THINKING_MODE": ("thinking", "mode"),
+        "THINKING_DEBUG": ("thinking", "debug"),
+        "TOOL_STREAMING": ("tools", "streaming"),
+        "VERBOSE": ("log", "verbose"),
+        "LLAMASHIM_API_KEYS": ("auth", "api_keys"),
+    }
+    for var, target in simple.items():
+        if environ.get(var) not in (None, ""):
+            out[target] = (environ[var], var)
+    return out
+
+
+CLI_KEYS: dict[str, tuple[str, str]] = {
+    "listen": ("", "listen"),
+    "upstream": ("upstream", "url"),
+    "thinking_mode": ("thinking", "mode"),
+    "tool_streaming": ("tools", "streaming"),
+}
+
+
+def _from_cli(cli: Mapping[str, Any]) -> dict[tuple[str, str], tuple[Any, str]]:
+    out: dict[tuple[str, str], tuple[Any, str]] = {}
+    for name, target in CLI_KEYS.items():
+        value = cli.get(name)
+        if value not in (None, [], ()):
+            out[target] = (value, "--" + name.replace("_", "-"))
+    if cli.get("ca_file") and cli.get("insecure"):
+        raise ConfigError("--ca-file and --insecure cannot be used together")
+    if cli.get("ca_file"):
+        out[("upstream", "verify")] = (cli["ca_file"], "--ca-file")
+    if cli.get("insecure"):
+        out[("upstream", "verify")] = (False, "--insecure")
+    if cli.get("verbose"):
+        out[("log", "verbose")] = (True, "--verbose")
+    return out
+
+
+def load_file(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+
+
+def load_config(cli: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
+    """Merge and validate: command line > environment > YAML file > defaults."""
+    path = cli.get("config") or environ.get("LLAMASHIM_CONFIG")
+    merged: dict[tuple[str, str], tuple[Any, str]] = {}
+    if path:
+        merged.update(_flatten_file(load_file(str(path)), str(path)))
+    merged.update(_from_env(environ))
+    merged.update(_from_cli(cli))
+    return build(merged)
+
+
+def build(merged: Mapping[tuple[str, str], tuple[Any, str]]) -> Config:
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SCHEMA}
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    for (section, key), (value, where) in merged.items():
+        if section == "":
+            listen = _listen(value, where)
+            continue
+        sections[section][key] = SCHEMA[section][key](value, where)
+    up = sections["upstream"]
+    if up.get("spawn") is not None and ("upstream", "url") in merged:
+        raise ConfigError(
+            f"upstream.url ({merged[('upstream', 'url')][1]}) and upstream.spawn cannot be used together: "
+            "a spawned llama-server is the upstream"
+        )
+    return Config(
+        listen=listen,
+        upstream=UpstreamConfig(**up),
+        tools=ToolsConfig(**sections["tools"]),
+        thinking=ThinkingConfig(**sections["thinking"]),
+        log=LogConfig(**sections["log"]),
+        limits=LimitsConfig(**sections["limits"]),
+        ollama=OllamaConfig(**sections["ollama"]),
+        shutdown=ShutdownConfig(**sections["shutdown"]),
+        server=ServerConfig(**sections["server"]),
+        auth=AuthConfig(**sections["auth"]),
+        cors=CorsConfig(**sections["cors"]),
+        metrics=MetricsConfig(**sections["metrics"]),
+    )

@@ -1,0 +1,96 @@
+"""``twistd llamashim``: the command-line options and ``makeService``.
+
+Configuration errors are reported by :func:`makeService` as one line on stderr and exit status 2 — not through
+``usage.UsageError``, which would make twistd print its whole help page after the message.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, ClassVar
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from llamashim.config import THINKING_MODES, TOOL_MODES, ConfigError, SpawnConfig, load_config
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "llamashim: makes OpenAI and Ollama clients work with llama.cpp's llama-server. "
+        "Precedence: command line > environment > YAML file (--config) > defaults."
+    )
+    optParameters: ClassVar[list[list[Any]]] = [
+        ["config", "c", None, "YAML configuration file (env LLAMASHIM_CONFIG)."],
+        ["upstream", "u", None, "Base URL of llama-server (env UPSTREAM; default http://127.0.0.1:8080)."],
+        ["ca-file", None, None, "Trust this CA bundle (PEM) for an https upstream (upstream.verify: PATH)."],
+        ["thinking-mode", None, None, f"Reasoning routing: {', '.join(THINKING_MODES)} (env THINKING_MODE)."],
+        ["tool-streaming", None, None, f"Tool-call streaming: {', '.join(TOOL_MODES)} (env TOOL_STREAMING)."],
+        ["spawn-model", None, None, "Start and supervise llama-server on this GGUF file (upstream.spawn.model)."],
+        ["spawn-args", None, None, "Extra llama-server arguments for --spawn-model, one string."],
+    ]
+    optFlags: ClassVar[list[list[Any]]] = [
+        ["insecure", "k", "Do not verify the upstream's TLS certificate (upstream.verify: false). Logged loudly."],
+        ["verbose", "v", "Log request and response bodies (env VERBOSE=1)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Listen on this Twisted endpoint (repeatable; default tcp:11434:interface=127.0.0.1)."""
+        self["listen"].append(endpoint)
+
+    opt_l = opt_listen
+
+    def cli(self) -> dict[str, Any]:
+        """The options as :func:`llamashim.config.load_config` takes them."""
+        return {
+            "config": self["config"],
+            "listen": list(self["listen"]),
+            "upstream": self["upstream"],
+            "ca_file": self["ca-file"],
+            "insecure": bool(self["insecure"]),
+            "thinking_mode": self["thinking-mode"],
+            "tool_streaming": self["tool-streaming"],
+            "verbose": bool(self["verbose"]),
+        }
+
+
+def fail(message: str) -> None:
+    sys.stderr.write(f"llamashim: configuration error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """Build the daemon's service tree from the parsed options (the only place that may import the reactor)."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    from dataclasses import replace
+
+    from twisted.internet.endpoints import serverFromString
+
+    from llamashim.service import build_service
+
+    try:
+        config = load_config(options.cli(), os.environ)
+        if options["spawn-model"]:
+            if options["upstream"]:
+                raise ConfigError("--upstream and --spawn-model cannot be used together")
+            spawn = SpawnConfig(options["spawn-model"], tuple((options["spawn-args"] or "").split()))
+            config = replace(config, upstream=replace(config.upstream, spawn=spawn))
+        for description in config.listen:
+            try:
+                serverFromString(reactor, description)
+            except (ValueError, TypeError, KeyError) as e:
+                raise ConfigError(f"listener {description!r} is not a valid endpoint: {e}") from None
+        config.api_keys()  # an unreadable keys file is a start-up error, not a runtime one
+    except ConfigError as e:
+        fail(str(e))
+    return build_service(config, reactor)

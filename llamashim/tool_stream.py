@@ -1,0 +1,287 @@
+"""Tool calls in streams (pure): the conformance layer for native streams and stream synthesis from one reply.
+
+The OpenAI chunk contract clients rely on (the ``openai`` SDKs' accumulating helpers crash or drop calls otherwise):
+every ``delta.tool_calls`` entry has an ``index``; the first fragment of each call carries ``id``, ``type:
+"function"`` and ``function.name``; ``arguments`` are strings that concatenate to JSON; ``object`` is
+``chat.completion.chunk``; a reply that called tools finishes with ``finish_reason: "tool_calls"``; with
+``stream_options.include_usage`` a usage chunk (``choices: []``) comes before ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from llamashim import jsonutil
+from llamashim.stream_items import Chunk, Done, Item
+
+CHUNK_OBJECT = "chat.completion.chunk"
+
+
+def new_call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+def _args_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return jsonutil.dumps(value).decode("utf-8")
+
+
+@dataclass
+class _ChoiceState:
+    started: set[int] = field(default_factory=set)  # call indexes whose header fragment has gone out
+    by_id: dict[str, int] = field(default_factory=dict)
+    last: int = -1
+    saw_tools: bool = False
+
+
+class ToolCallConformance:
+    """A pipeline stage that makes native upstream streams keep the tool-call chunk contract."""
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        self.saw_usage = False
+        self._choices: dict[int, _ChoiceState] = {}
+        self._meta: dict[str, Any] = {}
+        self._usage_sent = False
+
+    def feed(self, item: Item) -> list[Item]:
+        if isinstance(item, Chunk):
+            return [self._chunk(item)]
+        if isinstance(item, Done):
+            return [*self._usage_tail(), item]
+        return [item]
+
+    def finish(self) -> list[Item]:
+        return []
+
+    def _usage_tail(self) -> list[Item]:
+        if not self.include_usage or self.saw_usage or self._usage_sent:
+            return []
+        self._usage_sent = True
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        return [Chunk({"choices": [], **self._meta, "object": CHUNK_OBJECT, "usage": usage})]
+
+    def _chunk(self, chunk: Chunk) -> Chunk:
+        data = chunk.data
+        if not self._meta:
+            self._meta = {k: data[k] for k in ("id", "created", "model") if k in data}
+        if data.get("usage"):
+            self.saw_usage = True
+        changed = False
+        if data.get("object") != CHUNK_OBJECT:
+            data = {**data, "object": CHUNK_OBJECT}
+            changed = True
+        choices = data.get("choices")
+        if isinstance(choices, list):
+            new_choices: list[Any] | None = None
+            for pos, choice in enumerate(choices):
+                if not isinstance(choice, dict):
+                    continue
+                fixed = self._choice(choice, pos)
+                if fixed is not choice:
+                    if new_choices is None:
+                        new_choices = list(choices)
+                    new_choices[pos] = fixed
+            if new_choices is not None:
+                data = {**data, "choices": new_choices}
+                changed = True
+        return Chunk(data, None) if changed else chunk
+
+    def _choice(self, choice: dict[str, Any], pos: int) -> dict[str, Any]:
+        index = choice.get("index")
+        out = choice
+        if not isinstance(index, int):
+            index = pos
+            out = {**out, "index": index}
+        state = self._choices.get(index)
+        delta = choice.get("delta")
+        calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+        if calls:
+            if state is None:
+                state = self._choices[index] = _ChoiceState()
+            state.saw_tools = True
+            new_calls = self._calls(calls, state)
+            if new_calls is not calls:
+                assert isinstance(delta, dict)
+                out = {**out, "delta": {**delta, "tool_calls": new_calls}}
+        if choice.get("finish_reason") == "stop" and state is not None and state.saw_tools:
+            out = {**out, "finish_reason": "tool_calls"}
+        return out
+
+    def _calls(self, calls: Any, state: _ChoiceState) -> Any:
+        if not isinstance(calls, list):
+            return calls
+        fixed: list[Any] | None = None
+        for pos, call in enumerate(calls):
+            if not isinstance(call, dict):
+                continue
+            new = self._call(call, state)
+            if new is not call:
+                if fixed is None:
+                    fixed = list(calls)
+                fixed[pos] = new
+        return calls if fixed is None else fixed
+
+    def _call(self, call: dict[str, Any], state: _ChoiceState) -> dict[str, Any]:
+        out = call
+        index = call.get("index")
+        call_id = call.get("id")
+        fn = call.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(index, int):
+            if isinstance(call_id, str) and call_id in state.by_id:
+                index = state.by_id[call_id]
+            elif call_id or name or state.last < 0:
+                index = max(state.started, default=-1) + 1  # a new call
+            else:
+                index = state.last  # a continuation of the call in progress
+            out = {**out, "index": index}
+        state.last = index
+        if index not in state.started:
+            state.started.add(index)
+            if not call_id:
+                call_id = new_call_id()
+                out = {**out, "id": call_id}
+            if out.get("type") != "function":
+                out = {**out, "type": "function"}
+            if not isinstance(fn, dict):
+                fn = {}
+                out = {**out, "function": fn}
+            if "arguments" not in fn:
+                fn = {**fn, "arguments": ""}
+                out = {**out, "function": fn}
+        if isinstance(call_id, str):
+            state.by_id[call_id] = index
+        if isinstance(fn, dict) and "arguments" in fn and not isinstance(fn["arguments"], str):
+            out = {**out, "function": {**fn, "arguments": _args_text(fn["arguments"])}}
+        return out
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] if text else []
+
+
+def synthesize_items(reply: dict[str, Any], chunk_size: int, include_usage: bool) -> list[Item]:
+    """A complete, well-formed stream (ending in ``Done``) built from one non-streamed chat.completion."""
+    base: dict[str, Any] = {
+        "id": reply.get("id") or "chatcmpl-" + uuid.uuid4().hex[:24],
+        "created": reply.get("created") or 0,
+        "model": reply.get("model") or "",
+    }
+    if "system_fingerprint" in reply:
+        base["system_fingerprint"] = reply["system_fingerprint"]
+    base["object"] = CHUNK_OBJECT
+    size = max(1, chunk_size)
+    items: list[Item] = []
+
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> None:
+        items.append(Chunk({"choices": [{"index": index, "delta": delta, "finish_reason": finish}], **base}))
+
+    choices = reply.get("choices")
+    if not isinstance(choices, list) or not choices:
+        choices = [{"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "stop"}]
+    for pos, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            continue
+        index = choice.get("index") if isinstance(choice.get("index"), int) else pos
+        msg = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        chunk(index, {"role": "assistant", "content": ""})
+        for attr in ("reasoning_content", "content"):
+            value = msg.get(attr)
+            if isinstance(value, str):
+                for piece in _pieces(value, size):
+                    chunk(index, {attr: piece})
+        calls = msg.get("tool_calls") if isinstance(msg.get("tool_calls"), list) else []
+        for j, call in enumerate(calls):
+            if not isinstance(call, dict):
+                continue
+            fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+            header = {
+                "index": j,
+                "id": call.get("id") or new_call_id(),
+                "type": "function",
+                "function": {"name": fn.get("name") or "", "arguments": ""},
+            }
+            chunk(index, {"tool_calls": [header]})
+            for piece in _pieces(_args_text(fn.get("arguments")), size):
+                chunk(index, {"tool_calls": [{"index": j, "function": {"arguments": piece}}]})
+        finish = choice.get("finish_reason") or "stop"
+        if calls and finish == "stop":
+            finish = "tool_calls"
+        chunk(index, {}, finish)
+    if include_usage:
+        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else None
+        extra: dict[str, Any] = {}
+        if isinstance(reply.get("timings"), dict):
+            extra["timings"] = reply["timings"]
+        items.append(
+            Chunk(
+                {
+                    "choices": [],
+                    **base,
+                    "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                    **extra,
+                }
+            )
+        )
+    items.append(Done())
+    return items
+
+
+def normalise_reply(reply: dict[str, Any]) -> dict[str, Any]:
+    """A non-streamed reply whose tool calls all have ``type``, ``id`` and string ``arguments``."""
+    choices = reply.get("choices")
+    if not isinstance(choices, list):
+        return reply
+    new_choices: list[Any] | None = None
+    for pos, choice in enumerate(choices):
+        if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+            continue
+        msg = choice["message"]
+        calls = msg.get("tool_calls")
+        if not isinstance(calls, list) or not calls:
+            continue
+        fixed_calls = []
+        for call in calls:
+            if not isinstance(call, dict):
+                continue
+            fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+            fixed_calls.append(
+                {
+                    **call,
+                    "id": call.get("id") or new_call_id(),
+                    "type": "function",
+                    "function": {**fn, "arguments": _args_text(fn.get("arguments"))},
+                }
+            )
+        new_choice = {**choice, "message": {**msg, "tool_calls": fixed_calls}}
+        if choice.get("finish_reason") == "stop":
+            new_choice["finish_reason"] = "tool_calls"
+        if new_choices is None:
+            new_choices = list(choices)
+        new_choices[pos] = new_choice
+    return reply if new_choices is None else {**reply, "choices": new_choices}
+
+
+def is_stream_tools_refusal(status: int, body: bytes) -> bool:
+    """Old llama-server builds answer tools + stream with HTTP 500 "Cannot use tools with stream"."""
+    return status >= 400 and b"cannot use tools with stream" in body.lower()
+
+
+def reply_from_json_stream_answer(data: bytes) -> dict[str, Any] | None:
+    """An old build answered a stream request with one chat.completion JSON: that reply, else ``None``."""
+    try:
+        value = jsonutil.loads(data)
+    except jsonutil.JSONError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    choices = value.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict) and "message" in choices[0]:
+        return value
+    return None
