@@ -6,6 +6,7 @@ the tiny model call ``get_weather({"city": "Paris"})`` deterministically.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -230,21 +231,35 @@ def test_copilot_byok_sequence(shim: Daemon) -> None:
     info = show["model_info"]
     arch = info["general.architecture"]
     assert info[f"{arch}.context_length"] > 0 and info["general.basename"]
-    c = openai.OpenAI(base_url=shim.url + "/v1", api_key="", timeout=120, max_retries=0)
-    text = ""
-    usage = None
-    for chunk in c.chat.completions.create(
-        model=model_id,
-        messages=[{"role": "user", "content": "Say hi."}],
-        stream=True,
-        stream_options={"include_usage": True},
-        tools=[WEATHER_TOOL] * 1,
-    ):
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            text += choice.delta.content or ""
-            for tc in choice.delta.tool_calls or []:
-                text += tc.function.arguments if tc.function and tc.function.arguments else ""
+    # Copilot then streams chat with include_usage, no max_tokens, many tools (128 against the fake: the real 135M model has a 4k context per slot) and an empty bearer key.
+    tools = [{**WEATHER_TOOL, "function": {**WEATHER_TOOL["function"], "name": f"tool_{i}"}} for i in range(32)]
+    body = {
+        "model": model_id,
+        "messages": [{"role": "user", "content": "Say hi."}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "tools": tools,
+    }
+    conn = http.client.HTTPConnection("127.0.0.1", shim.port, timeout=120)
+    conn.request(
+        "POST", "/v1/chat/completions", json.dumps(body),
+        {"Content-Type": "application/json", "Authorization": "Bearer "},
+    )
+    resp = conn.getresponse()
+    assert resp.status == 200
+    raw = resp.read()
+    conn.close()
+    text, usage = "", None
+    frames = [f for f in raw.split(b"\n\n") if f.startswith(b"data: ")]
+    assert frames[-1] == b"data: [DONE]"
+    for frame in frames[:-1]:
+        value = json.loads(frame[6:])
+        usage = value.get("usage") or usage
+        for choice in value["choices"]:
+            delta = choice["delta"]
+            text += delta.get("content") or ""
+            for tc in delta.get("tool_calls") or []:
+                text += tc.get("function", {}).get("arguments") or ""
     assert text and usage is not None
 
 
