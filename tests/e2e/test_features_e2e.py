@@ -231,7 +231,8 @@ def test_copilot_byok_sequence(shim: Daemon) -> None:
     info = show["model_info"]
     arch = info["general.architecture"]
     assert info[f"{arch}.context_length"] > 0 and info["general.basename"]
-    # Copilot then streams chat with include_usage, no max_tokens, many tools (128 against the fake: the real 135M model has a 4k context per slot) and an empty bearer key.
+    # Copilot then streams chat with include_usage, no max_tokens, many tools and an empty bearer key
+    # (32 here: the real 135M model has a 4k context per slot; 128 tools are tested against the fake).
     tools = [{**WEATHER_TOOL, "function": {**WEATHER_TOOL["function"], "name": f"tool_{i}"}} for i in range(32)]
     body = {
         "model": model_id,
