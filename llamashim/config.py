@@ -253,20 +253,25 @@ def _verify(value: Any, where: str) -> bool | str:
 def _spawn(value: Any, where: str) -> SpawnConfig | None:
     if value is None:
         return None
+    key, sep, source = where.partition(" in ")
+
+    def at(name: str) -> str:
+        return f"{key}.{name}{sep}{source}"
+
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping with model, args, binary, port")
     unknown = set(value) - {"model", "args", "binary", "port"}
     if unknown:
-        raise ConfigError(f"unknown key {where}.{sorted(unknown)[0]}")
+        raise ConfigError(f"unknown key {at(sorted(unknown)[0])}")
     if "model" not in value:
-        raise ConfigError(f"{where}.model: the GGUF model file is required")
-    model = _str(value["model"], f"{where}.model")
+        raise ConfigError(f"{at('model')}: the GGUF model file is required")
+    model = _str(value["model"], at("model"))
     args = value.get("args") or []
     if isinstance(args, str):
         args = args.split()
-    port = _int(1, optional=True)(value.get("port"), f"{where}.port")
-    binary = _opt_str(value.get("binary"), f"{where}.binary")
-    return SpawnConfig(model, _str_list(args, f"{where}.args"), binary, port)
+    port = _int(1, optional=True)(value.get("port"), at("port"))
+    binary = _opt_str(value.get("binary"), at("binary"))
+    return SpawnConfig(model, _str_list(args, at("args")), binary, port)
 
 
 # One entry per key: section -> key -> validator. Defaults live in the dataclasses.

@@ -88,6 +88,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         for description in config.listen:
             try:
                 serverFromString(reactor, description)
+            except IndexError:
+                raise ConfigError(
+                    f"listener {description!r}: systemd handed over no socket at that index (LISTEN_FDS); "
+                    "start it through its .socket unit"
+                ) from None
             except (ValueError, TypeError, KeyError) as e:
                 raise ConfigError(f"listener {description!r} is not a valid endpoint: {e}") from None
         config.api_keys()  # an unreadable keys file is a start-up error, not a runtime one
