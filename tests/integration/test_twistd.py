@@ -91,7 +91,7 @@ os.execv(sys.argv[1], sys.argv[1:])
 
 
 def test_socket_handed_over_by_systemd_is_served() -> None:
-    """A listening socket passed as fd 3 with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (what systemd does) is served."""
+    """A listening socket passed as fd 3 with LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID (as systemd does) is served."""
     import urllib.request
 
     proc = subprocess.Popen(

@@ -102,7 +102,8 @@ metrics: {{enabled: false}}
     assert c.upstream.url == "http://h:9" and c.upstream.verify is False and c.upstream.api_key == "up"
     assert (c.upstream.connect_timeout, c.upstream.idle_timeout, c.upstream.request_timeout) == (2, 30, 60)
     assert (c.tools.streaming, c.tools.chunk_size, c.tools.heartbeat) == ("synthesize", 7, 1.5)
-    assert (c.thinking.mode, c.thinking.debug, c.thinking.prefix, c.thinking.separator) == ("both", True, "> ", "\n--\n")
+    assert (c.thinking.mode, c.thinking.debug) == ("both", True)
+    assert (c.thinking.prefix, c.thinking.separator) == ("> ", "\n--\n")
     assert (c.log.verbose, c.log.level, c.log.format) == (True, "debug", "json")
     assert (c.limits.max_body_bytes, c.limits.max_json_depth, c.limits.max_concurrent_upstream) == (1000, 10, 4)
     assert c.ollama.chat_dialect == "openai" and c.shutdown.drain_timeout == 3
