@@ -230,7 +230,9 @@ def encode_openai_items(items: list[Item]) -> bytes:
         if isinstance(item, Chunk):
             out.append(item.raw if item.raw is not None else encode_data(item.data))
         elif isinstance(item, Thinking):
-            out.append(encode_event("thinking", {"content": item.text}))
+            # "choices": [] makes the frame a harmless empty chunk for clients that ignore the event name (the
+            # openai SDKs do: they parse every event's data as a chunk).
+            out.append(encode_event("thinking", {"content": item.text, "choices": []}))
         elif isinstance(item, Done):
             out.append(_DONE)
         elif isinstance(item, StreamError):

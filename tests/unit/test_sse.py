@@ -109,7 +109,7 @@ def test_encoder() -> None:
     assert out == (
         raw
         + 'data: {"choices":[],"é":"☕"}\n\n'.encode()
-        + b'event: thinking\ndata: {"content":"hmm"}\n\n'
+        + b'event: thinking\ndata: {"content":"hmm","choices":[]}\n\n'
         + b": keep-alive\n\n"
         + b'data: {"error":{"message":"bad","type":"upstream_error","code":502}}\n\n'
         + b"data: [DONE]\n\n"

@@ -1,0 +1,443 @@
+"""A faithful fake llama-server for tests and benchmarks.
+
+It replays the shapes a real llama-server (build ``b0-unknown``, the one ``tests/e2e/provision.py`` builds) sends —
+key order, the role chunk with ``content: null``, the separate finish chunk with an empty delta, the usage chunk with
+``choices: []`` and ``timings``, tool calls streamed as a header fragment then argument fragments — and it can
+misbehave on demand. Every knob is an attribute, so a test may change it between requests::
+
+    fake = FakeLlama(reactor)
+    fake.content = ["Hel", "lo"]
+    fake.tool_calls = [("get_weather", '{"city": "Paris"}')]
+    fake.fault = "drop_mid_stream"
+    site = Site(fake.resource())
+
+Run it standalone (for the benchmark or by hand): ``python -m llamashim.testing.fake_llama --port 8080``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+MODEL = "/models/fake-model-7B.Q4_K_M.gguf"
+FAULTS = (
+    None,
+    "drop_mid_stream",
+    "data_error",
+    "legacy_error",
+    "http_500",
+    "garbage",
+    "slow_headers",
+    "close_before_headers",
+)
+OLD_BUILDS = (None, "refuse_stream_tools", "json_for_stream")
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass
+class Seen:
+    """One request the fake received."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, list[str]]
+    body: Any
+    lost: Deferred[float] = field(default_factory=Deferred)  # fires with the clock's time if the client left
+    done: Deferred[float] = field(default_factory=Deferred)  # fires when the response finished normally
+
+
+class FakeLlama:
+    def __init__(self, clock: IReactorTime, model: str = MODEL) -> None:
+        self.clock = clock
+        self.model = model
+        # what the model "says"
+        self.content: list[str] = ["Hello", ",", " world", "!"]
+        self.reasoning: list[str] = []  # streamed as delta.reasoning_content
+        self.inline_think: list[str] = []  # streamed inside content as <think>…</think> before the answer
+        self.tool_calls: list[tuple[str, str]] = []  # (name, arguments JSON text)
+        self.finish_reason: str | None = None  # default: "tool_calls" with tool calls, else "stop"
+        self.arg_piece = 4  # characters per streamed argument fragment
+        # behaviour
+        self.chunk_interval = 0.0  # seconds between streamed chunks (through the injected clock)
+        self.fault: str | None = None
+        self.fault_after = 2  # chunks sent before a mid-stream fault
+        self.old_build: str | None = None
+        self.slow_headers = 5.0  # seconds of silence before the answer with fault "slow_headers"
+        self.status_override: int | None = None
+        # what /props says
+        self.tools_capability = True
+        self.vision = False
+        self.n_ctx = 4096
+        self.loading = False
+        # observations
+        self.requests: list[Seen] = []
+        self.active = 0
+        self._created = 1795532742
+
+    # -- observation -------------------------------------------------------------------------------------------
+
+    @property
+    def last(self) -> Seen:
+        return self.requests[-1]
+
+    def chat_requests(self) -> list[Seen]:
+        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    # -- resource ----------------------------------------------------------------------------------------------
+
+    def resource(self) -> Resource:
+        return _Root(self)
+
+    def handle(self, request: Request) -> bytes | int:
+        assert request.content is not None
+        raw = request.content.read()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        headers = {k.decode().lower(): [v.decode() for v in vs] for k, vs in request.requestHeaders.getAllRawHeaders()}
+        seen = Seen(request.method.decode(), request.path.decode(), (request.uri.partition(b"?")[2]).decode(), headers,
+                    body)
+        self.requests.append(seen)
+        self.active += 1
+        finished = request.notifyFinish()
+
+        def ended(result: Any) -> None:
+            self.active -= 1
+            if result is None:
+                seen.done.callback(self.clock.seconds())
+            else:
+                seen.lost.callback(self.clock.seconds())
+
+        finished.addBoth(ended)
+        route = self._routes().get((seen.method, seen.path))
+        if route is None:
+            return self._echo(request, seen)
+        return route(request, seen)
+
+    def _routes(self) -> dict[tuple[str, str], Callable[[Request, Seen], bytes | int]]:
+        return {
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("POST", "/chat/completions"): self._chat,
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/models"): self._models,
+            ("GET", "/props"): self._props,
+            ("GET", "/health"): self._health,
+            ("GET", "/slots"): self._slots,
+            ("POST", "/v1/embeddings"): self._embeddings,
+            ("POST", "/v1/completions"): self._completions,
+            ("POST", "/tokenize"): self._tokenize,
+        }
+
+    # -- simple endpoints ----------------------------------------------------------------------------------------
+
+    def _json(self, request: Request, value: Any, status: int = 200) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        return dumps(value)
+
+    def _error(self, request: Request, status: int, message: str, type_: str) -> bytes:
+        return self._json(request, {"error": {"code": status, "message": message, "type": type_}}, status)
+
+    def _echo(self, request: Request, seen: Seen) -> bytes:
+        request.setHeader(b"x-fake", b"echo")
+        return self._json(
+            request,
+            {"method": seen.method, "path": seen.path, "query": seen.query, "headers": seen.headers, "body": seen.body},
+        )
+
+    def _health(self, request: Request, seen: Seen) -> bytes:
+        if self.loading:
+            return self._error(request, 503, "Loading model", "unavailable_error")
+        return self._json(request, {"status": "ok"})
+
+    def _models(self, request: Request, seen: Seen) -> bytes:
+        entry = {
+            "id": self.model,
+            "aliases": [self.model],
+            "tags": [],
+            "object": "model",
+            "architecture": {"input_modalities": ["text", *(["image"] if self.vision else [])],
+                             "output_modalities": ["text"]},
+            "created": self._created,
+            "owned_by": "llamacpp",
+            "meta": {"vocab_type": 2, "n_vocab": 151936, "n_ctx": self.n_ctx, "n_ctx_train": 32768, "n_embd": 3584,
+                     "n_params": 7615616512, "size": 4677120000, "ftype": "Q4_K_M"},
+        }
+        ollama_entry = {"name": self.model, "model": self.model, "modified_at": "", "size": "", "digest": "",
+                        "type": "model", "description": "", "tags": [""], "capabilities": ["completion"],
+                        "parameters": "", "details": {"parent_model": "", "format": "gguf", "family": "",
+                                                      "families": [""], "parameter_size": "",
+                                                      "quantization_level": ""}}
+        return self._json(request, {"models": [ollama_entry], "object": "list", "data": [entry]})
+
+    def _props(self, request: Request, seen: Seen) -> bytes:
+        caps = {
+            "supports_object_arguments": True, "supports_parallel_tool_calls": self.tools_capability,
+            "supports_preserve_reasoning": False, "supports_reasoning_effort": False,
+            "supports_string_content": True, "supports_system_role": True,
+            "supports_tool_calls": self.tools_capability, "supports_tools": self.tools_capability,
+            "supports_typed_content": False,
+        }
+        return self._json(
+            request,
+            {
+                "default_generation_settings": {"params": {"temperature": 0.8, "top_k": 40}, "n_ctx": self.n_ctx},
+                "total_slots": 4,
+                "model_alias": self.model,
+                "model_ftype": "Q4_K_M",
+                "model_path": self.model,
+                "modalities": {"vision": self.vision, "video": False, "audio": False},
+                "endpoint_slots": True,
+                "chat_template": "{%- for message in messages %}...{%- endfor %}",
+                "chat_template_caps": caps,
+                "bos_token": "<|im_start|>",
+                "eos_token": "<|im_end|>",
+                "build_info": "b0-unknown",
+                "is_sleeping": False,
+            },
+        )
+
+    def _slots(self, request: Request, seen: Seen) -> bytes:
+        busy = sum(1 for r in self.chat_requests() if not r.lost.called and not r.done.called)
+        return self._json(
+            request, [{"id": i, "n_ctx": self.n_ctx // 4, "speculative": False, "is_processing": i < busy}
+                      for i in range(4)]
+        )
+
+    def _embeddings(self, request: Request, seen: Seen) -> bytes:
+        body = seen.body if isinstance(seen.body, dict) else {}
+        inputs = body.get("input")
+        items = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        data = [{"embedding": [round(0.1 * (i + 1) + 0.01 * k, 4) for k in range(4)], "index": i,
+                 "object": "embedding"} for i, _ in enumerate(items)]
+        n = sum(len(str(x).split()) for x in items)
+        return self._json(request, {"model": self.model, "object": "list",
+                                    "usage": {"prompt_tokens": n, "total_tokens": n}, "data": data})
+
+    def _completions(self, request: Request, seen: Seen) -> bytes:
+        return self._json(request, {"choices": [{"text": "".join(self.content), "index": 0, "logprobs": None,
+                                                 "finish_reason": "stop"}], "created": self._created,
+                                    "model": self.model, "object": "text_completion", "id": "cmpl-fake"})
+
+    def _tokenize(self, request: Request, seen: Seen) -> bytes:
+        text = seen.body.get("content", "") if isinstance(seen.body, dict) else ""
+        return self._json(request, {"tokens": [ord(c) for c in text]})
+
+    # -- chat ------------------------------------------------------------------------------------------------------
+
+    def _finish(self) -> str:
+        return self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
+
+    def _usage(self) -> dict[str, Any]:
+        n = len(self.content) + len(self.reasoning) + len(self.inline_think) + 2 * len(self.tool_calls)
+        return {"completion_tokens": n, "prompt_tokens": 12, "total_tokens": n + 12,
+                "prompt_tokens_details": {"cached_tokens": 0}}
+
+    def _timings(self) -> dict[str, Any]:
+        n = self._usage()["completion_tokens"]
+        return {"cache_n": 0, "prompt_n": 12, "prompt_ms": 24.0, "prompt_per_token_ms": 2.0,
+                "prompt_per_second": 500.0, "predicted_n": n, "predicted_ms": 10.0 * n,
+                "predicted_per_token_ms": 10.0, "predicted_per_second": 100.0}
+
+    def _content_pieces(self) -> list[str]:
+        if not self.inline_think:
+            return list(self.content)
+        return ["<think>", *self.inline_think, "</think>", "\n\n", *self.content]
+
+    def reply(self) -> dict[str, Any]:
+        """The non-streamed chat.completion for the current script."""
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._content_pieces())}
+        if self.reasoning:
+            message["reasoning_content"] = "".join(self.reasoning)
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"type": "function", "function": {"name": name, "arguments": args}, "id": f"fakecall{i:02d}"}
+                for i, (name, args) in enumerate(self.tool_calls)
+            ]
+            if not self.content:
+                message["content"] = None
+        return {
+            "choices": [{"finish_reason": self._finish(), "index": 0, "message": message}],
+            "created": self._created,
+            "model": self.model,
+            "system_fingerprint": "b0-unknown",
+            "object": "chat.completion",
+            "usage": self._usage(),
+            "id": "chatcmpl-fake",
+            "timings": self._timings(),
+        }
+
+    def frames(self, include_usage: bool) -> list[bytes]:
+        """The SSE frames of the streamed answer, as a real llama-server writes them."""
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            value = {
+                "choices": [{"finish_reason": finish, "index": 0, "delta": delta}],
+                "created": self._created,
+                "id": "chatcmpl-fake",
+                "model": self.model,
+                "system_fingerprint": "b0-unknown",
+                "object": "chat.completion.chunk",
+            }
+            return b"data: " + dumps(value) + b"\n\n"
+
+        out = [chunk({"role": "assistant", "content": None})]
+        out += [chunk({"reasoning_content": piece}) for piece in self.reasoning]
+        out += [chunk({"content": piece}) for piece in self._content_pieces()]
+        for i, (name, args) in enumerate(self.tool_calls):
+            first, rest = args[: self.arg_piece], args[self.arg_piece :]
+            out.append(chunk({"tool_calls": [{"index": i, "id": f"fakecall{i:02d}", "type": "function",
+                                              "function": {"name": name, "arguments": first}}]}))
+            for k in range(0, len(rest), self.arg_piece):
+                out.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": rest[k:k + self.arg_piece]}}]}))
+        out.append(chunk({}, self._finish()))
+        if include_usage:
+            usage = {"choices": [], "created": self._created, "id": "chatcmpl-fake", "model": self.model,
+                     "system_fingerprint": "b0-unknown", "object": "chat.completion.chunk",
+                     "usage": self._usage(), "timings": self._timings()}
+            out.append(b"data: " + dumps(usage) + b"\n\n")
+        out.append(b"data: [DONE]\n\n")
+        return out
+
+    def _chat(self, request: Request, seen: Seen) -> bytes | int:
+        body = seen.body if isinstance(seen.body, dict) else {}
+        if not isinstance(seen.body, dict):
+            return self._error(request, 400, "Failed to parse the request body as JSON", "invalid_request_error")
+        if self.status_override is not None:
+            return self._error(request, self.status_override, "scripted failure", "server_error")
+        stream = bool(body.get("stream"))
+        if self.fault == "close_before_headers":
+            assert request.channel is not None
+            request.channel.transport.loseConnection()  # type: ignore[attr-defined]
+            return NOT_DONE_YET
+        if self.fault == "http_500":
+            return self._error(request, 500, "fake internal error", "server_error")
+        if self.old_build == "refuse_stream_tools" and stream and body.get("tools"):
+            return self._error(request, 500, "Cannot use tools with stream", "server_error")
+        if self.fault == "slow_headers":
+            pending = self.clock.callLater(self.slow_headers, self._answer, request, body, stream)
+            request.notifyFinish().addErrback(lambda _: pending.cancel() if pending.active() else None)
+            return NOT_DONE_YET
+        self._answer(request, body, stream)
+        return NOT_DONE_YET
+
+    def _answer(self, request: Request, body: dict[str, Any], stream: bool) -> None:
+        if request._disconnected:  # type: ignore[attr-defined]
+            return
+        if not stream or self.old_build == "json_for_stream":
+            data = self._json(request, self.reply())
+            request.write(data)
+            request.finish()
+            return
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        frames = self.frames(include_usage)
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"text/event-stream")
+        request.setHeader(b"cache-control", b"no-cache")
+        _Streamer(self, request, frames).start()
+
+
+class _Streamer:
+    """Writes frames with pacing and the scripted mid-stream fault."""
+
+    def __init__(self, fake: FakeLlama, request: Request, frames: list[bytes]) -> None:
+        self.fake = fake
+        self.request = request
+        self.frames = frames
+        self.sent = 0
+        self.timer: IDelayedCall | None = None
+        self.gone = False
+        request.notifyFinish().addErrback(self._lost)
+
+    def _lost(self, _: Any) -> None:
+        self.gone = True
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+
+    def start(self) -> None:
+        if self.fake.chunk_interval > 0:
+            self._next()
+        else:
+            while not self.gone and not self.request.finished and self.sent <= len(self.frames):
+                if not self._step():
+                    break
+
+    def _next(self) -> None:
+        self.timer = None
+        if self.gone:
+            return
+        if self._step():
+            self.timer = self.fake.clock.callLater(self.fake.chunk_interval, self._next)
+
+    def _step(self) -> bool:
+        """Send one frame (or the fault); False when the response is over."""
+        fault = self.fake.fault
+        if fault in ("drop_mid_stream", "data_error", "legacy_error", "garbage") and self.sent == self.fake.fault_after:
+            if fault == "drop_mid_stream":
+                assert self.request.channel is not None
+                self.request.channel.transport.loseConnection()  # type: ignore[attr-defined]
+                return False
+            if fault == "data_error":
+                self.request.write(b'data: {"error":{"code":500,"message":"fake failure mid-stream",'
+                                   b'"type":"server_error"}}\n\n')
+            elif fault == "legacy_error":
+                self.request.write(b'error: {"code":500,"message":"fake legacy failure","type":"server_error"}\n\n')
+            else:
+                self.request.write(b"data: \x00\x01 garbage {{{\n\n")
+            self.request.finish()
+            return False
+        if self.sent >= len(self.frames):
+            self.request.finish()
+            return False
+        self.request.write(self.frames[self.sent])
+        self.sent += 1
+        return True
+
+
+class _Root(Resource):
+    isLeaf = True
+
+    def __init__(self, fake: FakeLlama) -> None:
+        super().__init__()
+        self.fake = fake
+
+    def render(self, request: Request) -> bytes | int:
+        return self.fake.handle(request)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from twisted.internet import reactor
+    from twisted.web.server import Site
+
+    parser = argparse.ArgumentParser(description="a fake llama-server")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--chunk-interval", type=float, default=0.0)
+    parser.add_argument("--pieces", type=int, default=4, help="content pieces per answer")
+    args = parser.parse_args(argv)
+    fake = FakeLlama(reactor)
+    fake.content = [f"tok{i} " for i in range(args.pieces)]
+    fake.chunk_interval = args.chunk_interval
+    site = Site(fake.resource())
+    site.noisy = False
+    port = reactor.listenTCP(args.port, site, interface=args.host)  # type: ignore[attr-defined]
+    print(f"fake llama-server on http://{args.host}:{port.getHost().port} ({time.strftime('%H:%M:%S')})", flush=True)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()
