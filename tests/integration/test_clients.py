@@ -163,7 +163,7 @@ async def test_inline_think_modes_with_the_sdk(thinking: str) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_unknown_thinking_header_is_a_400() -> None:
-    fake, shim, port = await setup()
+    _, shim, port = await setup()
     try:
         with pytest.raises(openai.BadRequestError, match="not one of"):
             await in_thread(lambda: by_hand(oai(shim, **{"X-Llamashim-Thinking": "loud"})))
