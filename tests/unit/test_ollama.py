@@ -1,0 +1,183 @@
+"""The Ollama mapping: requests, NDJSON encoding, metadata — parsed by the ``ollama`` package's own models."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from ollama._types import ChatResponse, EmbedResponse, ListResponse, ProcessResponse, ShowResponse
+
+from llamashim import ollama
+from llamashim.errors import BadRequest
+from llamashim.stream_items import Chunk, Done, StreamError
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+PROPS = json.loads((FIXTURES / "real_props.json").read_text())
+MODELS = json.loads((FIXTURES / "real_models.json").read_text())
+MODEL_ID = MODELS["data"][0]["id"]
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16).decode()
+
+
+def ident(name: str) -> str:
+    return name
+
+
+def test_chat_request_mapping() -> None:
+    body = {
+        "model": "m:latest",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "what is this?", "images": [PNG]},
+            {"role": "assistant", "content": "", "thinking": "hmm",
+             "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+            {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+        "format": {"type": "object"},
+        "options": {"temperature": 0.1, "num_predict": 5, "top_k": 3, "seed": 7, "stop": ["x"], "num_ctx": 8192},
+        "keep_alive": "5m",
+        "think": True,
+    }
+    out, ignored = ollama.chat_request_to_openai(body, lambda n: "ID")
+    assert out["model"] == "ID" and out["stream"] is True and out["stream_options"] == {"include_usage": True}
+    user = out["messages"][1]["content"]
+    assert user[0] == {"type": "text", "text": "what is this?"}
+    assert user[1]["image_url"]["url"] == f"data:image/png;base64,{PNG}"
+    call = out["messages"][2]["tool_calls"][0]
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris"} and call["type"] == "function"
+    assert out["messages"][3]["tool_call_id"] == call["id"] and out["messages"][3]["name"] == "get_weather"
+    assert out["response_format"]["type"] == "json_schema"
+    assert (out["temperature"], out["max_tokens"], out["top_k"], out["seed"], out["stop"]) == (0.1, 5, 3, 7, ["x"])
+    assert ignored == ["num_ctx"] and out["tools"] == body["tools"]
+
+
+def test_generate_request_mapping() -> None:
+    out, _ = ollama.generate_request_to_openai(
+        {"model": "m", "prompt": "hi", "system": "sys", "suffix": "end", "format": "json", "stream": False}, ident
+    )
+    assert out["messages"] == [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}]
+    assert out["response_format"] == {"type": "json_object"} and out["input_suffix"] == "end"
+    assert out["stream"] is False and "stream_options" not in out
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"model": 3}, {"model": "m", "messages": "x"}, {"model": "m", "messages": [{"content": "x"}]},
+     {"model": "m", "options": [1]}, {"model": "m", "format": 3}, {"model": "m", "stream": "yes"},
+     {"model": "m", "messages": [{"role": "user", "images": "x"}]}],
+)
+def test_bad_requests_are_400(body: dict[str, Any]) -> None:
+    with pytest.raises(BadRequest):
+        ollama.chat_request_to_openai(body, ident)
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                    max_leaves=20))
+def test_mapping_never_raises_anything_but_a_400(value: Any) -> None:
+    for body in (value, {"model": "m", "messages": value}, {"model": "m", "messages": [value]},
+                 {"model": "m", "options": value, "format": value}):
+        if not isinstance(body, dict):
+            continue
+        for mapper in (ollama.chat_request_to_openai, ollama.generate_request_to_openai):
+            try:
+                mapper(body, ident)
+            except BadRequest:
+                pass
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> Chunk:
+    return Chunk({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+
+def test_encoder_lines_parse_as_ollama_chat_responses() -> None:
+    enc = ollama.OllamaChatEncoder("m", lambda: 1_700_000_000.0)
+    out = enc([
+        chunk({"role": "assistant", "content": None}),
+        chunk({"reasoning_content": "hmm"}),
+        chunk({"content": "Hi"}),
+        chunk({"tool_calls": [{"index": 0, "id": "a", "type": "function",
+                               "function": {"name": "f", "arguments": '{"x":'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]}),
+        chunk({}, "tool_calls"),
+        Chunk({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+               "timings": {"prompt_ms": 1.5, "predicted_ms": 20.0}}),
+        Done(),
+    ])
+    lines = [ChatResponse.model_validate(json.loads(line)) for line in out.splitlines()]
+    assert [line.message.thinking for line in lines[:-1]] == ["hmm", None]
+    assert [line.message.content for line in lines[:-1]] == ["", "Hi"]
+    last = lines[-1]
+    assert last.done and last.done_reason == "stop"
+    assert last.message.tool_calls is not None and dict(last.message.tool_calls[0].function.arguments) == {"x": 1}
+    assert (last.prompt_eval_count, last.eval_count) == (3, 4)
+    assert (last.prompt_eval_duration, last.eval_duration, last.total_duration) == (1_500_000, 20_000_000, 21_500_000)
+    assert json.loads(out.splitlines()[0])["created_at"].startswith("2023-11-14T22:13:20")
+
+
+def test_encoder_error_line_and_length() -> None:
+    enc = ollama.OllamaChatEncoder("m", lambda: 0.0, generate=True)
+    out = enc([chunk({"content": "a"}), chunk({}, "length"), Done()])
+    last = json.loads(out.splitlines()[-1])
+    assert last["done_reason"] == "length" and last["response"] == ""
+    enc = ollama.OllamaChatEncoder("m", lambda: 0.0)
+    assert enc([chunk({"content": "a"}), StreamError("boom")]).splitlines()[-1] == b'{"error":"boom"}'
+
+
+def test_non_streamed_reply() -> None:
+    reply = json.loads((FIXTURES / "real_tool_reply.json").read_text())
+    out = ollama.chat_reply_to_ollama(reply, "m", 0.0)
+    parsed = ChatResponse.model_validate(out)
+    assert parsed.done and parsed.message.tool_calls
+    assert dict(parsed.message.tool_calls[0].function.arguments) == {"city": "Paris"}
+    assert parsed.prompt_eval_count == reply["usage"]["prompt_tokens"]
+
+
+def test_metadata_from_a_real_server() -> None:
+    tags = ListResponse.model_validate(ollama.tags_body(MODELS, PROPS))
+    assert tags.models[0].model == MODEL_ID
+    assert ollama.tags_body(MODELS, PROPS)["models"][0]["name"] == "SmolLM2-135M-Instruct.Q4_1"
+    shown = ollama.show_body(MODEL_ID, PROPS, MODELS)
+    assert shown is not None
+    parsed = ShowResponse.model_validate(shown)
+    assert parsed.capabilities == ["completion", "tools"]
+    assert parsed.modelinfo is not None
+    assert parsed.modelinfo["llama.context_length"] == PROPS["default_generation_settings"]["n_ctx"]
+    assert parsed.modelinfo["general.basename"] == "SmolLM2-135M-Instruct.Q4_1"
+    no_tools = {**PROPS, "chat_template_caps": {"supports_tools": False}, "modalities": {"vision": True}}
+    assert ollama.capabilities(no_tools) == ["completion", "vision"]
+    assert ollama.show_body("nope", PROPS, MODELS) is None
+    ps = ProcessResponse.model_validate(ollama.ps_body(MODELS, PROPS))
+    assert ps.models[0].model == MODEL_ID
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [MODELS, {"data": MODELS["data"]}, MODELS["data"], {"models": MODELS["models"]}],
+)
+def test_every_models_shape(shape: Any) -> None:
+    listed = ollama.normalise_openai_models(shape)
+    assert listed["object"] == "list" and listed["data"][0]["id"] == MODEL_ID
+
+
+def test_resolve_model() -> None:
+    ids = ["/m/a.gguf", "/m/b.gguf"]
+    assert ollama.resolve_model("a", ids) == "/m/a.gguf"
+    assert ollama.resolve_model("a:latest", ids) == "/m/a.gguf"
+    assert ollama.resolve_model("/m/b.gguf:latest", ids) == "/m/b.gguf"
+    assert ollama.resolve_model("c", ids) == "c"
+    assert ollama.resolve_model("anything", ["/m/only.gguf"]) == "/m/only.gguf"
+
+
+def test_embeddings() -> None:
+    reply = {"data": [{"embedding": [0.1, 0.2]}, {"embedding": [0.3, 0.4]}], "usage": {"prompt_tokens": 2}}
+    EmbedResponse.model_validate(ollama.embed_body(reply, "m", legacy=False))
+    assert ollama.embed_body(reply, "m", legacy=True) == {"embedding": [0.1, 0.2]}
+    assert ollama.embed_request({"model": "m", "input": ["a"]}, ident, False) == {"model": "m", "input": ["a"]}
+    with pytest.raises(BadRequest):
+        ollama.embed_request({"model": "m", "prompt": ["a"]}, ident, True)

@@ -1,0 +1,161 @@
+"""Tool-call conformance (native streams) and stream synthesis, checked with the openai SDK's own accumulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import ChatCompletionChunk
+
+from llamashim.pipeline import StreamPipeline
+from llamashim.stream_items import Chunk, Done, Item
+from llamashim.tool_stream import (
+    ToolCallConformance,
+    is_stream_tools_refusal,
+    normalise_reply,
+    reply_from_json_stream_answer,
+    synthesize_items,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def sse_chunks(data: bytes) -> list[dict[str, Any]]:
+    out = []
+    for frame in data.split(b"\n\n"):
+        for line in frame.split(b"\n"):
+            if line.startswith(b"data: {"):
+                out.append(json.loads(line[6:]))
+    return out
+
+
+def accumulate(data: bytes) -> Any:
+    """Feed a stream's chunks to the SDK's own accumulator, as ``client.chat.completions.stream`` does."""
+    state: ChatCompletionStreamState = ChatCompletionStreamState()
+    for value in sse_chunks(data):
+        state.handle_chunk(ChatCompletionChunk.model_validate(value))
+    return state.get_final_completion()
+
+
+def run(stage_items: list[Item], include_usage: bool = False) -> bytes:
+    pipe = StreamPipeline([ToolCallConformance(include_usage)])
+    return pipe.push(stage_items) + pipe.finish()
+
+
+def test_real_tool_stream_passes_byte_for_byte() -> None:
+    raw = (FIXTURES / "real_tool_stream.sse").read_bytes()
+    pipe = StreamPipeline([ToolCallConformance(False)])
+    out = b"".join(pipe.feed(raw[i : i + 7]) for i in range(0, len(raw), 7)) + pipe.finish()
+    assert out == raw
+    final = accumulate(out)
+    call = final.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> Chunk:
+    return Chunk({"id": "c", "created": 1, "model": "m", "choices": [{"index": 0, "delta": delta,
+                                                                         "finish_reason": finish}], **extra})
+
+
+def test_sloppy_native_stream_is_made_conformant() -> None:
+    """No index, no id, no type, object arguments, finish_reason "stop": the SDK still gets two whole calls."""
+    items: list[Item] = [
+        chunk({"role": "assistant", "content": None}),
+        chunk({"tool_calls": [{"function": {"name": "get_weather", "arguments": '{"city": '}}]}),
+        chunk({"tool_calls": [{"function": {"arguments": '"Paris"}'}}]}),
+        chunk({"tool_calls": [{"id": "x2", "function": {"name": "get_time", "arguments": {"tz": "CET"}}}]}),
+        chunk({}, "stop"),
+        Done(),
+    ]
+    out = run(items, include_usage=True)
+    values = sse_chunks(out)
+    assert all(v["object"] == "chat.completion.chunk" for v in values)
+    firsts = [tc for v in values for c in v["choices"] for tc in c["delta"].get("tool_calls", []) if "id" in tc]
+    assert [(f["index"], f["type"], f["function"]["name"]) for f in firsts] == [
+        (0, "function", "get_weather"), (1, "function", "get_time")]
+    assert values[-1]["choices"] == [] and "usage" in values[-1]
+    final = accumulate(out)
+    calls = final.choices[0].message.tool_calls
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})]
+
+
+def test_content_chunks_pass_as_the_same_objects() -> None:
+    stage = ToolCallConformance(False)
+    c = Chunk({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "x"}}]}, b"raw")
+    assert stage.feed(c)[0] is c
+
+
+def test_upstream_usage_is_not_duplicated() -> None:
+    usage = Chunk({"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 3}})
+    out = run([chunk({"content": "x"}), chunk({}, "stop"), usage, Done()], include_usage=True)
+    assert sum(1 for v in sse_chunks(out) if "usage" in v) == 1
+
+
+REPLY = {
+    "id": "chatcmpl-1",
+    "created": 5,
+    "model": "m",
+    "object": "chat.completion",
+    "choices": [{
+        "index": 0,
+        "finish_reason": "stop",
+        "message": {
+            "role": "assistant",
+            "reasoning_content": "I should call two tools because the user asked about two cities at once.",
+            "content": "Let me check both cities for you, one moment please.",
+            "tool_calls": [
+                {"id": "a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+                {"function": {"name": "get_weather", "arguments": {"city": "Rome"}}},
+            ],
+        },
+    }],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
+}
+
+
+@pytest.mark.parametrize("size", [1, 7, 50, 10_000])
+def test_synthesized_stream_is_what_the_sdk_expects(size: int) -> None:
+    out = run(synthesize_items(REPLY, size, include_usage=True))
+    assert out.endswith(b"data: [DONE]\n\n")
+    values = sse_chunks(out)
+    assert values[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert values[-1]["usage"] == REPLY["usage"] and values[-1]["choices"] == []
+    assert all(v["id"] == "chatcmpl-1" and v["object"] == "chat.completion.chunk" for v in values)
+    pieces = [v["choices"][0]["delta"].get("content") for v in values if v["choices"]]
+    assert all(p is None or len(p) <= size for p in pieces)
+    final = accumulate(out)
+    msg = final.choices[0].message
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert msg.content == REPLY["choices"][0]["message"]["content"]  # type: ignore[index]
+    assert [json.loads(c.function.arguments) for c in msg.tool_calls] == [{"city": "Paris"}, {"city": "Rome"}]
+    assert msg.tool_calls[0].id == "a" and msg.tool_calls[1].id
+
+
+def test_synthesis_keeps_length() -> None:
+    reply = {"choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "abc"}}]}
+    values = sse_chunks(run(synthesize_items(reply, 2, include_usage=False)))
+    assert [v["choices"][0]["finish_reason"] for v in values][-1] == "length"
+    assert not any("usage" in v for v in values)
+
+
+def test_normalise_reply() -> None:
+    out = normalise_reply(REPLY)
+    calls = out["choices"][0]["message"]["tool_calls"]
+    assert calls[1]["type"] == "function" and calls[1]["id"] and calls[1]["function"]["arguments"] == '{"city":"Rome"}'
+    assert out["choices"][0]["finish_reason"] == "tool_calls"
+    plain = {"choices": [{"message": {"role": "assistant", "content": "x"}}]}
+    assert normalise_reply(plain) is plain
+
+
+def test_old_build_detection() -> None:
+    body = b'{"error":{"code":500,"message":"Cannot use tools with stream","type":"server_error"}}'
+    assert is_stream_tools_refusal(500, body)
+    assert not is_stream_tools_refusal(500, b'{"error":{"message":"other"}}')
+    assert reply_from_json_stream_answer(json.dumps(REPLY).encode()) is not None
+    assert reply_from_json_stream_answer(b"data: x") is None
+    assert reply_from_json_stream_answer(b'{"error":"x"}') is None
