@@ -54,6 +54,7 @@ class Routes:
             chunk_size=config.tools.chunk_size,
             heartbeat_seconds=config.tools.heartbeat,
             max_reply_bytes=max(config.limits.max_body_bytes, 64 * 1024 * 1024),
+            stream_heartbeat_seconds=config.server.heartbeat,
         )
         self.style = ReasoningStyle(prefix=config.thinking.prefix, separator=config.thinking.separator)
         # While a supervised llama-server is not ready, this says why (every upstream-bound route answers 503).

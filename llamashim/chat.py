@@ -65,7 +65,9 @@ class ChatFlow:
         chunk_size: int = 50,
         heartbeat_seconds: float = 5.0,
         max_reply_bytes: int = 64 * 1024 * 1024,
+        stream_heartbeat_seconds: float = 0.0,
     ) -> None:
+        self.stream_heartbeat_seconds = stream_heartbeat_seconds
         self.upstream = upstream
         self.tools_mode = tools_mode
         self.chunk_size = chunk_size
@@ -162,7 +164,15 @@ class ChatFlow:
             return None
         plan.start_stream(request)
         try:
-            await relay(request, response, pipeline, self.clock, self.upstream.idle_timeout)
+            await relay(
+                request,
+                response,
+                pipeline,
+                self.clock,
+                self.upstream.idle_timeout,
+                heartbeat=plan.heartbeat() if plan.heartbeat is not None else None,
+                heartbeat_seconds=self.stream_heartbeat_seconds,
+            )
         finally:
             request.usage = pipeline.usage  # type: ignore[attr-defined]
         return None

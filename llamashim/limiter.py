@@ -27,6 +27,16 @@ class UpstreamLimiter:
         self.max_queue = max_queue
         self.active = 0
         self._waiting: deque[Deferred[None]] = deque()
+        self._watchers: list[tuple[int, Deferred[None]]] = []
+
+    def when_queued(self, n: int) -> Deferred[None]:
+        """Fires once ``n`` requests are waiting (for tests and diagnostics)."""
+        d: Deferred[None] = Deferred()
+        if len(self._waiting) >= n:
+            d.callback(None)
+        else:
+            self._watchers.append((n, d))
+        return d
 
     @property
     def queued(self) -> int:
@@ -48,6 +58,9 @@ class UpstreamLimiter:
 
         d: Deferred[None] = Deferred(cancel)
         self._waiting.append(d)
+        for watcher in [w for w in self._watchers if len(self._waiting) >= w[0]]:
+            self._watchers.remove(watcher)
+            watcher[1].callback(None)
         return d
 
     def release(self) -> None:

@@ -151,17 +151,47 @@ def relay(
     clock: IReactorTime,
     idle_timeout: float | None,
     on_first_byte: Callable[[], None] | None = None,
+    heartbeat: bytes | None = None,
+    heartbeat_seconds: float = 0.0,
 ) -> Deferred[None]:
     """Stream ``response``'s body through ``transform`` to ``request``, then finish the request.
 
     The caller has set the status and headers already. Fires when the client's response is complete; cancelling it
     (Klein does when the client disconnects) closes the upstream connection and leaves the request alone.
+    When ``heartbeat`` is given, it is written whenever nothing went to the client for ``heartbeat_seconds`` (the
+    transform only ever emits whole events, so a comment never lands inside one).
     """
     state = {"gone": False, "first": True}
+    last_write = [clock.seconds()]
+    beat_timer: list[IDelayedCall | None] = [None]
 
     def write(data: bytes) -> None:
         if data and not state["gone"]:
+            if beat_timer[0] is not None:
+                last_write[0] = clock.seconds()
             request.write(data)
+
+    def beat() -> None:
+        beat_timer[0] = None
+        if state["gone"] or transform.ended or request.finished:
+            return
+        assert heartbeat is not None
+        quiet = clock.seconds() - last_write[0]
+        if quiet >= heartbeat_seconds:
+            request.write(heartbeat)
+            last_write[0] = clock.seconds()
+            quiet = 0.0
+        beat_timer[0] = clock.callLater(heartbeat_seconds - quiet, beat)
+
+    if heartbeat is not None and heartbeat_seconds > 0:
+        beat_timer[0] = clock.callLater(heartbeat_seconds, beat)
+
+    def stop_beat(result: Any) -> Any:
+        timer = beat_timer[0]
+        beat_timer[0] = None
+        if timer is not None and timer.active():
+            timer.cancel()
+        return result
 
     def sink(data: bytes) -> None:
         if state["first"]:
@@ -220,6 +250,7 @@ def relay(
 
     request.drain = drain  # type: ignore[attr-defined]
     result: Deferred[None] = Deferred(cancel)
+    result.addBoth(stop_beat)
     pump.done.addBoth(ended).addBoth(lambda r: None if result.called else result.callback(None))
     response.deliverBody(pump)
     return result

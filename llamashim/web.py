@@ -22,6 +22,8 @@ from llamashim import errors
 from llamashim.gate import Gate
 from llamashim.metrics import Metrics, route_of
 
+# Module level on purpose: a Logger as a class attribute renames its namespace after the class.
+access_log = Logger(namespace="llamashim.access")
 _REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]+")
 
 NULL_SINK_LIMIT = 0
@@ -210,7 +212,7 @@ class ShimChannel(HTTPChannel):
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None
-        ShimSite.access_log.info("dropped a connection: request headers not complete in time (limits.header_timeout)")
+        access_log.info("dropped a connection: request headers not complete in time (limits.header_timeout)")
         self.transport.abortConnection()
 
     def allHeadersReceived(self) -> None:
@@ -235,7 +237,6 @@ class ShimChannel(HTTPChannel):
 class ShimSite(server.Site):
     """A Site whose access log is one structured line per request."""
 
-    access_log = Logger(namespace="llamashim.access")
     requestFactory = ShimRequest
     protocol = ShimChannel
     displayTracebacks = False
@@ -267,7 +268,7 @@ class ShimSite(server.Site):
         started = request.started or now
         ttfb = "-" if request.upstream_ttfb is None else f"{request.upstream_ttfb * 1000:.1f}ms"
         status = "aborted" if aborted else str(request.code)
-        ShimSite.access_log.info(
+        access_log.info(
             "{method} {path} {status} {bytes}B {duration_ms}ms upstream_ttfb={ttfb} id={request_id}",
             method=request.method.decode("latin-1"),
             path=request.path.decode("latin-1"),
@@ -305,5 +306,5 @@ class ShimSite(server.Site):
         return d
 
     def log_refusal(self, path: bytes, status: int, message: str) -> None:
-        ShimSite.access_log.info("refused {path} {status}: {message}", path=path.decode("latin-1"), status=status,
+        access_log.info("refused {path} {status}: {message}", path=path.decode("latin-1"), status=status,
                           message=message)

@@ -84,6 +84,7 @@ class FakeLlama:
         self.loading = False
         # observations
         self.requests: list[Seen] = []
+        self._arrivals: list[Deferred[Seen]] = []
         self.active = 0
         self._created = 1795532742
 
@@ -92,6 +93,12 @@ class FakeLlama:
     @property
     def last(self) -> Seen:
         return self.requests[-1]
+
+    def next_request(self) -> Deferred[Seen]:
+        """Fires with the next request the fake receives."""
+        d: Deferred[Seen] = Deferred()
+        self._arrivals.append(d)
+        return d
 
     def chat_requests(self) -> list[Seen]:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
@@ -112,6 +119,9 @@ class FakeLlama:
         seen = Seen(request.method.decode(), request.path.decode(), (request.uri.partition(b"?")[2]).decode(), headers,
                     body)
         self.requests.append(seen)
+        arrivals, self._arrivals = self._arrivals, []
+        for d in arrivals:
+            d.callback(seen)
         self.active += 1
         finished = request.notifyFinish()
 
