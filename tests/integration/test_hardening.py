@@ -230,7 +230,8 @@ def test_json_log_observer_writes_one_object_per_line() -> None:
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1
     event = json.loads(lines[0])
-    assert event["path"] == "/v1/models" and event["request_id"] == "abc" and event["log_namespace"] == "llamashim.access"
+    assert event["path"] == "/v1/models" and event["request_id"] == "abc"
+    assert event["log_namespace"] == "llamashim.access"
     assert observer_for("text", "info") is None
 
 

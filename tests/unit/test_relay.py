@@ -54,7 +54,9 @@ class FakeResponse:
         protocol.makeConnection(self.transport)
 
 
-def start(clock: Clock, idle: float | None = 600, heartbeat: float = 0) -> tuple[FakeRequest, FakeResponse, Deferred[None]]:
+def start(
+    clock: Clock, idle: float | None = 600, heartbeat: float = 0
+) -> tuple[FakeRequest, FakeResponse, Deferred[None]]:
     request, response = FakeRequest(), FakeResponse()
     d = relay(request, response, StreamPipeline([]), clock, idle,  # type: ignore[arg-type]
               heartbeat=b": keep-alive\n\n" if heartbeat else None, heartbeat_seconds=heartbeat)
