@@ -55,6 +55,7 @@ class Seen:
     query: str
     headers: dict[str, list[str]]
     body: Any
+    raw: bytes = b""
     lost: Deferred[float] = field(default_factory=Deferred)  # fires with the clock's time if the client left
     done: Deferred[float] = field(default_factory=Deferred)  # fires when the response finished normally
 
@@ -113,11 +114,11 @@ class FakeLlama:
         raw = request.content.read()
         try:
             body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw
+        except (ValueError, RecursionError):
+            body = raw.decode("utf-8", "replace")
         headers = {k.decode().lower(): [v.decode() for v in vs] for k, vs in request.requestHeaders.getAllRawHeaders()}
         seen = Seen(request.method.decode(), request.path.decode(), (request.uri.partition(b"?")[2]).decode(), headers,
-                    body)
+                    body, raw)
         self.requests.append(seen)
         arrivals, self._arrivals = self._arrivals, []
         for d in arrivals:
@@ -166,7 +167,8 @@ class FakeLlama:
         request.setHeader(b"x-fake", b"echo")
         return self._json(
             request,
-            {"method": seen.method, "path": seen.path, "query": seen.query, "headers": seen.headers, "body": seen.body},
+            {"method": seen.method, "path": seen.path, "query": seen.query, "headers": seen.headers,
+             "body": seen.raw.decode("utf-8", "replace")},
         )
 
     def _health(self, request: Request, seen: Seen) -> bytes:

@@ -1,0 +1,108 @@
+"""Property-based fuzzing of the whole HTTP API (what schemathesis would do, without needing a schema).
+
+The real daemon (``twistd llamashim``) runs in front of the fake llama-server, both as subprocesses. Hypothesis sends
+arbitrary methods, paths, headers and bodies — valid-looking chat and Ollama requests with broken parts, plain garbage
+and deep JSON — and every answer must be a well-formed HTTP response that is never a 5xx from llamashim itself
+(the fake upstream is healthy, so any 5xx would be ours), never HTML and never a traceback.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.e2e.daemon import Daemon, _wait_listening, free_port, running_daemon
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    port = free_port()
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "llamashim.testing.fake_llama", "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        import time
+
+        _wait_listening(port, fake, time.monotonic() + 30)
+        with running_daemon(f"http://127.0.0.1:{port}", tmp=tmp_path_factory.mktemp("fuzz")) as d:
+            yield d
+    finally:
+        fake.terminate()
+        fake.wait(10)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=25,
+)
+message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "system", "tool", "bogus"])},
+    optional={"content": json_values, "tool_calls": json_values, "images": json_values, "tool_name": json_values},
+)
+chat_body = st.fixed_dictionaries(
+    {"model": st.one_of(st.just("m"), json_values)},
+    optional={
+        "messages": st.one_of(st.lists(message, max_size=3), json_values),
+        "stream": st.one_of(st.booleans(), json_values),
+        "tools": json_values,
+        "functions": json_values,
+        "tool_choice": json_values,
+        "stream_options": json_values,
+        "options": json_values,
+        "format": json_values,
+        "think": json_values,
+        "prompt": json_values,
+        "input": json_values,
+    },
+)
+bodies = st.one_of(
+    chat_body.map(lambda b: json.dumps(b).encode()),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=64),
+    st.integers(min_value=1, max_value=3000).map(lambda n: b"[" * n + b"]" * n),
+)
+paths = st.one_of(
+    st.sampled_from([
+        "/v1/chat/completions", "/chat/completions", "/api/chat", "/api/generate", "/api/show", "/api/tags",
+        "/api/version", "/api/ps", "/api/embed", "/api/embeddings", "/api/nope", "/health", "/debug/json",
+        "/metrics", "/v1/models", "/", "/props", "/tokenize",
+    ]),
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=20).map(lambda s: "/" + s),
+)
+methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"])
+thinking = st.sampled_from([None, "off", "events", "show_reasoning", "bogus", "\x7f"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=methods, path=paths, body=bodies, mode=thinking)
+def test_no_5xx_from_llamashim(daemon: Daemon, method: str, path: str, body: bytes, mode: str | None) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    headers: dict[str, Any] = {"Content-Type": "application/json"}
+    if mode is not None:
+        headers["X-Llamashim-Thinking"] = mode
+    try:
+        conn.request(method, path, body=body if method not in ("GET", "HEAD") else None, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+    except http.client.InvalidURL:
+        return
+    finally:
+        conn.close()
+    assert response.status < 500, (response.status, data[:300])
+    assert b"Traceback" not in data and b"<html" not in data.lower()
+    if response.status >= 400 and method != "HEAD":
+        value = json.loads(data)
+        assert "error" in value
