@@ -17,6 +17,8 @@ from llamashim.gate import Gate, hosts_for_listeners, key_hint
 from llamashim.limiter import UpstreamLimiter
 from llamashim.logs import observer_for
 from llamashim.metrics import Metrics
+from llamashim.relay import collect_body
+from llamashim.supervisor import LlamaSupervisor
 from llamashim.upstream import UpstreamClient
 from llamashim.web import ShimSite
 
@@ -32,10 +34,12 @@ class StartupLog(Service):
     def startService(self) -> None:
         super().startService()
         c = self.config
+        spawn = c.upstream.spawn
+        upstream = c.upstream.url if spawn is None else f"a supervised llama-server ({spawn.model})"
         log.info(
             "llamashim listening on {listen} -> upstream {upstream} (tools.streaming={tools}, thinking={thinking})",
             listen=", ".join(c.listen),
-            upstream=c.upstream.url,
+            upstream=upstream,
             tools=c.tools.streaming,
             thinking=c.thinking.mode,
         )
@@ -59,6 +63,7 @@ class LlamashimService(MultiService):
         self.listening = MultiService()
         self.site: ShimSite | None = None
         self.log_observer: Any = None
+        self.supervisor: LlamaSupervisor | None = None
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd starts logging after makeService, with the application's ILogObserver component when there is one.
@@ -117,12 +122,27 @@ def end_for_shutdown(request: Any) -> None:
         request.finish()
 
 
+async def _healthy(upstream: UpstreamClient) -> bool:
+    response = await upstream.request(b"GET", b"/health")
+    await collect_body(response, upstream.reactor, 5.0, 1024 * 1024)
+    return bool(response.code == 200)
+
+
+def upstream_healthy(upstream: UpstreamClient) -> Deferred[bool]:
+    return Deferred.fromCoroutine(_healthy(upstream))
+
+
 def build_service(config: Config, reactor: Any) -> MultiService:
     top = LlamashimService(reactor, config.shutdown.drain_timeout)
     top.setName("llamashim")
+    supervisor: LlamaSupervisor | None = None
+    upstream_url = config.upstream.url
+    if config.upstream.spawn is not None:
+        supervisor = LlamaSupervisor(reactor, config.upstream.spawn)
+        upstream_url = supervisor.url
     upstream = UpstreamClient(
         reactor,
-        config.upstream.url,
+        upstream_url,
         verify=config.upstream.verify,
         connect_timeout=config.upstream.connect_timeout,
         idle_timeout=config.upstream.idle_timeout,
@@ -130,7 +150,13 @@ def build_service(config: Config, reactor: Any) -> MultiService:
         api_key=config.upstream.api_key,
     )
     upstream.setServiceParent(top)
+    if supervisor is not None:
+        supervisor.health_check = lambda: upstream_healthy(upstream)
+        supervisor.setServiceParent(top)  # stopped before the upstream client (children stop in reverse)
+    top.supervisor = supervisor
     routes = Routes(config, upstream)
+    if supervisor is not None:
+        routes.unavailable = lambda: supervisor.reason
     routes.limiter = UpstreamLimiter(config.limits.max_concurrent_upstream, config.limits.max_queue)
     metrics = Metrics() if config.metrics.enabled else None
     routes.metrics = metrics

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from llamashim.provision import RealLlamaPaths, provision
 from tests.e2e.daemon import free_port
-from tests.e2e.provision import RealLlamaPaths, provision
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

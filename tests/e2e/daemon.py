@@ -47,7 +47,7 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) -
 
 @contextmanager
 def running_daemon(
-    upstream: str, *args: str, env: dict[str, str] | None = None, tmp: Path | None = None
+    upstream: str | None, *args: str, env: dict[str, str] | None = None, tmp: Path | None = None
 ) -> Iterator[Daemon]:
     port = free_port()
     log_dir = tmp or Path(os.environ.get("TMPDIR", "/tmp"))
@@ -57,7 +57,8 @@ def running_daemon(
     full_env.update(env or {})
     cmd = [
         str(Path(sys.executable).with_name("twistd")), "-n", "--pidfile=", "--logfile", str(log_path),
-        "llamashim", "--listen", f"tcp:{port}:interface=127.0.0.1", "--upstream", upstream, *args,
+        "llamashim", "--listen", f"tcp:{port}:interface=127.0.0.1",
+        *(["--upstream", upstream] if upstream else []), *args,
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
