@@ -13,9 +13,8 @@ from typing import Any
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
-from twisted.web.client import UNKNOWN_LENGTH
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 

@@ -151,8 +151,8 @@ class ChatFlow:
         if b"text/event-stream" not in ctype:
             # An old build answers a stream request with one JSON reply: turn it into a stream.
             data = await collect_body(response, self.clock, self.upstream.idle_timeout, self.max_reply_bytes)
-            reply = reply_from_json_stream_answer(data)
-            if reply is None:
+            answer = reply_from_json_stream_answer(data)
+            if answer is None:
                 raise ShimError(502, "upstream answered a streaming request with neither a stream nor a chat reply")
             if mode == "auto" and self.upstream.facts.get(FACT_STREAM_JSON) != "yes":
                 self.upstream.facts[FACT_STREAM_JSON] = "yes"
@@ -160,7 +160,7 @@ class ChatFlow:
                     "upstream {url} answers streaming requests with plain JSON; synthesizing streams from now on",
                     url=self.upstream.base_url,
                 )
-            self._emit_synthesized(request, plan, pipeline, reply)
+            self._emit_synthesized(request, plan, pipeline, answer)
             return None
         plan.start_stream(request)
         try:

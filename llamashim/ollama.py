@@ -16,6 +16,7 @@ from typing import Any
 
 from llamashim import jsonutil
 from llamashim.errors import BadRequest
+from llamashim.jsonutil import obj
 from llamashim.stream_items import Chunk, Done, Item, StreamError
 
 Resolve = Callable[[str], str]
@@ -70,8 +71,10 @@ def model_entries(models_json: Any) -> list[dict[str, Any]]:
     if isinstance(models_json, list):
         data = models_json
     elif isinstance(models_json, dict):
-        data = models_json.get("data")
-        if not isinstance(data, list):
+        listed = models_json.get("data")
+        if isinstance(listed, list):
+            data = listed
+        else:
             data = [
                 {"id": m.get("model") or m.get("name"), **{k: v for k, v in m.items() if k not in ("model", "name")}}
                 for m in models_json.get("models") or []
@@ -439,7 +442,7 @@ def version_body(version: str) -> dict[str, Any]:
 
 
 def _details(entry: dict[str, Any], props: dict[str, Any] | None) -> dict[str, Any]:
-    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    meta = obj(entry.get("meta"))
     n_params = meta.get("n_params")
     size = ""
     if isinstance(n_params, int) and n_params > 0:
@@ -457,7 +460,7 @@ def _details(entry: dict[str, Any], props: dict[str, Any] | None) -> dict[str, A
 
 
 def architecture(entry: dict[str, Any], props: dict[str, Any] | None) -> str:
-    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    meta = obj(entry.get("meta"))
     for value in (meta.get("general.architecture"), meta.get("architecture"), (props or {}).get("architecture")):
         if isinstance(value, str) and value:
             return value
@@ -467,14 +470,14 @@ def architecture(entry: dict[str, Any], props: dict[str, Any] | None) -> str:
 def tags_body(models_json: Any, props: dict[str, Any] | None) -> dict[str, Any]:
     models = []
     for entry in model_entries(models_json):
-        meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+        meta = obj(entry.get("meta"))
         size = meta.get("size") if isinstance(meta.get("size"), int) else 0
         created = entry.get("created") if isinstance(entry.get("created"), (int, float)) else 0
         models.append(
             {
                 "name": friendly_name(entry["id"]),
                 "model": entry["id"],
-                "modified_at": now_iso(float(created)),
+                "modified_at": now_iso(float(created or 0)),
                 "size": size,
                 "digest": "",
                 "details": _details(entry, props),
@@ -487,7 +490,7 @@ def context_length(entry: dict[str, Any], props: dict[str, Any] | None) -> int:
     settings = (props or {}).get("default_generation_settings")
     if isinstance(settings, dict) and isinstance(settings.get("n_ctx"), int) and settings["n_ctx"] > 0:
         return int(settings["n_ctx"])
-    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    meta = obj(entry.get("meta"))
     for key in ("n_ctx", "n_ctx_train"):
         if isinstance(meta.get(key), int) and meta[key] > 0:
             return int(meta[key])
@@ -514,7 +517,7 @@ def show_body(model_id: str, props: dict[str, Any] | None, models_json: Any) -> 
     if entry is None:
         return None
     arch = architecture(entry, props)
-    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    meta = obj(entry.get("meta"))
     info: dict[str, Any] = {
         "general.architecture": arch,
         "general.basename": friendly_name(model_id),
@@ -540,7 +543,7 @@ def show_body(model_id: str, props: dict[str, Any] | None, models_json: Any) -> 
 def ps_body(models_json: Any, props: dict[str, Any] | None) -> dict[str, Any]:
     models = []
     for entry in model_entries(models_json):
-        meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+        meta = obj(entry.get("meta"))
         size = meta.get("size") if isinstance(meta.get("size"), int) else 0
         models.append(
             {

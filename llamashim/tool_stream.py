@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamashim import jsonutil
+from llamashim.jsonutil import arr, int_or, obj
 from llamashim.stream_items import Chunk, Done, Item
 
 CHUNK_OBJECT = "chat.completion.chunk"
@@ -188,19 +189,19 @@ def synthesize_items(reply: dict[str, Any], chunk_size: int, include_usage: bool
     for pos, choice in enumerate(choices):
         if not isinstance(choice, dict):
             continue
-        index = choice.get("index") if isinstance(choice.get("index"), int) else pos
-        msg = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        index = int_or(choice.get("index"), pos)
+        msg = obj(choice.get("message"))
         chunk(index, {"role": "assistant", "content": ""})
         for attr in ("reasoning_content", "content"):
             value = msg.get(attr)
             if isinstance(value, str):
                 for piece in _pieces(value, size):
                     chunk(index, {attr: piece})
-        calls = msg.get("tool_calls") if isinstance(msg.get("tool_calls"), list) else []
+        calls = arr(msg.get("tool_calls"))
         for j, call in enumerate(calls):
             if not isinstance(call, dict):
                 continue
-            fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+            fn = obj(call.get("function"))
             header = {
                 "index": j,
                 "id": call.get("id") or new_call_id(),
@@ -250,7 +251,7 @@ def normalise_reply(reply: dict[str, Any]) -> dict[str, Any]:
         for call in calls:
             if not isinstance(call, dict):
                 continue
-            fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+            fn = obj(call.get("function"))
             fixed_calls.append(
                 {
                     **call,

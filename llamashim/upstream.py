@@ -44,7 +44,7 @@ class UpstreamClient(Service):
         base_url: str,
         verify: bool | str = True,
         connect_timeout: float = 10.0,
-        idle_timeout: float = 600.0,
+        idle_timeout: float | None = 600.0,
         request_timeout: float | None = None,
         api_key: str | None = None,
         agent: Any = None,
@@ -66,7 +66,7 @@ class UpstreamClient(Service):
             reactor, contextFactory=policy_for(verify), connectTimeout=connect_timeout, pool=self.pool
         )
         # treq keeps one cookie jar per client; a proxy must never carry one client's cookies to another's request.
-        self.http = HTTPClient(self.agent, cookiejar=NoCookies())
+        self.http = HTTPClient(self.agent, cookiejar=NoCookies())  # type: ignore[arg-type]
         # Per-upstream facts learnt at run time (e.g. "this build refuses streamed tools").
         self.facts: dict[str, str] = {}
 
@@ -106,7 +106,7 @@ class UpstreamClient(Service):
         headers = headers if headers is not None else Headers()
         if self.api_key:
             headers.setRawHeaders(b"authorization", [b"Bearer " + self.api_key.encode("latin-1")])
-        d: Deferred[IResponse] = self.http.request(
+        d: Deferred[IResponse] = self.http.request(  # type: ignore[assignment]
             method.decode("ascii"),
             self.url(path),
             headers=headers,
@@ -157,7 +157,7 @@ class UpstreamClient(Service):
                 )
             return failure  # the client went away; nobody is listening for an answer
         reasons = [failure]
-        if failure.check(ResponseNeverReceived):
+        if isinstance(failure.value, ResponseNeverReceived):
             reasons = list(failure.value.reasons)
         for reason in reasons:
             tls = describe_tls_failure(reason)
@@ -178,7 +178,7 @@ class UpstreamClient(Service):
                 return Failure(
                     ShimError(502, f"upstream {where} is unreachable: DNS lookup failed", type="upstream_error")
                 )
-        detail = reasons[0].getErrorMessage() or reasons[0].type.__name__
+        detail = reasons[0].getErrorMessage() or type(reasons[0].value).__name__
         return Failure(ShimError(502, f"upstream {where} failed: {detail}", type="upstream_error"))
 
 

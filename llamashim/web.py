@@ -80,26 +80,31 @@ class ShimRequest(server.Request):
         """This response is a stream (counted in the active-streams gauge until it ends)."""
         if not self.streaming:
             self.streaming = True
-            metrics = getattr(self.channel.site, "metrics", None) if self.channel is not None else None
+            metrics = getattr(self._site, "metrics", None) if self.channel is not None else None
             if metrics is not None:
                 metrics.active_streams.inc()
 
     def write(self, data: bytes) -> None:
         if self.first_byte_at is None and data and self.channel is not None:
-            self.first_byte_at = self.channel.site.reactor.seconds()
+            self.first_byte_at = self._site.reactor.seconds()
         super().write(data)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         if not self.finished and self.channel is not None:
-            self.channel.site.log(self, aborted=True)
+            self._site.log(self, aborted=True)
         super().connectionLost(reason)
 
     @property
+    def _site(self) -> ShimSite:
+        site: ShimSite = self.channel.site  # type: ignore[attr-defined]  # set by Site.buildProtocol
+        return site
+
+    @property
     def clock(self) -> Any:
-        return self.channel.site.reactor if self.channel is not None else None
+        return self._site.reactor if self.channel is not None else None
 
     def gotLength(self, length: int | None) -> None:
-        site = self.channel.site
+        site = self._site
         self.max_body_bytes = getattr(site, "max_body_bytes", self.max_body_bytes)
         self.started = site.reactor.seconds()
         if length is not None and length > self.max_body_bytes:
@@ -124,8 +129,8 @@ class ShimRequest(server.Request):
         what = f"{length} bytes" if length is not None else "more than the limit"
         message = f"request body too large ({what}); limits.max_body_bytes is {self.max_body_bytes}"
         body = error_body(path, 413, message)
-        self.channel.site.log_refusal(path, 413, message)
-        transport = self.channel.transport
+        self._site.log_refusal(path, 413, message)
+        transport: Any = self.channel.transport
         transport.write(
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
@@ -139,7 +144,7 @@ class ShimRequest(server.Request):
 
     def process(self) -> None:
         """Before any route: request id, Host allow-list, CORS, API keys."""
-        site = self.channel.site
+        site = self._site
         self.dialect = "ollama" if is_ollama_path(self.path) else "openai"
         rid = self.requestHeaders.getRawHeaders(b"x-request-id", [b""])[0]
         if not rid or len(rid) > 128 or not _REQUEST_ID_OK.fullmatch(rid):
@@ -194,6 +199,8 @@ class ShimChannel(HTTPChannel):
     ``limits.header_timeout`` seconds (twisted.web's own timeout restarts on every byte)."""
 
     _header_timer: Any = None
+    site: ShimSite  # set by Site.buildProtocol
+    transport: Any
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -238,7 +245,7 @@ class ShimSite(server.Site):
     """A Site whose access log is one structured line per request."""
 
     requestFactory = ShimRequest
-    protocol = ShimChannel
+    protocol = ShimChannel  # type: ignore[assignment]
     displayTracebacks = False
 
     def __init__(

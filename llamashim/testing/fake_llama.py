@@ -334,7 +334,7 @@ class FakeLlama:
         stream = bool(body.get("stream"))
         if self.fault == "close_before_headers":
             assert request.channel is not None
-            request.channel.transport.loseConnection()  # type: ignore[attr-defined]
+            request.channel.transport.loseConnection()  # type: ignore[union-attr]
             return NOT_DONE_YET
         if self.fault == "http_500":
             return self._error(request, 500, "fake internal error", "server_error")
@@ -401,7 +401,7 @@ class _Streamer:
         if fault in ("drop_mid_stream", "data_error", "legacy_error", "garbage") and self.sent == self.fake.fault_after:
             if fault == "drop_mid_stream":
                 assert self.request.channel is not None
-                self.request.channel.transport.loseConnection()  # type: ignore[attr-defined]
+                self.request.channel.transport.loseConnection()  # type: ignore[union-attr]
                 return False
             if fault == "data_error":
                 self.request.write(b'data: {"error":{"code":500,"message":"fake failure mid-stream",'
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
     fake.chunk_interval = args.chunk_interval
     site = Site(fake.resource())
     site.noisy = False
-    port = reactor.listenTCP(args.port, site, interface=args.host)  # type: ignore[attr-defined]
+    port: Any = reactor.listenTCP(args.port, site, interface=args.host)  # type: ignore[attr-defined,arg-type]
     print(f"fake llama-server on http://{args.host}:{port.getHost().port} ({time.strftime('%H:%M:%S')})", flush=True)
     reactor.run()  # type: ignore[attr-defined]
 
