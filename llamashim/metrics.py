@@ -48,6 +48,9 @@ class Metrics:
             "llamashim_upstream_errors", "Upstream failures by kind", ["kind"], registry=r
         )
         self.client_aborts = Counter("llamashim_client_aborts", "Clients that left before the answer ended", registry=r)
+        self.buffered = Gauge(
+            "llamashim_client_buffered_bytes", "Response bytes waiting in llamashim for slow clients", registry=r
+        )
         self.bytes_out = Counter("llamashim_response_bytes", "Response body bytes sent to clients", registry=r)
 
     def render(self) -> bytes:

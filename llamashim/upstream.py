@@ -16,13 +16,20 @@ from typing import Any
 from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet import error as ierror
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    ResponseNeverReceived,
+    _HTTP11ClientFactory,
+    _StandardEndpointFactory,
+)
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IResponse
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
+from zope.interface import implementer
 
 from llamashim.errors import ShimError
 from llamashim.tls import describe_tls_failure, policy_for
@@ -61,9 +68,12 @@ class UpstreamClient(Service):
         self.pool.maxPersistentPerHost = 64
         self.pool.cachedConnectionTimeout = 120
         self.pool.retryAutomatically = False
+        self.pool._factory = _QuietClientFactory  # no "Starting/Stopping factory" line per upstream connection
         # Tests inject an in-memory agent (treq.testing's RequestTraversalAgent) here.
-        self.agent = agent or Agent(
-            reactor, contextFactory=policy_for(verify), connectTimeout=connect_timeout, pool=self.pool
+        self.agent = agent or Agent.usingEndpointFactory(
+            reactor,
+            _CachedEndpoints(_StandardEndpointFactory(reactor, policy_for(verify), connect_timeout, None)),
+            pool=self.pool,
         )
         # treq keeps one cookie jar per client; a proxy must never carry one client's cookies to another's request.
         self.http = HTTPClient(self.agent, cookiejar=NoCookies())  # type: ignore[arg-type]
@@ -106,15 +116,13 @@ class UpstreamClient(Service):
         headers = headers if headers is not None else Headers()
         if self.api_key:
             headers.setRawHeaders(b"authorization", [b"Bearer " + self.api_key.encode("latin-1")])
-        d: Deferred[IResponse] = self.http.request(  # type: ignore[assignment]
-            method.decode("ascii"),
-            self.url(path),
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-            unbuffered=True,
-            reactor=self.reactor,
-        )
+        if isinstance(body, bytes):
+            body = _Body(body)
+        # The hot path goes to the pool's Agent directly: treq.HTTPClient.request would add, per request, a
+        # hyperlink/IDNA parse of the URL, a cookie jar and CookieAgent (urllib Request objects), redirect and gzip
+        # wrappers and a response wrapper — about 0.4 ms of CPU a request (docs/performance.md), and cookies and
+        # content decoding a proxy must not apply anyway. ``self.http`` (treq, same pool) serves the rest.
+        d: Deferred[IResponse] = self.agent.request(method, self.url(path), headers, body)
         timed_out: list[str] = []
         timers = []
         if self.request_timeout:
@@ -180,6 +188,49 @@ class UpstreamClient(Service):
                 )
         detail = reasons[0].getErrorMessage() or type(reasons[0].value).__name__
         return Failure(ShimError(502, f"upstream {where} failed: {detail}", type="upstream_error"))
+
+
+@implementer(IBodyProducer)
+class _Body:
+    """A request body already in memory."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        consumer.write(self.data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IAgentEndpointFactory)
+class _CachedEndpoints:
+    """One endpoint per upstream origin, built once: twisted's Agent would build a HostnameEndpoint (with an IDNA
+    check of the host name) for every request, even when the pool hands it a kept-alive connection."""
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+        self.cache: dict[tuple[bytes, bytes, int], Any] = {}
+
+    def endpointForURI(self, uri: Any) -> Any:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self.cache.get(key)
+        if endpoint is None:
+            endpoint = self.cache[key] = self.factory.endpointForURI(uri)
+        return endpoint
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    noisy = False
 
 
 class NoCookies(CookieJar):
