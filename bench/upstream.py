@@ -21,6 +21,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 CHUNK = (
     '{{"choices":[{{"finish_reason":null,"index":0,"delta":{{"{field}":"{text}"}}}}],"created":1795532742,'
@@ -109,34 +110,44 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                              % (len(REPLY), REPLY))
                 continue
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            watcher = None
             if bench_id:
                 # notice the client leaving at once (EOF), not only at the next write
-                asyncio.get_running_loop().create_task(watch_eof(reader, bench_id))
-            if req.get("bench_bytes"):
-                await big(writer, int(req["bench_bytes"]), bench_id)
-                continue
-            rate = float(req.get("bench_rate", 0))
-            n = int(req.get("max_tokens", 50))
-            out = frames(n, bool(req.get("bench_reasoning")), bool(req.get("bench_tools")))
-            if rate <= 0:
-                while batch := list(itertools.islice(out, 64)):
-                    writer.write(b"".join(batch))
-                    await writer.drain()
-                continue
-            interval = 1.0 / rate
-            start = time.monotonic()
-            for i, f in enumerate(out):
-                writer.write(f)
-                await writer.drain()
-                delay = start + (i + 1) * interval - time.monotonic()
-                if delay > 0 and i < n:
-                    await asyncio.sleep(delay)
+                watcher = asyncio.get_running_loop().create_task(watch_eof(reader, bench_id))
+            try:
+                await stream(writer, req, bench_id)
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+                    await asyncio.gather(watcher, return_exceptions=True)
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
         if bench_id:
             closed.setdefault(bench_id, time.monotonic())
         writer.close()
+
+
+async def stream(writer: asyncio.StreamWriter, req: dict[str, Any], bench_id: str) -> None:
+    if req.get("bench_bytes"):
+        await big(writer, int(req["bench_bytes"]), bench_id)
+        return
+    rate = float(req.get("bench_rate", 0))
+    n = int(req.get("max_tokens", 50))
+    out = frames(n, bool(req.get("bench_reasoning")), bool(req.get("bench_tools")))
+    if rate <= 0:
+        while batch := list(itertools.islice(out, 64)):
+            writer.write(b"".join(batch))
+            await writer.drain()
+        return
+    interval = 1.0 / rate
+    start = time.monotonic()
+    for i, f in enumerate(out):
+        writer.write(f)
+        await writer.drain()
+        delay = start + (i + 1) * interval - time.monotonic()
+        if delay > 0 and i < n:
+            await asyncio.sleep(delay)
 
 
 async def watch_eof(reader: asyncio.StreamReader, bench_id: str) -> None:

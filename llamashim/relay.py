@@ -199,7 +199,9 @@ def relay(
             if on_first_byte is not None:
                 on_first_byte()
         write(transform.feed(data))
-        if transform.ended:
+        if transform.ended and getattr(transform, "error", None) is not None:
+            # A terminal error: stop the upstream now. After a clean [DONE] the body is left to end by itself, so
+            # the kept-alive connection goes back to the pool instead of being closed.
             pump.stop()
 
     def registered(transport: Any) -> None:

@@ -144,6 +144,15 @@ def upstream_healthy(upstream: UpstreamClient) -> Deferred[bool]:
     return Deferred.fromCoroutine(_healthy(upstream))
 
 
+def with_backlog(description: str, backlog: int = 1024) -> str:
+    """TCP/SSL listeners get a listen backlog of 1024 unless the endpoint string sets one: Twisted's default of 50
+    drops SYNs when a few dozen clients connect at once, and each then waits a second to retry."""
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
+        return f"{description}:backlog={backlog}"
+    return description
+
+
 def build_service(config: Config, reactor: Any) -> MultiService:
     top = LlamashimService(reactor, config.shutdown.drain_timeout)
     top.setName("llamashim")
@@ -195,5 +204,5 @@ def build_service(config: Config, reactor: Any) -> MultiService:
     GCTuning().setServiceParent(top)
     top.listening.setServiceParent(top)
     for description in config.listen:
-        strports.service(description, site, reactor=reactor).setServiceParent(top.listening)
+        strports.service(with_backlog(description), site, reactor=reactor).setServiceParent(top.listening)
     return top
