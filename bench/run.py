@@ -396,7 +396,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "chat_default": await throughput(shim_port, pid, CHAT, {}, {}, n, chunks),
             "chat_transforms": await throughput(shim_port, pid, CHAT, {"bench_reasoning": True, "bench_tools": True},
                                                 {"X-Llamashim-Thinking": "show_reasoning"}, n, chunks),
-            "ollama_ndjson": await throughput(shim_port, pid, "/api/chat", {"bench_reasoning": True}, {}, n, chunks),
+            # Ollama's request shape: the length goes in options.num_predict (mapped to max_tokens)
+            "ollama_ndjson": await throughput(shim_port, pid, "/api/chat", {"options": {"num_predict": chunks}}, {},
+                                              n, chunks),
         }
         print("non-streamed requests/s at concurrency 32 ...", flush=True)
         seconds = 3 if quick else 8

@@ -175,7 +175,7 @@ class Routes:
     async def _models(self, request: Request) -> bytes:
         from llamashim.ollama import normalise_openai_models
 
-        response = await self.upstream.request(b"GET", b"/v1/models", self.forwarded_auth(request))
+        response = await self.upstream.get(b"/v1/models", self.forwarded_auth(request))
         data = await collect_body(response, self.clock, self.upstream.idle_timeout)
         if response.code != 200:
             from llamashim.http_util import upstream_error
@@ -198,7 +198,7 @@ class Routes:
         if reason is not None:
             return send_json(request, {"status": "error", "reason": reason}, 503)
         try:
-            response = await self.upstream.request(b"GET", b"/health")
+            response = await self.upstream.get(b"/health")
             data = await collect_body(response, self.clock, self.upstream.idle_timeout, 1024 * 1024)
         except ShimError as e:
             return send_json(request, {"status": "error", "reason": e.message}, 503)

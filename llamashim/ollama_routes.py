@@ -85,7 +85,7 @@ class OllamaRoutes:
         if cached is not None and now - cached[0] < METADATA_TTL:
             return cached[1]
         upstream = self.routes.upstream
-        response = await upstream.request(b"GET", path)
+        response = await upstream.get(path)
         data = await collect_body(response, self.clock, upstream.idle_timeout, 16 * 1024 * 1024)
         if response.code != 200:
             raise upstream_error(response.code, data)

@@ -135,7 +135,7 @@ def end_for_shutdown(request: Any) -> None:
 
 
 async def _healthy(upstream: UpstreamClient) -> bool:
-    response = await upstream.request(b"GET", b"/health")
+    response = await upstream.get(b"/health")
     await collect_body(response, upstream.reactor, 5.0, 1024 * 1024)
     return bool(response.code == 200)
 

@@ -122,7 +122,20 @@ class UpstreamClient(Service):
         # hyperlink/IDNA parse of the URL, a cookie jar and CookieAgent (urllib Request objects), redirect and gzip
         # wrappers and a response wrapper — about 0.4 ms of CPU a request (docs/performance.md), and cookies and
         # content decoding a proxy must not apply anyway. ``self.http`` (treq, same pool) serves the rest.
-        d: Deferred[IResponse] = self.agent.request(method, self.url(path), headers, body)
+        return self._guard(self.agent.request(method, self.url(path), headers, body))
+
+    def get(self, path: bytes, headers: Headers | None = None) -> Deferred[IResponse]:
+        """A metadata GET (``/health``, ``/props``, ``/v1/models``) through treq, with the same timeouts and errors."""
+        headers = headers.copy() if headers is not None else Headers()
+        if self.api_key:
+            headers.setRawHeaders(b"authorization", [b"Bearer " + self.api_key.encode("latin-1")])
+        d: Deferred[IResponse] = self.http.get(  # type: ignore[assignment]
+            self.url(path).decode("ascii"), headers=headers, allow_redirects=False, unbuffered=True,
+            reactor=self.reactor,
+        )
+        return self._guard(d)
+
+    def _guard(self, d: Deferred[IResponse]) -> Deferred[IResponse]:
         timed_out: list[str] = []
         timers = []
         if self.request_timeout:

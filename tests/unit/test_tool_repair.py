@@ -137,3 +137,32 @@ def test_128_tools_cost_almost_nothing() -> None:
     per_call = (time.perf_counter() - started) / 100
     assert out is body
     print(f"repair of 128 well-formed tools: {per_call * 1e6:.1f} µs")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=10), c, max_size=4),
+    max_leaves=20,
+)
+tool_like = st.fixed_dictionaries({}, optional={
+    "type": json_values, "function": st.fixed_dictionaries({}, optional={
+        "name": json_values, "parameters": json_values, "description": json_values}),
+    "name": json_values, "parameters": json_values})
+
+
+@settings(max_examples=300, deadline=None)
+@given(tools=st.one_of(json_values, st.lists(st.one_of(tool_like, json_values), max_size=4)),
+       messages=st.one_of(json_values, st.lists(st.fixed_dictionaries(
+           {"role": st.sampled_from(["user", "assistant", "tool"])},
+           optional={"content": json_values, "tool_calls": json_values, "tool_call_id": json_values}), max_size=3)),
+       functions=json_values)
+def test_repair_never_raises_anything_but_a_400(tools: Any, messages: Any, functions: Any) -> None:
+    for body in ({"tools": tools, "messages": messages}, {"functions": functions, "messages": []}):
+        try:
+            out = repair_chat_request(body, Log())
+        except BadRequest:
+            continue
+        json.dumps(out)  # what goes upstream is still JSON

@@ -159,3 +159,59 @@ def test_old_build_detection() -> None:
     assert reply_from_json_stream_answer(json.dumps(REPLY).encode()) is not None
     assert reply_from_json_stream_answer(b"data: x") is None
     assert reply_from_json_stream_answer(b'{"error":"x"}') is None
+
+
+# -- properties ---------------------------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
+calls = st.lists(
+    st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
+              st.dictionaries(st.text(max_size=6), texts | st.integers() | st.booleans(), max_size=3)),
+    max_size=3,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(content=texts, reasoning=texts, tool_calls=calls, size=st.integers(min_value=1, max_value=120),
+       finish=st.sampled_from(["stop", "tool_calls"]))  # (the SDK helper raises on "length" by design)
+def test_synthesized_stream_accumulates_to_exactly_the_message(
+    content: str, reasoning: str, tool_calls: list[tuple[str, dict[str, Any]]], size: int, finish: str
+) -> None:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if tool_calls:
+        message["tool_calls"] = [
+            {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+            for i, (name, args) in enumerate(tool_calls)
+        ]
+    reply = {"id": "x", "created": 1, "model": "m", "choices": [{"index": 0, "message": message,
+                                                                   "finish_reason": finish}]}
+    final = accumulate(run(synthesize_items(reply, size, include_usage=True)))
+    got = final.choices[0].message
+    assert (got.content or "") == content
+    assert (getattr(got, "reasoning_content", None) or (got.model_extra or {}).get("reasoning_content") or "") == (
+        reasoning)
+    assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in got.tool_calls or []] == [
+        (f"call_{i}", name, args) for i, (name, args) in enumerate(tool_calls)]
+    expected_finish = "tool_calls" if tool_calls and finish == "stop" else finish
+    assert final.choices[0].finish_reason == expected_finish
+
+
+@settings(max_examples=100, deadline=None)
+@given(content=texts, tool_calls=calls, size=st.integers(min_value=1, max_value=40))
+def test_conformance_is_idempotent_on_well_formed_streams(
+    content: str, tool_calls: list[tuple[str, dict[str, Any]]], size: int
+) -> None:
+    message: dict[str, Any] = {"role": "assistant", "content": content, "tool_calls": [
+        {"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
+        for i, (n, a) in enumerate(tool_calls)]}
+    reply = {"id": "x", "created": 1, "model": "m", "choices": [{"index": 0, "message": message,
+                                                                   "finish_reason": "tool_calls" if tool_calls else "stop"}]}
+    once = run(synthesize_items(reply, size, include_usage=True), include_usage=True)
+    pipe = StreamPipeline([ToolCallConformance(True)])
+    twice = pipe.feed(once) + pipe.finish()
+    assert twice == once
