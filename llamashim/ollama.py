@@ -41,6 +41,13 @@ OPTION_MAP = {
 }
 
 
+# llama-server's own sampling fields, passed through when given in ``options`` (Ollama has no equivalent).
+LLAMA_SERVER_OPTIONS = frozenset(
+    ("logit_bias", "grammar", "json_schema", "n_probs", "dry_multiplier", "dry_base", "dry_allowed_length",
+     "xtc_probability", "xtc_threshold", "top_n_sigma", "samplers", "ignore_eos")
+)
+
+
 def now_iso(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -107,6 +114,8 @@ def _options(body: dict[str, Any], out: dict[str, Any]) -> list[str]:
     ignored = []
     for key, value in options.items():
         target = OPTION_MAP.get(key)
+        if target is None and key in LLAMA_SERVER_OPTIONS:
+            target = key
         if target is None:
             ignored.append(key)
             continue

@@ -17,9 +17,11 @@ from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web._newclient import RequestNotSent
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -122,7 +124,24 @@ class UpstreamClient(Service):
         # hyperlink/IDNA parse of the URL, a cookie jar and CookieAgent (urllib Request objects), redirect and gzip
         # wrappers and a response wrapper — about 0.4 ms of CPU a request (docs/performance.md), and cookies and
         # content decoding a proxy must not apply anyway. ``self.http`` (treq, same pool) serves the rest.
-        return self._guard(self.agent.request(method, self.url(path), headers, body))
+        url = self.url(path)
+        d = self.agent.request(method, url, headers, body)
+        replay = getattr(body, "data", getattr(body, "body", None)) if body is not None else b""
+        if isinstance(replay, bytes):
+            d.addErrback(self._retry_stale, method, url, headers, replay)
+        return self._guard(d)
+
+    def _retry_stale(self, failure: Failure, method: bytes, url: bytes, headers: Headers, data: bytes) -> Any:
+        """A kept-alive connection the upstream had already closed (llama-server closes idle ones): the request
+        never reached it, so send it once more on a new connection. Anything else is passed on."""
+        value = failure.value
+        if isinstance(value, RequestNotSent) or (
+            isinstance(value, ResponseNeverReceived)
+            and all(r.check(ConnectionDone, ConnectionLost) for r in value.reasons)
+        ):
+            self.log.debug("upstream connection was stale; retrying {url} once", url=url.decode("ascii", "replace"))
+            return self.agent.request(method, url, headers, _Body(data) if data or method == b"POST" else None)
+        return failure
 
     def get(self, path: bytes, headers: Headers | None = None) -> Deferred[IResponse]:
         """A metadata GET (``/health``, ``/props``, ``/v1/models``) through treq, with the same timeouts and errors."""

@@ -58,7 +58,7 @@ def real_llama(real_llama_paths: RealLlamaPaths, tmp_path_factory: pytest.TempPa
     log_path = tmp_path_factory.mktemp("llama-server") / "llama-server.log"
     cmd = [
         p.binary, "-m", p.model, "--host", "127.0.0.1", "--port", str(port), "-c", "16384", "-np", "4",
-        "--jinja", "--chat-template-file", p.template,
+        "--jinja", "--chat-template-file", p.template, "--embeddings", "--pooling", "mean",
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -284,19 +284,72 @@ def test_ollama_client_chat_streamed_and_not(shim: Daemon) -> None:
     assert "".join(p.message.content or "" for p in parts)
 
 
-def test_ollama_client_tool_call(shim: Daemon) -> None:
+def _ollama_turn(city: str) -> list[dict[str, Any]]:
+    return [
+        {"role": "user", "content": f"Weather in {city}?"},
+        {"role": "assistant", "content": "",
+         "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": city}}}]},
+        {"role": "tool", "content": f"Sunny in {city}.", "tool_name": "get_weather"},
+    ]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_ollama_client_real_tool_call(shim: Daemon, stream: bool) -> None:
+    """The recipe's real get_weather call, in Ollama's shape: arguments come back as a dict."""
     cl = ollama.Client(host=shim.url, timeout=120)
     model = cl.list().models[0].model
-    reply = cl.chat(
-        model=model,
-        messages=[
-            {"role": "system", "content": "You answer every question by calling a tool."},
-            {"role": "user", "content": "Weather in Paris?"},
-        ],
-        tools=[WEATHER_TOOL],
-        options={"temperature": 0, "num_predict": 60},
-    )
-    assert reply.done
-    # The tiny model may or may not call the tool without the few-shot turns; when it does, arguments are objects.
-    for call in reply.message.tool_calls or []:
-        assert isinstance(call.function.arguments, dict)
+    messages = [
+        {"role": "system", "content": "You answer every question by calling a tool."},
+        *_ollama_turn("Rome"), *_ollama_turn("Berlin"),
+        {"role": "user", "content": "Weather in Paris?"},
+    ]
+    options = {"temperature": 0, "num_predict": 60, "logit_bias": [[7639, False]]}
+    if stream:
+        parts = list(cl.chat(model=model, messages=messages, tools=[WEATHER_TOOL], options=options, stream=True))
+        calls = [c for p in parts for c in (p.message.tool_calls or [])]
+        assert parts[-1].done
+    else:
+        reply = cl.chat(model=model, messages=messages, tools=[WEATHER_TOOL], options=options)
+        calls = list(reply.message.tool_calls or [])
+    assert len(calls) == 1
+    assert calls[0].function.name == "get_weather"
+    assert isinstance(calls[0].function.arguments, dict) and dict(calls[0].function.arguments) == {"city": "Paris"}
+
+
+def test_ollama_client_generate_and_embed(shim: Daemon) -> None:
+    cl = ollama.Client(host=shim.url, timeout=120)
+    model = cl.list().models[0].model
+    gen = cl.generate(model=model, prompt="Say hi.", options={"num_predict": 6, "temperature": 0})
+    assert gen.done and gen.response
+    parts = list(cl.generate(model=model, prompt="Say hi.", options={"num_predict": 6}, stream=True))
+    assert parts[-1].done and "".join(p.response or "" for p in parts)
+    emb = cl.embed(model=model, input=["hello", "world"])
+    assert len(emb.embeddings) == 2 and len(emb.embeddings[0]) > 100
+    legacy = cl.embeddings(model=model, prompt="hello")
+    assert len(legacy.embedding) == len(emb.embeddings[0])
+
+
+def test_agent_loop_tool_call_then_result_then_answer(tool_shim: Daemon) -> None:
+    """An agent loop through llamashim: the model calls the tool, gets the result, and answers in the next turn."""
+    c = client(tool_shim)
+    first = c.chat.completions.create(stream=True, **TOOL_REQUEST)
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in first:
+        for choice in chunk.choices:
+            for tc in choice.delta.tool_calls or []:
+                entry = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                entry["id"] = tc.id or entry["id"]
+                if tc.function:
+                    entry["name"] = tc.function.name or entry["name"]
+                    entry["arguments"] += tc.function.arguments or ""
+    call = calls[0]
+    assert json.loads(call["arguments"]) == {"city": "Paris"}
+    messages = [
+        *TOOL_REQUEST["messages"],
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call["id"], "type": "function",
+             "function": {"name": call["name"], "arguments": call["arguments"]}}]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "Sunny, 24 degrees."},
+    ]
+    final = c.chat.completions.create(model="any", messages=messages, max_tokens=30, temperature=0)
+    assert final.choices[0].message.content or final.choices[0].message.tool_calls

@@ -101,3 +101,36 @@ async def test_upstream_faults_end_well_and_leak_nothing(mode: str, body: bytes,
     finally:
         await shim.stop()
         await port.stopListening()
+
+
+class ClosesIdleConnections(Protocol):
+    """Answers the first request on a connection and keeps it 'alive'; a second request on the same connection finds
+    it closed — the race a pool hits when llama-server closes an idle kept-alive connection just as it is reused."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"\r\n\r\n" not in data or self.transport is None:
+            return
+        if self.answered:
+            self.transport.loseConnection()
+            return
+        self.answered += 1
+        body = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}'
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body))
+
+
+@pytest_twisted.ensureDeferred
+async def test_stale_pooled_connection_is_retried_once() -> None:
+    """A request sent on a kept-alive connection the upstream closes is retried on a new one: no 502."""
+    port = reactor.listenTCP(0, Factory.forProtocol(ClosesIdleConnections), interface="127.0.0.1")
+    shim = await start_shim(config(f"http://127.0.0.1:{port.getHost().port}"))
+    try:
+        for _ in range(3):
+            code, _, data = await fetch(shim.url + "/v1/chat/completions", "POST", PLAIN)
+            assert code == 200, data
+    finally:
+        await shim.stop()
+        await port.stopListening()

@@ -227,3 +227,50 @@ async def test_health_and_debug_json(env: Env) -> None:
     assert status == 503 and "Loading model" in jsonutil.loads(body)["reason"]
     status, _, body = await env.post("/debug/json", b'{ "a" : [1, 2,\n 3] }')
     assert status == 200 and body == b'{"a":[1,2,3]}'
+
+
+@pytest_twisted.ensureDeferred
+async def test_ollama_chat_dialect_openai_is_an_alias() -> None:
+    """``ollama.chat_dialect: openai``: /api/chat answers exactly like /v1/chat/completions (the seed's behaviour)."""
+    import dataclasses
+
+    up = Scripted()
+    up.frames = [CHUNK, FINISH, DONE]
+    port, url = listen(up)
+    cfg = config(url, {"tool_streaming": "native"})
+    cfg = dataclasses.replace(cfg, ollama=dataclasses.replace(cfg.ollama, chat_dialect="openai"))
+    shim = await start_shim(cfg)
+    try:
+        status, headers, body = await fetch(shim.url + "/api/chat", "POST", jsonutil.dumps({**CHAT, "stream": True}))
+        assert status == 200 and body == CHUNK + FINISH + DONE
+        assert headers.getRawHeaders(b"content-type") == [b"text/event-stream"]
+        assert up.seen[-1][1] == b"/v1/chat/completions"
+    finally:
+        await shim.stop()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_verbose_logs_bodies_and_says_so_and_quiet_does_not() -> None:
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    up = Scripted()
+    up.body = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"SECRET-ANSWER"}}]}'
+    port, url = listen(up)
+    try:
+        for verbose in (False, True):
+            events.clear()
+            shim = await start_shim(config(url, {"verbose": verbose}))
+            await fetch(shim.url + "/v1/chat/completions", "POST",
+                        jsonutil.dumps({"model": "m", "messages": [{"role": "user", "content": "SECRET-PROMPT"}]}),
+                        {"Authorization": "Bearer sk-never-logged-1234"})
+            await shim.stop()
+            text = repr(events)
+            assert "sk-never-logged-1234" not in text
+            assert ("SECRET-PROMPT" in text and "SECRET-ANSWER" in text) is verbose
+            assert ("verbose logging is ON" in text) is verbose
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        await port.stopListening()

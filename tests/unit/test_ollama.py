@@ -181,3 +181,11 @@ def test_embeddings() -> None:
     assert ollama.embed_request({"model": "m", "input": ["a"]}, ident, False) == {"model": "m", "input": ["a"]}
     with pytest.raises(BadRequest):
         ollama.embed_request({"model": "m", "prompt": ["a"]}, ident, True)
+
+
+def test_llama_server_sampling_options_pass_through() -> None:
+    out, ignored = ollama.chat_request_to_openai(
+        {"model": "m", "messages": [], "options": {"logit_bias": [[7639, False]], "grammar": "root ::= x", "mmap": 1}},
+        ident,
+    )
+    assert out["logit_bias"] == [[7639, False]] and out["grammar"] == "root ::= x" and ignored == ["mmap"]

@@ -209,8 +209,9 @@ def test_conformance_is_idempotent_on_well_formed_streams(
     message: dict[str, Any] = {"role": "assistant", "content": content, "tool_calls": [
         {"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
         for i, (n, a) in enumerate(tool_calls)]}
-    reply = {"id": "x", "created": 1, "model": "m", "choices": [{"index": 0, "message": message,
-                                                                   "finish_reason": "tool_calls" if tool_calls else "stop"}]}
+    finish = "tool_calls" if tool_calls else "stop"
+    choice = {"index": 0, "message": message, "finish_reason": finish}
+    reply = {"id": "x", "created": 1, "model": "m", "choices": [choice]}
     once = run(synthesize_items(reply, size, include_usage=True), include_usage=True)
     pipe = StreamPipeline([ToolCallConformance(True)])
     twice = pipe.feed(once) + pipe.finish()
