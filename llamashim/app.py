@@ -28,7 +28,7 @@ from llamashim.limiter import UpstreamLimiter
 from llamashim.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llamashim.metrics import Metrics
 from llamashim.reasoning import ReasoningRouter, ReasoningStyle, apply_to_reply, mode_for_request
-from llamashim.relay import Identity, collect_body, relay
+from llamashim.relay import Identity, collect_body, json_reply, relay
 from llamashim.sse import encode_openai_items
 from llamashim.tool_repair import repair_chat_request
 from llamashim.tool_stream import ToolCallConformance, normalise_reply
@@ -176,15 +176,7 @@ class Routes:
         from llamashim.ollama import normalise_openai_models
 
         response = await self.upstream.get(b"/v1/models", self.forwarded_auth(request))
-        data = await collect_body(response, self.clock, self.upstream.idle_timeout)
-        if response.code != 200:
-            from llamashim.http_util import upstream_error
-
-            raise upstream_error(response.code, data)
-        try:
-            value = jsonutil.loads(data, 0)
-        except jsonutil.JSONError:
-            raise ShimError(502, "upstream /v1/models is not JSON", "upstream_error") from None
+        value = await json_reply(response, self.clock, self.upstream.idle_timeout, "/v1/models")
         return send_json(request, normalise_openai_models(value))
 
     # -- own endpoints ----------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from llamashim import jsonutil
 from llamashim.errors import ShimError
 from llamashim.http_util import BytesProducer, start_sse, upstream_error
 from llamashim.pipeline import StreamPipeline, usage_counts
-from llamashim.relay import collect_body, relay
+from llamashim.relay import collect_body, json_reply, relay
 from llamashim.sse import encode_comment
 from llamashim.stream_items import Item, Stage
 from llamashim.tool_stream import (
@@ -98,13 +98,7 @@ class ChatFlow:
 
     async def _reply_json(self, request: Request, plan: ChatPlan, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._post(request, plan, body)
-        data = await collect_body(response, self.clock, self.upstream.idle_timeout, self.max_reply_bytes)
-        if response.code != 200:
-            raise upstream_error(response.code, data)
-        try:
-            reply = jsonutil.loads(data, 0)
-        except jsonutil.JSONError:
-            raise ShimError(502, "upstream sent a reply that is not JSON", "upstream_error") from None
+        reply = await json_reply(response, self.clock, self.upstream.idle_timeout, "reply", self.max_reply_bytes)
         if not isinstance(reply, dict):
             raise ShimError(502, "upstream sent a reply that is not a JSON object", "upstream_error")
         return reply

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -74,3 +75,18 @@ def arr(value: Any) -> list[Any]:
 def int_or(value: Any, default: int) -> int:
     """``value`` if it is an integer (not a bool), else ``default``."""
     return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def map_objects(items: list[Any], fn: Callable[[dict[str, Any], int], Any]) -> list[Any]:
+    """Copy-on-write map over the JSON objects of a list: ``fn(item, position)`` returns the item itself when nothing
+    changes. Returns ``items`` itself when nothing changed, else a new list (the caller's objects are never mutated)."""
+    out: list[Any] | None = None
+    for pos, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        new = fn(item, pos)
+        if new is not item:
+            if out is None:
+                out = list(items)
+            out[pos] = new
+    return items if out is None else out

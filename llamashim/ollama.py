@@ -322,6 +322,20 @@ def _ollama_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _with_text(line: dict[str, Any], content: str, thinking: str, generate: bool) -> dict[str, Any]:
+    """Answer text where each endpoint puts it: ``response``/``thinking`` for generate, ``message`` for chat."""
+    if generate:
+        line["response"] = content
+        if thinking:
+            line["thinking"] = thinking
+    else:
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if thinking:
+            message["thinking"] = thinking
+        line["message"] = message
+    return line
+
+
 class OllamaChatEncoder:
     """Pipeline items → Ollama NDJSON lines (``/api/chat``, or ``/api/generate`` with ``generate=True``)."""
 
@@ -342,16 +356,7 @@ class OllamaChatEncoder:
         return {"model": self.model, "created_at": now_iso(self.clock())}
 
     def _text_line(self, content: str, thinking: str) -> bytes:
-        line = self._head()
-        if self.generate:
-            line["response"] = content
-            if thinking:
-                line["thinking"] = thinking
-        else:
-            message: dict[str, Any] = {"role": "assistant", "content": content}
-            if thinking:
-                message["thinking"] = thinking
-            line["message"] = message
+        line = _with_text(self._head(), content, thinking, self.generate)
         line["done"] = False
         return self._line(line)
 
@@ -423,20 +428,13 @@ def chat_reply_to_ollama(reply: dict[str, Any], model: str, now: float, generate
     choices = reply.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     msg = choice.get("message") or {}
-    content = msg.get("content") if isinstance(msg.get("content"), str) else ""
+    content = msg.get("content")
+    content = content if isinstance(content, str) else ""
     thinking = msg.get("reasoning_content") or msg.get("reasoning") or ""
-    out: dict[str, Any] = {"model": model, "created_at": now_iso(now)}
-    if generate:
-        out["response"] = content
-        if thinking:
-            out["thinking"] = thinking
-    else:
-        message: dict[str, Any] = {"role": "assistant", "content": content}
-        if thinking:
-            message["thinking"] = thinking
-        if msg.get("tool_calls"):
-            message["tool_calls"] = _ollama_calls(msg["tool_calls"])
-        out["message"] = message
+    thinking = thinking if isinstance(thinking, str) else ""
+    out = _with_text({"model": model, "created_at": now_iso(now)}, content, thinking, generate)
+    if not generate and msg.get("tool_calls"):
+        out["message"]["tool_calls"] = _ollama_calls(msg["tool_calls"])
     out["done"] = True
     out["done_reason"] = _done_reason(choice.get("finish_reason"))
     out.update(_durations(reply.get("usage"), reply.get("timings")))

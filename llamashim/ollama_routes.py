@@ -15,9 +15,9 @@ from twisted.web.server import Request
 from llamashim import jsonutil, ollama
 from llamashim.chat import ChatPlan
 from llamashim.errors import ShimError
-from llamashim.http_util import BytesProducer, read_json_object, send_json, upstream_error
+from llamashim.http_util import BytesProducer, read_json_object, send_json
 from llamashim.reasoning import ReasoningRouter, apply_to_reply, ollama_mode
-from llamashim.relay import collect_body
+from llamashim.relay import json_reply
 from llamashim.tool_repair import repair_chat_request
 from llamashim.tool_stream import ToolCallConformance, normalise_reply
 
@@ -86,13 +86,7 @@ class OllamaRoutes:
             return cached[1]
         upstream = self.routes.upstream
         response = await upstream.get(path)
-        data = await collect_body(response, self.clock, upstream.idle_timeout, 16 * 1024 * 1024)
-        if response.code != 200:
-            raise upstream_error(response.code, data)
-        try:
-            value = jsonutil.loads(data, 0)
-        except jsonutil.JSONError:
-            raise ShimError(502, f"upstream {path.decode()} is not JSON", "upstream_error") from None
+        value = await json_reply(response, self.clock, upstream.idle_timeout, path.decode(), 16 * 1024 * 1024)
         self._cache[path] = (now, value)
         return value
 
@@ -171,11 +165,5 @@ class OllamaRoutes:
         upstream = self.routes.upstream
         headers = Headers({b"content-type": [b"application/json"]})
         response = await upstream.request(b"POST", b"/v1/embeddings", headers, BytesProducer(jsonutil.dumps(req)))
-        data = await collect_body(response, self.clock, upstream.idle_timeout)
-        if response.code != 200:
-            raise upstream_error(response.code, data)
-        try:
-            reply = jsonutil.loads(data, 0)
-        except jsonutil.JSONError:
-            raise ShimError(502, "upstream embeddings reply is not JSON", "upstream_error") from None
+        reply = await json_reply(response, self.clock, upstream.idle_timeout, "/v1/embeddings")
         return send_json(request, ollama.embed_body(reply, body["model"], legacy))

@@ -26,6 +26,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 
+from llamashim import jsonutil
 from llamashim.errors import ShimError
 
 
@@ -142,6 +143,23 @@ def collect_body(
     pump = BodyPump(sink, clock, idle_timeout)
     response.deliverBody(pump)
     return pump.done.addCallback(lambda _: b"".join(parts))
+
+
+async def json_reply(
+    response: IResponse, clock: IReactorTime, idle_timeout: float | None, what: str,
+    max_bytes: int = 64 * 1024 * 1024,
+) -> Any:
+    """The whole JSON body of an upstream answer; an error status is passed on with its message, a body that is not
+    JSON is a 502 naming ``what``."""
+    from llamashim.http_util import upstream_error
+
+    data = await collect_body(response, clock, idle_timeout, max_bytes)
+    if response.code != 200:
+        raise upstream_error(response.code, data)
+    try:
+        return jsonutil.loads(data, 0)
+    except jsonutil.JSONError:
+        raise ShimError(502, f"upstream {what} is not JSON", "upstream_error") from None
 
 
 def relay(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamashim import jsonutil
-from llamashim.jsonutil import arr, int_or, obj
+from llamashim.jsonutil import arr, int_or, map_objects, obj
 from llamashim.stream_items import Chunk, Done, Item
 
 CHUNK_OBJECT = "chat.completion.chunk"
@@ -79,16 +79,8 @@ class ToolCallConformance:
             changed = True
         choices = data.get("choices")
         if isinstance(choices, list):
-            new_choices: list[Any] | None = None
-            for pos, choice in enumerate(choices):
-                if not isinstance(choice, dict):
-                    continue
-                fixed = self._choice(choice, pos)
-                if fixed is not choice:
-                    if new_choices is None:
-                        new_choices = list(choices)
-                    new_choices[pos] = fixed
-            if new_choices is not None:
+            new_choices = map_objects(choices, self._choice)
+            if new_choices is not choices:
                 data = {**data, "choices": new_choices}
                 changed = True
         return Chunk(data, None) if changed else chunk
@@ -117,16 +109,7 @@ class ToolCallConformance:
     def _calls(self, calls: Any, state: _ChoiceState) -> Any:
         if not isinstance(calls, list):
             return calls
-        fixed: list[Any] | None = None
-        for pos, call in enumerate(calls):
-            if not isinstance(call, dict):
-                continue
-            new = self._call(call, state)
-            if new is not call:
-                if fixed is None:
-                    fixed = list(calls)
-                fixed[pos] = new
-        return calls if fixed is None else fixed
+        return map_objects(calls, lambda call, _: self._call(call, state))
 
     def _call(self, call: dict[str, Any], state: _ChoiceState) -> dict[str, Any]:
         out = call

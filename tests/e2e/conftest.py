@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from llamashim.provision import RealLlamaPaths, provision
-from tests.e2e.daemon import free_port
+from tests.e2e.daemon import free_port, stop_process
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -67,9 +67,4 @@ def real_llama(real_llama_paths: RealLlamaPaths, tmp_path_factory: pytest.TempPa
         _wait_healthy(url, proc, time.monotonic() + 60)
         yield RealLlama(url, port, log_path, p.model, p)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
