@@ -16,6 +16,7 @@ import ollama
 import openai
 import pytest
 
+from tests.assemble import assemble
 from tests.e2e.daemon import Daemon, running_daemon
 
 WEATHER_TOOL = {
@@ -98,23 +99,11 @@ def test_tool_call_with_the_sdk_stream_helper(tool_shim: Daemon) -> None:
 
 def test_tool_call_assembled_by_hand(tool_shim: Daemon) -> None:
     """Assembling ``delta.tool_calls`` by index, as Open Interpreter and n8n do, gives the same call."""
-    calls: dict[int, dict[str, str]] = {}
-    finish = None
-    for chunk in client(tool_shim).chat.completions.create(stream=True, **TOOL_REQUEST):
-        for choice in chunk.choices:
-            finish = choice.finish_reason or finish
-            for tc in choice.delta.tool_calls or []:
-                entry = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                if tc.id:
-                    entry["id"] = tc.id
-                if tc.function and tc.function.name:
-                    entry["name"] = tc.function.name
-                if tc.function and tc.function.arguments:
-                    entry["arguments"] += tc.function.arguments
-    assert finish == "tool_calls"
-    assert list(calls) == [0]
-    assert calls[0]["name"] == "get_weather" and calls[0]["id"]
-    assert json.loads(calls[0]["arguments"]) == {"city": "Paris"}
+    got = assemble(client(tool_shim).chat.completions.create(stream=True, **TOOL_REQUEST))
+    assert got.finish == "tool_calls"
+    assert list(got.calls) == [0]
+    assert got.calls[0]["name"] == "get_weather" and got.calls[0]["id"]
+    assert json.loads(got.calls[0]["arguments"]) == {"city": "Paris"}
 
 
 def test_non_streamed_tool_call(tool_shim: Daemon) -> None:
@@ -332,17 +321,7 @@ def test_ollama_client_generate_and_embed(shim: Daemon) -> None:
 def test_agent_loop_tool_call_then_result_then_answer(tool_shim: Daemon) -> None:
     """An agent loop through llamashim: the model calls the tool, gets the result, and answers in the next turn."""
     c = client(tool_shim)
-    first = c.chat.completions.create(stream=True, **TOOL_REQUEST)
-    calls: dict[int, dict[str, str]] = {}
-    for chunk in first:
-        for choice in chunk.choices:
-            for tc in choice.delta.tool_calls or []:
-                entry = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                entry["id"] = tc.id or entry["id"]
-                if tc.function:
-                    entry["name"] = tc.function.name or entry["name"]
-                    entry["arguments"] += tc.function.arguments or ""
-    call = calls[0]
+    call = assemble(c.chat.completions.create(stream=True, **TOOL_REQUEST)).calls[0]
     assert json.loads(call["arguments"]) == {"city": "Paris"}
     messages = [
         *TOOL_REQUEST["messages"],

@@ -16,6 +16,7 @@ import pytest_twisted
 from twisted.internet import threads
 
 from llamashim.testing.fake_llama import FakeLlama
+from tests.assemble import assemble
 from tests.integration.support import Shim, config, listen, reactor, start_shim, timeout
 
 T = TypeVar("T")
@@ -58,20 +59,8 @@ def with_helper(client: openai.OpenAI, **kw: Any) -> Any:
 
 
 def by_hand(client: openai.OpenAI, **kw: Any) -> tuple[dict[int, dict[str, str]], str | None, str, Any]:
-    calls: dict[int, dict[str, str]] = {}
-    finish, text, usage = None, "", None
-    for chunk in client.chat.completions.create(model="m", messages=MESSAGES, stream=True, **kw):
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            finish = choice.finish_reason or finish
-            text += choice.delta.content or ""
-            for tc in choice.delta.tool_calls or []:
-                entry = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                entry["id"] = tc.id or entry["id"]
-                if tc.function:
-                    entry["name"] = tc.function.name or entry["name"]
-                    entry["arguments"] += tc.function.arguments or ""
-    return calls, finish, text, usage
+    got = assemble(client.chat.completions.create(model="m", messages=MESSAGES, stream=True, **kw))
+    return got.calls, got.finish, got.text, got.usage
 
 
 TOOL_MODES = [
