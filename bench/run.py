@@ -197,15 +197,19 @@ async def paced(direct: int, shim: int, pid: int, concurrency: int, chunks: int,
     d_all: list[StreamResult] = []
     s_all: list[StreamResult] = []
     rss_peak = 0.0
+    cpu = 0.0
     for _ in range(rounds):
         d_res, _ = await streams(direct, concurrency, chunks, 50)
+        cpu0 = cpu_seconds(pid)
         task = asyncio.create_task(streams(shim, concurrency, chunks, 50))
         while not task.done():
             rss_peak = max(rss_peak, rss_mib(pid))
             await asyncio.sleep(0.2)
+        cpu += cpu_seconds(pid) - cpu0
         s_res, _ = await task
         d_all += d_res
         s_all += s_res
+    relayed = rounds * concurrency * (chunks + 4)
 
     def summary(rs: list[StreamResult]) -> dict[str, float]:
         ttft = [r.ttft for r in rs if r.ok]
@@ -216,6 +220,7 @@ async def paced(direct: int, shim: int, pid: int, concurrency: int, chunks: int,
 
     d, s = summary(d_all), summary(s_all)
     return {"concurrency": concurrency, "direct": d, "shim": s, "rss_peak_mib": rss_peak,
+            "cpu_us_per_chunk": cpu / relayed * 1e6,
             "added_ttft_p50_ms": s["ttft_p50_ms"] - d["ttft_p50_ms"],
             "added_ttft_p99_ms": s["ttft_p99_ms"] - d["ttft_p99_ms"],
             "added_gap_p50_ms": s["gap_p50_ms"] - d["gap_p50_ms"],
@@ -443,7 +448,7 @@ def report(r: dict[str, Any]) -> str:
                  f"(ratio p50 {ns['shim_p50_ms'] / ns['direct_p50_ms']:.2f})")
     lines.append("")
     lines.append("paced streams (50 chunks/s): conc | direct TTFT p50/p99 | shim TTFT p50/p99 | added TTFT p50/p99 | "
-                 "added gap p50/p99 | max gap | errors")
+                 "added gap p50/p99 | max gap | errors | llamashim CPU µs/chunk (incl. request setup)")
     for p in r["paced"]:
         d, s = p["direct"], p["shim"]
         lines.append(
@@ -451,7 +456,7 @@ def report(r: dict[str, Any]) -> str:
             f"{s['ttft_p50_ms']:6.2f}/{s['ttft_p99_ms']:6.2f} | "
             f"{p['added_ttft_p50_ms']:6.2f}/{p['added_ttft_p99_ms']:6.2f}"
             f" | {p['added_gap_p50_ms']:6.2f}/{p['added_gap_p99_ms']:6.2f} | {s['gap_max_ms']:6.1f} | "
-            f"{s['errors']} (direct {d['errors']})")
+            f"{s['errors']} (direct {d['errors']}) | {p['cpu_us_per_chunk']:.1f}")
     lines.append("")
     lines.append("throughput (bursting upstream): mode | chunks/s | llamashim CPU µs/chunk | errors")
     for mode, t in r["throughput"].items():
