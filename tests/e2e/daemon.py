@@ -27,6 +27,7 @@ class Daemon:
     port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
+    stdout_path: Path
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -60,10 +61,12 @@ def running_daemon(
         "llamashim", "--listen", f"tcp:{port}:interface=127.0.0.1",
         *(["--upstream", upstream] if upstream else []), *args,
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stdout_path = log_path.with_suffix(".out")
+    with open(stdout_path, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.PIPE)
     try:
         _wait_listening(port, proc, time.monotonic() + 30)
-        yield Daemon(f"http://127.0.0.1:{port}", port, proc, log_path)
+        yield Daemon(f"http://127.0.0.1:{port}", port, proc, log_path, stdout_path)
     except RuntimeError:
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         raise RuntimeError(f"llamashim failed to start: {err}") from None
