@@ -77,13 +77,19 @@ def send_error(request: Request, err: ShimError, dialect: str) -> bytes:
     return send_json(request, body, err.status)
 
 
-def start_sse(request: Request) -> None:
+def start_stream(request: Request, content_type: bytes) -> None:
+    """A 200 streamed answer: never cached or buffered by intermediaries, counted as an active stream."""
     mark = getattr(request, "mark_streaming", None)
     if mark is not None:
         mark()
     request.setResponseCode(200)
     for name, value in SSE_HEADERS.items():
         request.setHeader(name, value)
+    request.setHeader(b"content-type", content_type)
+
+
+def start_sse(request: Request) -> None:
+    start_stream(request, SSE_HEADERS[b"content-type"])
 
 
 def upstream_error(status: int, body: bytes) -> ShimError:

@@ -15,7 +15,7 @@ from twisted.web.server import Request
 from llamashim import jsonutil, ollama
 from llamashim.chat import ChatPlan
 from llamashim.errors import ShimError
-from llamashim.http_util import BytesProducer, read_json_object, send_json
+from llamashim.http_util import BytesProducer, read_json_object, send_json, start_stream
 from llamashim.reasoning import ReasoningRouter, apply_to_reply, ollama_mode
 from llamashim.relay import json_reply
 from llamashim.tool_repair import repair_chat_request
@@ -29,13 +29,7 @@ METADATA_TTL = 5.0  # seconds the upstream's /props and /v1/models are reused be
 
 
 def start_ndjson(request: Request) -> None:
-    mark = getattr(request, "mark_streaming", None)
-    if mark is not None:
-        mark()
-    request.setResponseCode(200)
-    request.setHeader(b"content-type", NDJSON)
-    request.setHeader(b"cache-control", b"no-cache, no-transform")
-    request.setHeader(b"x-accel-buffering", b"no")
+    start_stream(request, NDJSON)
 
 
 class OllamaRoutes:
