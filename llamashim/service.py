@@ -8,20 +8,24 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, Logger
 
-from llamashim.app import Routes
+from llamashim.chat.flow import ChatFlow, ChatSettings
 from llamashim.config import Config
-from llamashim.errors import ShimError
-from llamashim.gate import Gate, hosts_for_listeners, key_hint
-from llamashim.limiter import UpstreamLimiter
-from llamashim.logs import observer_for
-from llamashim.metrics import Metrics
-from llamashim.relay import collect_body
-from llamashim.supervisor import LlamaSupervisor
-from llamashim.upstream import UpstreamClient
-from llamashim.web import ShimSite
+from llamashim.dialects.registry import ROUTES, default_registry
+from llamashim.ops.logs import observer_for
+from llamashim.ops.metrics import Metrics
+from llamashim.stream.reasoning import ReasoningStyle
+from llamashim.stream.relay import collect_body
+from llamashim.upstream.client import UpstreamClient
+from llamashim.upstream.limiter import UpstreamSlots, always_available
+from llamashim.upstream.supervisor import LlamaSupervisor, free_port
+from llamashim.web.deps import RouteDeps
+from llamashim.web.gate import Gate, hosts_for_listeners, key_hint
+from llamashim.web.own import OwnRoutes
+from llamashim.web.root import Root
+from llamashim.web.shutdown import drain
+from llamashim.web.site import ShimSite
 
 log = Logger(namespace="llamashim")
 
@@ -68,14 +72,25 @@ class LlamashimService(MultiService):
     ``shutdown.drain_timeout`` seconds, end the rest with the dialect's terminal error frame, then stop the upstream
     client (and a supervised llama-server)."""
 
-    def __init__(self, reactor: Any, drain_timeout: float) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        drain_timeout: float,
+        site: ShimSite,
+        upstream: UpstreamClient,
+        slots: UpstreamSlots,
+        log_observer: Any = None,
+        supervisor: LlamaSupervisor | None = None,
+    ) -> None:
         super().__init__()
         self.reactor = reactor
         self.drain_timeout = drain_timeout
         self.listening = MultiService()
-        self.site: ShimSite | None = None
-        self.log_observer: Any = None
-        self.supervisor: LlamaSupervisor | None = None
+        self.site = site
+        self.upstream = upstream
+        self.slots = slots
+        self.log_observer = log_observer
+        self.supervisor = supervisor
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd starts logging after makeService, with the application's ILogObserver component when there is one.
@@ -89,49 +104,11 @@ class LlamashimService(MultiService):
     async def _stop(self) -> None:
         if self.listening.running:
             await self.listening.stopService()
-        if self.site is not None:
-            await drain(self.site, self.reactor, self.drain_timeout)
+        await drain(self.site, self.reactor, self.drain_timeout)
         Service.stopService(self)
         rest = [s for s in reversed(list(self)) if s is not self.listening and s.running]
         for child in rest:
             await maybeDeferred(child.stopService)
-
-
-def _busy(site: ShimSite) -> list[Any]:
-    return [ch for ch in site.open_channels if getattr(ch, "requests", None)]
-
-
-async def drain(site: ShimSite, reactor: Any, timeout: float) -> None:
-    """Wait (up to ``timeout`` s) for in-flight requests; close idle connections; end what is left."""
-    for ch in list(site.open_channels):
-        if not getattr(ch, "requests", None) and ch.transport is not None:
-            ch.transport.loseConnection()
-    busy = _busy(site)
-    if busy:
-        log.info("draining {n} in-flight request(s) for up to {t:g} s", n=len(busy), t=timeout)
-    deadline = reactor.seconds() + timeout
-    while _busy(site) and reactor.seconds() < deadline:
-        await deferLater(reactor, min(0.05, max(0.0, deadline - reactor.seconds())), lambda: None)
-    left = _busy(site)
-    if left:
-        log.warn("ending {n} request(s) still running after {t:g} s (shutdown.drain_timeout)", n=len(left), t=timeout)
-    for ch in left:
-        for request in list(ch.requests):
-            end_for_shutdown(request)
-        ch.transport.loseConnection()
-
-
-def end_for_shutdown(request: Any) -> None:
-    message = "llamashim is shutting down"
-    hook = getattr(request, "drain", None)
-    if hook is not None:
-        hook(message)
-    elif not request.startedWriting and not request.finished:
-        from llamashim.http_util import send_error
-
-        body = send_error(request, ShimError(503, message), getattr(request, "dialect", "openai"))
-        request.write(body)
-        request.finish()
 
 
 async def _healthy(upstream: UpstreamClient) -> bool:
@@ -154,13 +131,9 @@ def with_backlog(description: str, backlog: int = 1024) -> str:
 
 
 def build_service(config: Config, reactor: Any) -> MultiService:
-    top = LlamashimService(reactor, config.shutdown.drain_timeout)
-    top.setName("llamashim")
-    supervisor: LlamaSupervisor | None = None
-    upstream_url = config.upstream.url
-    if config.upstream.spawn is not None:
-        supervisor = LlamaSupervisor(reactor, config.upstream.spawn)
-        upstream_url = supervisor.url
+    spawn = config.upstream.spawn
+    spawn_port = (spawn.port or free_port()) if spawn is not None else None
+    upstream_url = f"http://127.0.0.1:{spawn_port}" if spawn_port is not None else config.upstream.url
     upstream = UpstreamClient(
         reactor,
         upstream_url,
@@ -170,17 +143,20 @@ def build_service(config: Config, reactor: Any) -> MultiService:
         request_timeout=config.upstream.request_timeout,
         api_key=config.upstream.api_key,
     )
-    upstream.setServiceParent(top)
-    if supervisor is not None:
-        supervisor.health_check = lambda: upstream_healthy(upstream)
-        supervisor.setServiceParent(top)  # stopped before the upstream client (children stop in reverse)
-    top.supervisor = supervisor
-    routes = Routes(config, upstream)
-    if supervisor is not None:
-        routes.unavailable = lambda: supervisor.reason
-    routes.limiter = UpstreamLimiter(config.limits.max_concurrent_upstream, config.limits.max_queue)
+    supervisor = None
+    if spawn is not None:
+        supervisor = LlamaSupervisor(reactor, spawn, lambda: upstream_healthy(upstream), spawn_port)
+    unavailable = (lambda: supervisor.reason) if supervisor is not None else always_available
+    slots = UpstreamSlots(config.limits.max_concurrent_upstream, config.limits.max_queue, unavailable)
+    flow = ChatFlow(upstream, chat_settings(config))
+    deps = RouteDeps(config, upstream, flow, slots, reactor)
     metrics = Metrics() if config.metrics.enabled else None
-    routes.metrics = metrics
+    registry = default_registry()
+    routes = [factory(deps) for factory in ROUTES]
+    root = Root(
+        [(prefix, r.resource()) for r in routes for prefix in r.mounts],
+        OwnRoutes(deps, metrics).resource(),
+    )
     keys = config.api_keys()
     allowed = config.server.allowed_hosts
     gate = Gate(
@@ -190,19 +166,46 @@ def build_service(config: Config, reactor: Any) -> MultiService:
         cors_origins=config.cors.origins,
     )
     site = ShimSite(
-        routes.resource(),
+        root,
         reactor,
         max_body_bytes=config.limits.max_body_bytes,
         gate=gate,
         header_timeout=config.limits.header_timeout,
         metrics=metrics,
+        dialects=registry,
     )
-    top.log_observer = observer_for(config.log.format, config.log.level)
-    top.site = site
-    top.routes = routes  # type: ignore[attr-defined]
+    top = LlamashimService(
+        reactor,
+        config.shutdown.drain_timeout,
+        site,
+        upstream,
+        slots,
+        observer_for(config.log.format, config.log.level),
+        supervisor,
+    )
+    top.setName("llamashim")
+    upstream.setServiceParent(top)
+    if supervisor is not None:
+        supervisor.setServiceParent(top)  # stopped before the upstream client (children stop in reverse)
+    for r in routes:
+        for owned in getattr(r, "services", list)():
+            owned.setServiceParent(top)
     StartupLog(config).setServiceParent(top)
     GCTuning().setServiceParent(top)
     top.listening.setServiceParent(top)
     for description in config.listen:
         strports.service(with_backlog(description), site, reactor=reactor).setServiceParent(top.listening)
     return top
+
+
+def chat_settings(config: Config) -> ChatSettings:
+    return ChatSettings(
+        tools_mode=config.tools.streaming,
+        chunk_size=config.tools.chunk_size,
+        synthesis_heartbeat=config.tools.heartbeat,
+        stream_heartbeat=config.server.heartbeat,
+        max_reply_bytes=max(config.limits.max_body_bytes, 64 * 1024 * 1024),
+        style=ReasoningStyle(prefix=config.thinking.prefix, separator=config.thinking.separator),
+        verbose=config.log.verbose,
+        thinking_debug=config.thinking.debug,
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llamashim.provision import RealLlamaPaths, provision
+from llamashim.testing.provision import RealLlamaPaths, provision
 from tests.e2e.daemon import free_port, stop_process
 
 

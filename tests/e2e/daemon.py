@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamashim.supervisor import free_port
+from llamashim.upstream.supervisor import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from llamashim.provision import RealLlamaPaths
+from llamashim.testing.provision import RealLlamaPaths
 from tests.e2e.daemon import running_daemon
 
 

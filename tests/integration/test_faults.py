@@ -83,8 +83,7 @@ async def test_upstream_faults_end_well_and_leak_nothing(mode: str, body: bytes,
     shim = await start_shim(
         config(f"http://127.0.0.1:{port.getHost().port}", {"tool_streaming": "native"})
     )
-    shim.service.routes.upstream.idle_timeout = 0.3
-    shim.service.routes.chat.upstream.idle_timeout = 0.3
+    shim.service.upstream.idle_timeout = 0.3
     try:
         for _ in range(3):
             code, _, data = await fetch(shim.url + "/v1/chat/completions", "POST", body)

@@ -157,7 +157,7 @@ async def test_concurrency_limit_queues_then_refuses() -> None:
         arrived = fake.next_request()
         first = Deferred.fromCoroutine(fetch(shim.url + "/v1/chat/completions", "POST", CHAT))
         await timeout(arrived)  # the first holds the only slot (the fake answers after 0.5 s)
-        queued = shim.service.routes.limiter.when_queued(1)
+        queued = shim.service.slots.when_queued(1)
         second = Deferred.fromCoroutine(fetch(shim.url + "/v1/chat/completions", "POST", CHAT))
         await timeout(queued)
         status, headers, body = await fetch(shim.url + "/v1/chat/completions", "POST", CHAT)
@@ -219,7 +219,7 @@ def test_json_log_observer_writes_one_object_per_line() -> None:
 
     from twisted.logger import Logger
 
-    from llamashim.logs import observer_for
+    from llamashim.ops.logs import observer_for
 
     stream = io.StringIO()
     observer = observer_for("json", "info", stream)

@@ -14,7 +14,7 @@ from twisted.logger import globalLogPublisher
 
 from llamashim import jsonutil
 from llamashim.config import SpawnConfig
-from llamashim.supervisor import LlamaSupervisor
+from llamashim.upstream.supervisor import LlamaSupervisor
 from tests.integration.support import config, fetch, reactor, start_shim, timeout
 
 # A stand-in for llama-server: serves /health (503 "loading" first, then ok) and chat; exits on demand.
@@ -85,7 +85,7 @@ def events_until(predicate: Any) -> Deferred[dict[str, Any]]:
 
 
 def is_ready(e: dict[str, Any]) -> bool:
-    return e.get("log_namespace") == "llamashim.supervisor" and "ready" in e.get("log_format", "")
+    return e.get("log_namespace") == "llamashim.upstream.supervisor" and "ready" in e.get("log_format", "")
 
 
 @pytest_twisted.ensureDeferred

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.web.http_headers import Headers
 
-from llamashim.gate import DEFAULT_OPEN_PATHS, Gate, host_of, hosts_for_listeners, key_hint
+from llamashim.web.gate import DEFAULT_OPEN_PATHS, Gate, host_of, hosts_for_listeners, key_hint
 
 
 def h(**kw: str) -> Headers:

@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ollama._types import ChatResponse, EmbedResponse, ListResponse, ProcessResponse, ShowResponse
 
-from llamashim import ollama
+from llamashim.dialects.ollama import mapping as ollama
 from llamashim.errors import BadRequest
-from llamashim.stream_items import Chunk, Done, StreamError
+from llamashim.stream.items import Chunk, Done, StreamError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PROPS = json.loads((FIXTURES / "real_props.json").read_text())

@@ -9,14 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llamashim.errors import BadRequest
-from llamashim.reasoning import (
+from llamashim.stream.items import Chunk, Done, Item, Thinking
+from llamashim.stream.reasoning import (
     ReasoningRouter,
     ReasoningStyle,
     apply_to_reply,
     mode_for_request,
     ollama_mode,
 )
-from llamashim.stream_items import Chunk, Done, Item, Thinking
 
 STYLE = ReasoningStyle()
 MODES = ["default", "show_reasoning", "events", "both", "off", "separate"]

@@ -10,8 +10,10 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 
-from llamashim.pipeline import StreamPipeline
-from llamashim.relay import relay
+from llamashim.dialects.openai_chat.dialect import encode_openai_items
+from llamashim.stream.pipeline import StreamPipeline
+from llamashim.stream.relay import relay
+from llamashim.web.context import context_of
 
 FRAME = b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n'
 FINISH = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
@@ -24,6 +26,7 @@ class FakeRequest:
         self._disconnected = False
         self.producer: Any = None
         self.streaming: bool | None = None
+        self.path = b"/v1/chat/completions"
 
     @property
     def startedWriting(self) -> bool:
@@ -58,7 +61,7 @@ def start(
     clock: Clock, idle: float | None = 600, heartbeat: float = 0
 ) -> tuple[FakeRequest, FakeResponse, Deferred[None]]:
     request, response = FakeRequest(), FakeResponse()
-    d = relay(request, response, StreamPipeline([]), clock, idle,  # type: ignore[arg-type]
+    d = relay(request, response, StreamPipeline([], encode_openai_items), clock, idle,  # type: ignore[arg-type]
               heartbeat=b": keep-alive\n\n" if heartbeat else None, heartbeat_seconds=heartbeat)
     return request, response, d
 
@@ -118,6 +121,8 @@ def test_drain_ends_the_stream_with_an_error_frame() -> None:
     clock = Clock()
     request, response, d = start(clock)
     response.protocol.dataReceived(FRAME)
-    request.drain("llamashim is shutting down")  # type: ignore[attr-defined]
+    hook = context_of(request).drain
+    assert hook is not None
+    hook("llamashim is shutting down")
     assert b"shutting down" in request.written[-1] and request.finished
     assert response.transport.producerState == "stopped"

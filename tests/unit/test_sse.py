@@ -5,15 +5,15 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llamashim.sse import (
+from llamashim.dialects.openai_chat.dialect import encode_openai_items
+from llamashim.stream.items import Chunk, Done, Heartbeat, Passthrough, StreamError, Thinking
+from llamashim.stream.sse import (
     SSEComment,
     SSEEvent,
     SSEParser,
     encode_comment,
-    encode_openai_items,
     items_from_event,
 )
-from llamashim.stream_items import Chunk, Done, Heartbeat, Passthrough, StreamError, Thinking
 
 REAL = (
     b'data: {"choices":[{"finish_reason":null,"index":0,"delta":{"role":"assistant","content":null}}],'

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from llamashim.chat.repair import repair_chat_request
 from llamashim.errors import BadRequest
-from llamashim.tool_repair import repair_chat_request
 
 GOOD_PARAMS = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 

@@ -10,9 +10,10 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from llamashim.pipeline import StreamPipeline
-from llamashim.stream_items import Chunk, Done, Item
-from llamashim.tool_stream import (
+from llamashim.dialects.openai_chat.dialect import encode_openai_items
+from llamashim.stream.items import Chunk, Done, Item
+from llamashim.stream.pipeline import StreamPipeline
+from llamashim.stream.tools import (
     ToolCallConformance,
     is_stream_tools_refusal,
     normalise_reply,
@@ -41,13 +42,13 @@ def accumulate(data: bytes) -> Any:
 
 
 def run(stage_items: list[Item], include_usage: bool = False) -> bytes:
-    pipe = StreamPipeline([ToolCallConformance(include_usage)])
+    pipe = StreamPipeline([ToolCallConformance(include_usage)], encode_openai_items)
     return pipe.push(stage_items) + pipe.finish()
 
 
 def test_real_tool_stream_passes_byte_for_byte() -> None:
     raw = (FIXTURES / "real_tool_stream.sse").read_bytes()
-    pipe = StreamPipeline([ToolCallConformance(False)])
+    pipe = StreamPipeline([ToolCallConformance(False)], encode_openai_items)
     out = b"".join(pipe.feed(raw[i : i + 7]) for i in range(0, len(raw), 7)) + pipe.finish()
     assert out == raw
     final = accumulate(out)
@@ -213,6 +214,6 @@ def test_conformance_is_idempotent_on_well_formed_streams(
     choice = {"index": 0, "message": message, "finish_reason": finish}
     reply = {"id": "x", "created": 1, "model": "m", "choices": [choice]}
     once = run(synthesize_items(reply, size, include_usage=True), include_usage=True)
-    pipe = StreamPipeline([ToolCallConformance(True)])
+    pipe = StreamPipeline([ToolCallConformance(True)], encode_openai_items)
     twice = pipe.feed(once) + pipe.finish()
     assert twice == once

@@ -1,4 +1,4 @@
-"""The twisted.web edge: our Request (body limit, JSON errors, timing) and Site (access log).
+"""The twisted.web edge: our Request (body limit, JSON errors, the request context) and Site (access log, metrics).
 
 twisted.web reads a request body completely before dispatching it. :class:`ShimRequest` refuses an oversized body as
 soon as its declared length (or, for chunked uploads, its running size) passes ``limits.max_body_bytes``: it answers
@@ -18,26 +18,18 @@ from twisted.web import server
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 
-from llamashim import errors
-from llamashim.gate import Gate
-from llamashim.metrics import Metrics, route_of
+from llamashim import compat
+from llamashim.dialects.base import DialectRegistry
+from llamashim.dialects.openai_chat.dialect import OPENAI
+from llamashim.errors import ShimError
+from llamashim.ops.metrics import Metrics
+from llamashim.web.context import RequestContext
+from llamashim.web.gate import Gate
+from llamashim.web.respond import end_with_error
 
 # Module level on purpose: a Logger as a class attribute renames its namespace after the class.
 access_log = Logger(namespace="llamashim.access")
 _REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:@/+=-]+")
-
-NULL_SINK_LIMIT = 0
-
-
-def is_ollama_path(path: bytes) -> bool:
-    return path.startswith(b"/api/")
-
-
-def error_body(path: bytes, status: int, message: str) -> bytes:
-    """The dialect's error body for a request path."""
-    if is_ollama_path(path):
-        return errors.ollama_error(message)
-    return errors.openai_error(message, errors.error_type(status), status)
 
 
 class _Discard:
@@ -63,30 +55,21 @@ class ShimRequest(server.Request):
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self.started = 0.0
-        self.upstream_ttfb: float | None = None
-        self.upstream_started: float | None = None
         self._body_seen = 0
         self._refused = False
-        self.dialect = "openai"
-        self.request_id = b"-"
-        self.logged = False
-        self.streaming = False
-        self.first_byte_at: float | None = None
-        self.usage: tuple[int, int] | None = None
-        self.upstream_error: str | None = None
+        self.ctx = RequestContext(self._site.dialects.fallback if self.channel is not None else OPENAI)
 
     def mark_streaming(self) -> None:
         """This response is a stream (counted in the active-streams gauge until it ends)."""
-        if not self.streaming:
-            self.streaming = True
-            metrics = getattr(self._site, "metrics", None) if self.channel is not None else None
+        if not self.ctx.streaming:
+            self.ctx.streaming = True
+            metrics = self._site.metrics if self.channel is not None else None
             if metrics is not None:
                 metrics.active_streams.inc()
 
     def write(self, data: bytes) -> None:
-        if self.first_byte_at is None and data and self.channel is not None:
-            self.first_byte_at = self._site.reactor.seconds()
+        if self.ctx.first_byte_at is None and data and self.channel is not None:
+            self.ctx.first_byte_at = self._site.reactor.seconds()
         super().write(data)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
@@ -99,14 +82,10 @@ class ShimRequest(server.Request):
         site: ShimSite = self.channel.site  # type: ignore[attr-defined]  # set by Site.buildProtocol
         return site
 
-    @property
-    def clock(self) -> Any:
-        return self._site.reactor if self.channel is not None else None
-
     def gotLength(self, length: int | None) -> None:
         site = self._site
-        self.max_body_bytes = getattr(site, "max_body_bytes", self.max_body_bytes)
-        self.started = site.reactor.seconds()
+        self.max_body_bytes = site.max_body_bytes
+        self.ctx.started = site.reactor.seconds()
         if length is not None and length > self.max_body_bytes:
             self._refuse_body(length)
             return
@@ -125,10 +104,10 @@ class ShimRequest(server.Request):
         """Answer 413 right away and drop the connection; the rest of the body is never read."""
         self._refused = True
         self.content = _Discard()  # type: ignore[assignment]
-        path = getattr(self.channel, "_path", b"") or b""
+        path = compat.channel_path(self.channel)
         what = f"{length} bytes" if length is not None else "more than the limit"
         message = f"request body too large ({what}); limits.max_body_bytes is {self.max_body_bytes}"
-        body = error_body(path, 413, message)
+        body = self._site.dialects.for_path(path).error_body(ShimError(413, message))
         self._site.log_refusal(path, 413, message)
         transport: Any = self.channel.transport
         transport.write(
@@ -145,12 +124,12 @@ class ShimRequest(server.Request):
     def process(self) -> None:
         """Before any route: request id, Host allow-list, CORS, API keys."""
         site = self._site
-        self.dialect = "ollama" if is_ollama_path(self.path) else "openai"
+        self.ctx.dialect = site.dialects.for_path(self.path)
         rid = self.requestHeaders.getRawHeaders(b"x-request-id", [b""])[0]
         if not rid or len(rid) > 128 or not _REQUEST_ID_OK.fullmatch(rid):
             rid = uuid.uuid4().hex.encode("ascii")
             self.requestHeaders.setRawHeaders(b"x-request-id", [rid])  # forwarded upstream with the rest
-        self.request_id = rid
+        self.ctx.request_id = rid
         self.setHeader(b"x-request-id", rid)
         gate: Gate = site.gate
         preflight = self.method == b"OPTIONS" and self.requestHeaders.hasHeader(b"access-control-request-method")
@@ -162,35 +141,27 @@ class ShimRequest(server.Request):
             return
         err = gate.check(self.method, self.path, self.requestHeaders)
         if err is not None:
-            body = error_body(self.path, err.status, err.message)
-            self.setResponseCode(err.status)
-            self.setHeader(b"content-type", b"application/json")
-            self.setHeader(b"content-length", b"%d" % len(body))
+            self.ctx.route = "refused"
             if err.status == 401:
                 self.setHeader(b"www-authenticate", b"Bearer")
-            self.write(body)
-            self.finish()
+            self.answer_error(err)
             return
         if gate.auth_enabled:
             # The client's key is ours; it is not passed on (upstream.api_key is, when set).
             self.requestHeaders.removeHeader(b"authorization")
             self.requestHeaders.removeHeader(b"x-api-key")
+        site.in_flight.add(self)
+        self.notifyFinish().addBoth(lambda _: site.in_flight.discard(self))
         super().process()
 
     def processingFailed(self, reason: Failure) -> None:  # type: ignore[override]
         """An unexpected error in our code: log it, answer a JSON 500 — never a traceback or an HTML page."""
         self._log.failure("unhandled error handling {method} {uri}", reason, method=self.method, uri=self.uri)
-        if self.finished or self._disconnected:
-            return
-        if self.startedWriting:
-            self.finish()
-            return
-        body = error_body(self.path or b"", 500, "internal error in llamashim (see its log)")
-        self.setResponseCode(500)
-        self.setHeader(b"content-type", b"application/json")
-        self.setHeader(b"content-length", b"%d" % len(body))
-        self.write(body)
-        self.finish()
+        self.answer_error(ShimError(500, "internal error in llamashim (see its log)", "server_error"))
+
+    def answer_error(self, err: ShimError) -> None:
+        """End this request with ``err`` in its dialect's shape (see :func:`respond.end_with_error`)."""
+        end_with_error(self, err)
 
 
 class ShimChannel(HTTPChannel):
@@ -256,6 +227,7 @@ class ShimSite(server.Site):
         gate: Gate | None = None,
         header_timeout: float | None = 30.0,
         metrics: Metrics | None = None,
+        dialects: DialectRegistry | None = None,
     ) -> None:
         # Never parse bodies as HTML forms: every route reads JSON, and the form check costs ~0.1 ms a request.
         super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
@@ -264,57 +236,58 @@ class ShimSite(server.Site):
         self.header_timeout = header_timeout
         self.noisy = False
         self.open_channels: set[ShimChannel] = set()
+        self.in_flight: set[ShimRequest] = set()
         self.idle_waiters: list[Deferred[None]] = []
         self.metrics: Metrics | None = metrics
+        self.dialects = dialects or DialectRegistry(OPENAI)
         if metrics is not None:
             metrics.buffered.set_function(self.buffered_bytes)
 
     def log(self, request: ShimRequest, aborted: bool = False) -> None:  # type: ignore[override]
         """One access line per request (also for a client that left), and the request's metrics."""
-        if request.logged:
+        ctx = request.ctx
+        if ctx.logged:
             return
-        request.logged = True
+        ctx.logged = True
         now = self.reactor.seconds()
-        started = request.started or now
-        ttfb = "-" if request.upstream_ttfb is None else f"{request.upstream_ttfb * 1000:.1f}ms"
+        started = ctx.started or now
+        ttfb = "-" if ctx.upstream_ttfb is None else f"{ctx.upstream_ttfb * 1000:.1f}ms"
         status = "aborted" if aborted else str(request.code)
         access_log.info(
-            "{method} {path} {status} {bytes}B {duration_ms}ms upstream_ttfb={ttfb} id={request_id}",
+            "{method} {path} {status} {bytes}B {duration_ms}ms dialect={dialect} upstream={upstream} "
+            "upstream_ttfb={ttfb} id={request_id}",
             method=request.method.decode("latin-1"),
             path=request.path.decode("latin-1"),
             status=status,
             bytes=request.sentLength,
             duration_ms=f"{(now - started) * 1000:.1f}",
+            dialect=ctx.dialect.name,
+            upstream=ctx.upstream or "-",
             ttfb=ttfb,
-            request_id=request.request_id.decode("ascii", "replace"),
+            request_id=ctx.request_id.decode("ascii", "replace"),
         )
         m = self.metrics
         if m is None:
             return
-        route = route_of(request.method, request.path)
-        m.requests.labels(route, status, request.dialect).inc()
+        route = ctx.route
+        m.requests.labels(route, status, ctx.dialect.name).inc()
         m.duration.labels(route).observe(now - started)
         m.bytes_out.inc(request.sentLength)
         if aborted:
-            m.client_aborts.inc()
-        if request.streaming:
+            m.client_aborts.labels(route).inc()
+        if ctx.streaming:
             m.active_streams.dec()
-            if request.first_byte_at is not None:
-                m.ttft.labels(route).observe(request.first_byte_at - started)
-        if request.usage is not None:
-            m.tokens.labels("prompt").inc(request.usage[0])
-            m.tokens.labels("completion").inc(request.usage[1])
-        if request.upstream_error is not None:
-            m.upstream_errors.labels(request.upstream_error).inc()
+            if ctx.first_byte_at is not None:
+                m.ttft.labels(route).observe(ctx.first_byte_at - started)
+        if ctx.usage is not None:
+            m.tokens.labels("prompt").inc(ctx.usage[0])
+            m.tokens.labels("completion").inc(ctx.usage[1])
+        if ctx.upstream_error is not None:
+            m.upstream_errors.labels(ctx.upstream_error).inc()
 
     def buffered_bytes(self) -> int:
         """Response bytes llamashim holds in user space, waiting for slow clients' sockets (for /metrics)."""
-        total = 0
-        for channel in self.open_channels:
-            transport = channel.transport
-            total += len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
-            total += sum(len(part) for part in getattr(transport, "_tempDataBuffer", ()))
-        return total
+        return sum(compat.buffered_bytes(channel.transport) for channel in self.open_channels)
 
     def when_idle(self) -> Deferred[None]:
         """Fires once no client connection is open."""

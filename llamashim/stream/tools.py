@@ -14,14 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamashim import jsonutil
+from llamashim.chat.repair import new_call_id
 from llamashim.jsonutil import arr, int_or, map_objects, obj
-from llamashim.stream_items import Chunk, Done, Item
+from llamashim.stream.items import Chunk, Done, Item
 
 CHUNK_OBJECT = "chat.completion.chunk"
-
-
-def new_call_id() -> str:
-    return "call_" + uuid.uuid4().hex[:24]
 
 
 def _args_text(value: Any) -> str:
@@ -40,6 +37,20 @@ class _ChoiceState:
     saw_tools: bool = False
 
 
+def usage_from_timings(timings: Any) -> dict[str, Any]:
+    """An OpenAI usage object from llama-server's ``timings`` (zeros when there are none); the prompt tokens its
+    prompt cache served (``cache_n``) as ``prompt_tokens_details.cached_tokens``."""
+    t = obj(timings)
+    cached = int_or(t.get("cache_n"), 0)
+    prompt = int_or(t.get("prompt_n"), 0) + cached
+    completion = int_or(t.get("predicted_n"), 0)
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}
+    if "cache_n" in t:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
+
+
 class ToolCallConformance:
     """A pipeline stage that makes native upstream streams keep the tool-call chunk contract."""
 
@@ -49,6 +60,7 @@ class ToolCallConformance:
         self._choices: dict[int, _ChoiceState] = {}
         self._meta: dict[str, Any] = {}
         self._usage_sent = False
+        self._timings: Any = None
 
     def feed(self, item: Item) -> list[Item]:
         if isinstance(item, Chunk):
@@ -64,7 +76,7 @@ class ToolCallConformance:
         if not self.include_usage or self.saw_usage or self._usage_sent:
             return []
         self._usage_sent = True
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        usage = usage_from_timings(self._timings)
         return [Chunk({"choices": [], **self._meta, "object": CHUNK_OBJECT, "usage": usage})]
 
     def _chunk(self, chunk: Chunk) -> Chunk:
@@ -73,6 +85,8 @@ class ToolCallConformance:
             self._meta = {k: data[k] for k in ("id", "created", "model") if k in data}
         if data.get("usage"):
             self.saw_usage = True
+        if "timings" in data:
+            self._timings = data["timings"]
         changed = False
         if data.get("object") != CHUNK_OBJECT:
             data = {**data, "object": CHUNK_OBJECT}
@@ -208,7 +222,7 @@ def synthesize_items(reply: dict[str, Any], chunk_size: int, include_usage: bool
                 {
                     "choices": [],
                     **base,
-                    "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                    "usage": usage or usage_from_timings(reply.get("timings")),
                     **extra,
                 }
             )

@@ -1,4 +1,4 @@
-"""Server-sent events: an incremental parser, the item mapping and the OpenAI-dialect writer (all pure).
+"""Server-sent events: an incremental parser, the item mapping and the frame writers (all pure).
 
 The parser follows the WHATWG event-stream rules: lines end in LF, CRLF or CR (a CR at the end of one read may be
 the first half of a CRLF split across reads), ``data:`` lines of one event are joined with LF, ``:`` lines are
@@ -15,15 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llamashim import jsonutil
-from llamashim.stream_items import Chunk, Done, Heartbeat, Item, Passthrough, StreamError, Thinking
+from llamashim.stream.items import Chunk, Done, Item, Passthrough, StreamError
 
-SSE_HEADERS: dict[bytes, bytes] = {
-    b"content-type": b"text/event-stream",
-    b"cache-control": b"no-cache, no-transform",
-    b"x-accel-buffering": b"no",
-}
+SSE_CONTENT_TYPE = b"text/event-stream"
 
-_DONE = b"data: [DONE]\n\n"
 
 
 @dataclass(slots=True)
@@ -218,28 +213,3 @@ def encode_comment(text: str) -> bytes:
 
 def encode_event(event: str, value: object) -> bytes:
     return b"event: " + event.encode("utf-8") + b"\n" + encode_data(value)
-
-
-def encode_error(err: StreamError) -> bytes:
-    return encode_data({"error": {"message": err.message, "type": err.type, "code": err.code}})
-
-
-def encode_openai_items(items: list[Item]) -> bytes:
-    """The OpenAI-dialect SSE bytes for ``items``, all in one buffer (one write per upstream read)."""
-    out: list[bytes] = []
-    for item in items:
-        if isinstance(item, Chunk):
-            out.append(item.raw if item.raw is not None else encode_data(item.data))
-        elif isinstance(item, Thinking):
-            # "choices": [] makes the frame a harmless empty chunk for clients that ignore the event name (the
-            # openai SDKs do: they parse every event's data as a chunk).
-            out.append(encode_event("thinking", {"content": item.text, "choices": []}))
-        elif isinstance(item, Done):
-            out.append(_DONE)
-        elif isinstance(item, StreamError):
-            out.append(encode_error(item))
-        elif isinstance(item, Heartbeat):
-            out.append(encode_comment(item.text))
-        elif isinstance(item, Passthrough):
-            out.append(item.raw)
-    return b"".join(out)

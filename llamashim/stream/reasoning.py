@@ -24,7 +24,7 @@ from typing import Any
 
 from llamashim.errors import BadRequest
 from llamashim.jsonutil import int_or
-from llamashim.stream_items import Chunk, Done, Item, Thinking
+from llamashim.stream.items import Chunk, Done, Item, Thinking
 
 MODES = ("default", "show_reasoning", "events", "both", "off")
 ALIASES = {"content": "show_reasoning"}

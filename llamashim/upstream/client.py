@@ -1,15 +1,15 @@
-"""The upstream client: one treq ``HTTPClient`` over our own connection pool, owned by a service.
+"""The upstream client: our own connection pool and ``Agent`` (treq over the same pool for metadata GETs), owned by
+a service.
 
 Everything that talks to llama-server goes through :class:`UpstreamClient`. It owns the ``HTTPConnectionPool`` (closed
 in ``stopService``), applies the TLS policy (verify by default, a private CA, or loudly no verification), the connect
 timeout (the ``Agent``'s) and the optional total request timeout, and turns connection-level failures into
 :class:`~llamashim.errors.ShimError` values with the status DESIGN.md promises (502 unreachable / TLS, 504 timeout).
-Responses are always unbuffered: the caller streams or collects the body itself (see :mod:`llamashim.relay`).
+Responses are always unbuffered: the caller streams or collects the body itself (see :mod:`llamashim.stream.relay`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from http.cookiejar import CookieJar
 from typing import Any
 
@@ -21,21 +21,15 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import RequestNotSent
-from twisted.web.client import (
-    Agent,
-    HTTPConnectionPool,
-    ResponseNeverReceived,
-    _HTTP11ClientFactory,
-    _StandardEndpointFactory,
-)
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from llamashim import compat
 from llamashim.errors import ShimError
-from llamashim.http_util import BytesProducer
-from llamashim.tls import describe_tls_failure, policy_for
+from llamashim.upstream.body import BytesProducer
+from llamashim.upstream.tls import describe_tls_failure, policy_for
 
 
 class UpstreamTimeout(ShimError):
@@ -71,17 +65,17 @@ class UpstreamClient(Service):
         self.pool.maxPersistentPerHost = 64
         self.pool.cachedConnectionTimeout = 120
         self.pool.retryAutomatically = False
-        self.pool._factory = _QuietClientFactory  # no "Starting/Stopping factory" line per upstream connection
-        # Tests inject an in-memory agent (treq.testing's RequestTraversalAgent) here.
+        compat.quiet_pool(self.pool)
+        # In-memory tests pass an agent here (llamashim.testing.memory: a RequestTraversalAgent over a fake upstream).
         self.agent = agent or Agent.usingEndpointFactory(
             reactor,
-            _CachedEndpoints(_StandardEndpointFactory(reactor, policy_for(verify), connect_timeout, None)),
+            _CachedEndpoints(compat.StandardEndpointFactory(reactor, policy_for(verify), connect_timeout, None)),
             pool=self.pool,
         )
         # treq keeps one cookie jar per client; a proxy must never carry one client's cookies to another's request.
         self.http = HTTPClient(self.agent, cookiejar=NoCookies())  # type: ignore[arg-type]
         # Per-upstream facts learnt at run time (e.g. "this build refuses streamed tools").
-        self.facts: dict[str, str] = {}
+        self.facts: dict[str, bool] = {}
 
     @property
     def clock(self) -> IReactorTime:
@@ -121,10 +115,8 @@ class UpstreamClient(Service):
             headers.setRawHeaders(b"authorization", [b"Bearer " + self.api_key.encode("latin-1")])
         if isinstance(body, bytes):
             body = BytesProducer(body)
-        # The hot path goes to the pool's Agent directly: treq.HTTPClient.request would add, per request, a
-        # hyperlink/IDNA parse of the URL, a cookie jar and CookieAgent (urllib Request objects), redirect and gzip
-        # wrappers and a response wrapper — about 0.4 ms of CPU a request (docs/performance.md), and cookies and
-        # content decoding a proxy must not apply anyway. ``self.http`` (treq, same pool) serves the rest.
+        # The hot path goes to the pool's Agent directly, not through treq's per-request wrappers (URL parsing,
+        # cookies, redirects, content decoding: wrong for a proxy and measurable; see docs/performance.md).
         url = self.url(path)
         d = self.agent.request(method, url, headers, body)
         replay = getattr(body, "body", None) if body is not None else b""
@@ -136,7 +128,7 @@ class UpstreamClient(Service):
         """A kept-alive connection the upstream had already closed (llama-server closes idle ones): the request
         never reached it, so send it once more on a new connection. Anything else is passed on."""
         value = failure.value
-        if isinstance(value, RequestNotSent) or (
+        if isinstance(value, compat.RequestNotSent) or (
             isinstance(value, ResponseNeverReceived)
             and all(r.check(ConnectionDone, ConnectionLost) for r in value.reasons)
         ):
@@ -190,12 +182,6 @@ class UpstreamClient(Service):
             seconds = self.request_timeout if what == "request_timeout" else self.idle_timeout
             return Failure(UpstreamTimeout(f"upstream {where} did not answer within {seconds:g} s (upstream.{what})"))
         if failure.check(CancelledError):
-            if timed_out:
-                what = timed_out[0]
-                seconds = self.request_timeout if what == "request_timeout" else self.idle_timeout
-                return Failure(
-                    UpstreamTimeout(f"upstream {where} did not answer within {seconds:g} s (upstream.{what})")
-                )
             return failure  # the client went away; nobody is listening for an answer
         reasons = [failure]
         if isinstance(failure.value, ResponseNeverReceived):
@@ -240,10 +226,6 @@ class _CachedEndpoints:
         return endpoint
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
-    noisy = False
-
-
 class NoCookies(CookieJar):
     """A cookie jar that keeps nothing."""
 
@@ -252,13 +234,3 @@ class NoCookies(CookieJar):
 
     def set_cookie(self, cookie: Any) -> None:
         pass
-
-
-def bearer_redacted(value: bytes | None) -> str:
-    """How an Authorization value may appear in logs: never the key, at most its last 4 characters."""
-    if not value:
-        return "-"
-    return "…" + value.decode("latin-1")[-4:]
-
-
-Translator = Callable[[Failure], Failure]

@@ -1,6 +1,6 @@
 """Provision a real llama-server and a tiny model for the end-to-end tier (idempotent, cached, pinned).
 
-    python -m llamashim.provision        # prints the paths as JSON
+    python -m llamashim.testing.provision        # prints the paths as JSON
 
 Everything lives under ``$LLAMASHIM_CACHE`` (default ``~/.cache/llamashim``):
 

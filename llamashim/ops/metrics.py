@@ -10,21 +10,6 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("ascii")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
-def route_of(method: bytes, path: bytes) -> str:
-    """A small, bounded set of route labels (never the raw path: that would let clients mint label values)."""
-    if path in (b"/v1/chat/completions", b"/chat/completions"):
-        return "chat"
-    if path.startswith(b"/api/"):
-        name = path[5:].split(b"/", 1)[0].decode("latin-1")
-        known = ("chat", "generate", "embed", "embeddings", "version", "tags", "show", "ps")
-        return f"ollama_{name}" if name in known else "ollama_other"
-    if path in (b"/health", b"/metrics", b"/v1/models", b"/debug/json"):
-        return path[1:].decode("latin-1").replace("/", "_")
-    if path == b"/":
-        return "root"
-    return "passthrough"
-
-
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
@@ -45,9 +30,12 @@ class Metrics:
         )
         self.tokens = Counter("llamashim_tokens", "Tokens reported by the upstream's usage", ["kind"], registry=r)
         self.upstream_errors = Counter(
-            "llamashim_upstream_errors", "Upstream failures by kind", ["kind"], registry=r
+            "llamashim_upstream_errors", "Upstream failures by kind, before or after the first byte", ["kind"],
+            registry=r,
         )
-        self.client_aborts = Counter("llamashim_client_aborts", "Clients that left before the answer ended", registry=r)
+        self.client_aborts = Counter(
+            "llamashim_client_aborts", "Clients that left before the answer ended", ["route"], registry=r
+        )
         self.buffered = Gauge(
             "llamashim_client_buffered_bytes", "Response bytes waiting in llamashim for slow clients", registry=r
         )

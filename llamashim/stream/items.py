@@ -3,11 +3,11 @@
 Everything here is pure: no I/O, no reactor. The pipeline for one response is
 
     SSE bytes --sse.SSEParser--> SSEEvent --items_from_event--> Item
-        --> tool_stream.ToolCallConformance --> reasoning.ReasoningRouter --> encoder --> bytes
+        --> tools.ToolCallConformance --> reasoning.ReasoningRouter --> the dialect's encoder --> bytes
 
-where the encoder is :func:`llamashim.sse.encode_openai_items` for the OpenAI dialect or the Ollama NDJSON encoder
-in :mod:`llamashim.ollama`. Stream synthesis (``tools.streaming: synthesize``) produces the same items from one
-non-streamed reply, so every later stage serves both paths.
+where the encoder is the dialect's (OpenAI chat writes chunks verbatim; the others consume the typed deltas of
+:mod:`llamashim.stream.deltas`). Stream synthesis (``tools.streaming: synthesize``) produces the same items from
+one non-streamed reply, so every later stage serves both paths.
 
 A :class:`Chunk` keeps the exact SSE frame the upstream sent in ``raw`` for as long as no stage changed it; the
 OpenAI encoder writes ``raw`` verbatim, so a well-formed upstream stream passes byte-for-byte and is never
@@ -16,7 +16,7 @@ re-serialised. A stage that changes ``data`` must set ``raw`` to ``None`` (or bu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 JSONDict = dict[str, Any]
@@ -78,12 +78,3 @@ class Stage(Protocol):
 
     def finish(self) -> list[Item]:
         """The upstream stream ended cleanly: return whatever is still held back."""
-
-
-@dataclass(slots=True)
-class Usage:
-    """Token counts and llama-server timings of one reply, gathered for the Ollama dialect and metrics."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    timings: JSONDict = field(default_factory=dict)

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from llamashim.config import SpawnConfig
 
 HealthCheck = Callable[[], Deferred[bool]]
-log = Logger(namespace="llamashim.supervisor")
+log = Logger(namespace="llamashim.upstream.supervisor")
 child_log = Logger(namespace="llamashim.llama-server")
 
 
@@ -76,13 +76,14 @@ class LlamaSupervisor(Service):
         reactor: Any,
         spawn: SpawnConfig,
         health_check: HealthCheck | None = None,
+        port: int | None = None,
         poll_interval: float = 0.5,
         grace: float = 10.0,
         max_backoff: float = 30.0,
     ) -> None:
         self.reactor = reactor
         self.spawn = spawn
-        self.port = spawn.port or free_port()
+        self.port = port or spawn.port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.health_check = health_check
         self.poll_interval = poll_interval

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from llamashim.sse import SSEComment, SSEParser, encode_openai_items, items_from_event
-from llamashim.stream_items import Chunk, Done, Item, Stage, StreamError
+from llamashim.stream.items import Chunk, Done, Item, Stage, StreamError
+from llamashim.stream.sse import SSEComment, SSEParser, items_from_event
 
 Encoder = Callable[[list[Item]], bytes]
 
@@ -18,7 +18,7 @@ Encoder = Callable[[list[Item]], bytes]
 class StreamPipeline:
     """SSE bytes in → items → stages → encoded bytes out."""
 
-    def __init__(self, stages: Sequence[Stage], encoder: Encoder = encode_openai_items) -> None:
+    def __init__(self, stages: Sequence[Stage], encoder: Encoder) -> None:
         self._parser = SSEParser()
         self._stages = list(stages)
         self._encode = encoder

@@ -17,7 +17,8 @@ from typing import Any
 from llamashim import jsonutil
 from llamashim.errors import BadRequest
 from llamashim.jsonutil import obj
-from llamashim.stream_items import Chunk, Done, Item, StreamError
+from llamashim.stream.deltas import DeltaEncoder, ToolCallDelta, UsageDelta, usage_delta
+from llamashim.stream.items import StreamError
 
 Resolve = Callable[[str], str]
 
@@ -282,19 +283,16 @@ def generate_request_to_openai(body: dict[str, Any], resolve: Resolve) -> tuple[
 # -- responses ------------------------------------------------------------------------------------------------
 
 
-def _durations(usage: dict[str, Any] | None, timings: dict[str, Any] | None) -> dict[str, int]:
-    usage = usage or {}
-    timings = timings or {}
-    prompt_ms = float(timings.get("prompt_ms") or 0.0)
-    predicted_ms = float(timings.get("predicted_ms") or 0.0)
-    prompt_n = usage.get("prompt_tokens", timings.get("prompt_n", 0)) or 0
-    eval_n = usage.get("completion_tokens", timings.get("predicted_n", 0)) or 0
+def _counts(usage: UsageDelta | None) -> dict[str, int]:
+    """Ollama's counts and nanosecond durations from the usage and llama-server's timings."""
+    u = usage or UsageDelta(0, 0)
+    prompt_ms, predicted_ms = u.prompt_ms or 0.0, u.predicted_ms or 0.0
     return {
         "total_duration": int((prompt_ms + predicted_ms) * 1e6),
         "load_duration": 0,
-        "prompt_eval_count": int(prompt_n),
+        "prompt_eval_count": u.prompt_tokens,
         "prompt_eval_duration": int(prompt_ms * 1e6),
-        "eval_count": int(eval_n),
+        "eval_count": u.completion_tokens,
         "eval_duration": int(predicted_ms * 1e6),
     }
 
@@ -336,18 +334,20 @@ def _with_text(line: dict[str, Any], content: str, thinking: str, generate: bool
     return line
 
 
-class OllamaChatEncoder:
-    """Pipeline items → Ollama NDJSON lines (``/api/chat``, or ``/api/generate`` with ``generate=True``)."""
+class OllamaChatEncoder(DeltaEncoder):
+    """Pipeline items → Ollama NDJSON lines (``/api/chat``, or ``/api/generate`` with ``generate=True``): one line
+    per upstream chunk that carries text or thinking, tool calls and counts on the final ``done`` line."""
 
     def __init__(self, model: str, clock: Callable[[], float], generate: bool = False) -> None:
+        super().__init__()
         self.model = model
         self.clock = clock
         self.generate = generate
         self.calls: dict[int, dict[str, Any]] = {}
         self.finish: str | None = None
-        self.usage: dict[str, Any] | None = None
-        self.timings: dict[str, Any] | None = None
-        self.done = False
+        self.usage: UsageDelta | None = None
+        self._text: list[str] = []
+        self._thinking: list[str] = []
 
     def _line(self, value: dict[str, Any]) -> bytes:
         return jsonutil.dumps(value) + b"\n"
@@ -355,60 +355,42 @@ class OllamaChatEncoder:
     def _head(self) -> dict[str, Any]:
         return {"model": self.model, "created_at": now_iso(self.clock())}
 
-    def _text_line(self, content: str, thinking: str) -> bytes:
-        line = _with_text(self._head(), content, thinking, self.generate)
+    def on_text(self, text: str) -> bytes:
+        self._text.append(text)
+        return b""
+
+    def on_reasoning(self, text: str) -> bytes:
+        self._thinking.append(text)
+        return b""
+
+    def on_tool_call(self, d: ToolCallDelta) -> bytes:
+        entry = self.calls.setdefault(d.index, {"function": {"name": "", "arguments": ""}})
+        if d.id:
+            entry["id"] = d.id
+        if d.name:
+            entry["function"]["name"] = d.name
+        entry["function"]["arguments"] += d.arguments
+        return b""
+
+    def on_finish(self, reason: str) -> bytes:
+        self.finish = reason
+        return b""
+
+    def on_usage(self, usage: UsageDelta) -> bytes:
+        self.usage = usage
+        return b""
+
+    def on_chunk_end(self) -> bytes:
+        if not self._text and not self._thinking:
+            return b""
+        text, thought = "".join(self._text), "".join(self._thinking)
+        self._text.clear()
+        self._thinking.clear()
+        line = _with_text(self._head(), text, thought, self.generate)
         line["done"] = False
         return self._line(line)
 
-    def __call__(self, items: list[Item]) -> bytes:
-        out: list[bytes] = []
-        for item in items:
-            if self.done:
-                break
-            if isinstance(item, Chunk):
-                out.append(self._chunk(item.data))
-            elif isinstance(item, Done):
-                out.append(self._final())
-            elif isinstance(item, StreamError):
-                self.done = True
-                out.append(self._line({"error": item.message}))
-        return b"".join(out)
-
-    def _chunk(self, data: dict[str, Any]) -> bytes:
-        if isinstance(data.get("usage"), dict):
-            self.usage = data["usage"]
-        if isinstance(data.get("timings"), dict):
-            self.timings = data["timings"]
-        content, thinking = [], []
-        for choice in data.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            if isinstance(delta.get("content"), str):
-                content.append(delta["content"])
-            for key in ("reasoning_content", "reasoning"):
-                if isinstance(delta.get(key), str):
-                    thinking.append(delta[key])
-            for call in delta.get("tool_calls") or ():
-                if not isinstance(call, dict):
-                    continue
-                entry = self.calls.setdefault(int(call.get("index", 0)), {"function": {"name": "", "arguments": ""}})
-                if call.get("id"):
-                    entry["id"] = call["id"]
-                fn = call.get("function") or {}
-                if fn.get("name"):
-                    entry["function"]["name"] = fn["name"]
-                if isinstance(fn.get("arguments"), str):
-                    entry["function"]["arguments"] += fn["arguments"]
-            if choice.get("finish_reason"):
-                self.finish = choice["finish_reason"]
-        text, thought = "".join(content), "".join(thinking)
-        if not text and not thought:
-            return b""
-        return self._text_line(text, thought)
-
-    def _final(self) -> bytes:
-        self.done = True
+    def on_done(self) -> bytes:
         line = self._head()
         if self.generate:
             line["response"] = ""
@@ -419,8 +401,11 @@ class OllamaChatEncoder:
             line["message"] = message
         line["done"] = True
         line["done_reason"] = _done_reason(self.finish)
-        line.update(_durations(self.usage, self.timings))
+        line.update(_counts(self.usage))
         return self._line(line)
+
+    def on_error(self, err: StreamError) -> bytes:
+        return self._line({"error": err.message})
 
 
 def chat_reply_to_ollama(reply: dict[str, Any], model: str, now: float, generate: bool = False) -> dict[str, Any]:
@@ -437,7 +422,7 @@ def chat_reply_to_ollama(reply: dict[str, Any], model: str, now: float, generate
         out["message"]["tool_calls"] = _ollama_calls(msg["tool_calls"])
     out["done"] = True
     out["done_reason"] = _done_reason(choice.get("finish_reason"))
-    out.update(_durations(reply.get("usage"), reply.get("timings")))
+    out.update(_counts(usage_delta(reply.get("usage"), reply.get("timings"))))
     return out
 
 

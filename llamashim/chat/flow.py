@@ -1,0 +1,240 @@
+"""The chat flow every dialect shares: one :class:`ChatCall` → the upstream → a stream, a synthesized stream, or
+one JSON reply, in the dialect's wire format.
+
+What is shared: tool repair, the upstream call, the tool-call streaming modes (DESIGN.md "Tool-call streaming"),
+reply normalisation, reasoning routing of replies, verbose logging, starting the stream, heartbeats, and the
+request context's usage and timing. What a dialect brings, in the call: the internal request body, its encoder and
+its reply shaping. Modes:
+
+* ``native`` — stream from the upstream through the conformance layer;
+* ``synthesize`` — ask with ``stream: false``, send the dialect's heartbeat while waiting, synthesize the stream;
+* ``auto`` — native, but fall back to synthesis (once, only while nothing has reached the client) when the upstream
+  refuses streamed tools or answers a stream request with plain JSON; the fallback is remembered per upstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.http_headers import Headers
+from twisted.web.server import Request
+
+from llamashim import jsonutil
+from llamashim.chat.call import ChatCall
+from llamashim.chat.repair import repair_chat_request
+from llamashim.errors import ShimError
+from llamashim.stream.items import Stage
+from llamashim.stream.pipeline import StreamPipeline, usage_counts
+from llamashim.stream.reasoning import ReasoningRouter, ReasoningStyle, apply_to_reply
+from llamashim.stream.relay import collect_body, json_reply, relay
+from llamashim.stream.tools import (
+    ToolCallConformance,
+    is_stream_tools_refusal,
+    normalise_reply,
+    reply_from_json_stream_answer,
+    synthesize_items,
+)
+from llamashim.upstream.body import BytesProducer, upstream_error
+from llamashim.upstream.client import UpstreamClient
+from llamashim.web.context import context_of
+from llamashim.web.respond import send_json, start_stream
+
+# Facts learnt about an upstream at run time, kept per upstream (UpstreamClient.facts).
+FACT_STREAM_TOOLS_REFUSED = "stream_tools_refused"
+FACT_STREAM_ANSWERS_JSON = "stream_answers_json"
+
+# Headers of the client's request that go upstream with a chat call.
+FORWARDED = (b"authorization", b"x-request-id")
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """The configuration the flow runs with (from ``tools``, ``server``, ``thinking``, ``log`` and ``limits``)."""
+
+    tools_mode: str
+    chunk_size: int
+    synthesis_heartbeat: float  # seconds between heartbeats while a synthesized answer is awaited
+    stream_heartbeat: float  # seconds of client silence before a heartbeat during a native stream (0: none)
+    max_reply_bytes: int
+    style: ReasoningStyle
+    verbose: bool = False
+    thinking_debug: bool = False
+
+
+def forwarded_headers(request: Request) -> Headers:
+    headers = Headers({b"content-type": [b"application/json"]})
+    for name in FORWARDED:
+        value = request.requestHeaders.getRawHeaders(name)
+        if value:
+            headers.setRawHeaders(name, value)
+    return headers
+
+
+class ChatFlow:
+    log = Logger()
+
+    def __init__(self, upstream: UpstreamClient, settings: ChatSettings) -> None:
+        self.upstream = upstream
+        self.settings = settings
+        self.clock = upstream.reactor
+
+    # -- logging ------------------------------------------------------------------------------------------------
+
+    def verbose(self, what: str, body: bytes) -> None:
+        if self.settings.verbose:
+            self.log.info("{what}: {body}", what=what, body=body.decode("utf-8", "replace"))
+
+    def _thinking_debug(self, destination: str, fragment: str) -> None:
+        self.log.info("thinking -> {destination}: {fragment!r}", destination=destination, fragment=fragment)
+
+    # -- the flow -----------------------------------------------------------------------------------------------
+
+    async def run(self, request: Request, call: ChatCall) -> bytes | None:
+        """Answer ``request``: returns the body of a non-streamed reply; streams and finishes it otherwise."""
+        call.body = repair_chat_request(call.body, self.log.debug)
+        self.verbose("request", jsonutil.dumps(call.body))
+        if not call.stream:
+            return await self._reply(request, call)
+        has_tools = bool(call.body.get("tools"))
+        mode = self.settings.tools_mode
+        facts = self.upstream.facts
+        if mode == "synthesize" or (
+            mode == "auto" and ((has_tools and FACT_STREAM_TOOLS_REFUSED in facts) or FACT_STREAM_ANSWERS_JSON in facts)
+        ):
+            await self._synthesize(request, call)
+            return None
+        response = await self._post(request, call, call.body)
+        if response.code != 200:
+            data = await collect_body(response, self.clock, self.upstream.idle_timeout, self.settings.max_reply_bytes)
+            if has_tools and mode == "auto" and is_stream_tools_refusal(response.code, data):
+                self._learn(FACT_STREAM_TOOLS_REFUSED, f"refuses streamed tool calls ({response.code}); synthesizing "
+                            "tool-call streams from now on")
+                await self._synthesize(request, call)
+                return None
+            raise upstream_error(response.code, data)
+        ctype = response.headers.getRawHeaders(b"content-type", [b""])[0]
+        pipeline = self._pipeline(call)
+        if b"text/event-stream" not in ctype:
+            # An old build answers a stream request with one JSON reply: turn it into a stream.
+            data = await collect_body(response, self.clock, self.upstream.idle_timeout, self.settings.max_reply_bytes)
+            answer = reply_from_json_stream_answer(data)
+            if answer is None:
+                raise ShimError(502, "upstream answered a streaming request with neither a stream nor a chat reply")
+            if mode == "auto":
+                self._learn(FACT_STREAM_ANSWERS_JSON, "answers streaming requests with plain JSON; synthesizing "
+                            "streams from now on")
+            await self._emit_synthesized(request, call, pipeline, answer)
+            return None
+        self._start(request, call, pipeline)
+        try:
+            await relay(
+                request,
+                response,
+                pipeline,
+                self.clock,
+                self.upstream.idle_timeout,
+                heartbeat=call.dialect.heartbeat(),
+                heartbeat_seconds=self.settings.stream_heartbeat,
+            )
+        finally:
+            context_of(request).usage = pipeline.usage
+        if pipeline.error is None:
+            await self._complete(call)
+        return None
+
+    def _learn(self, fact: str, what: str) -> None:
+        if fact not in self.upstream.facts:
+            self.upstream.facts[fact] = True
+            self.log.info("upstream {url} {what}", url=self.upstream.base_url, what=what)
+
+    def _pipeline(self, call: ChatCall) -> StreamPipeline:
+        debug = self._thinking_debug if self.settings.thinking_debug else None
+        stages: list[Stage] = [
+            ToolCallConformance(call.include_usage),
+            ReasoningRouter(call.reasoning_mode, self.settings.style, debug),
+        ]
+        return StreamPipeline(stages, call.encoder)
+
+    def _start(self, request: Request, call: ChatCall, pipeline: StreamPipeline) -> None:
+        """The stream begins: headers, and the terminal frame a later failure ends it with."""
+        if not request.startedWriting:
+            start_stream(request, call.dialect.stream_content_type)
+        context_of(request).terminal_frame = lambda err: pipeline.fail(err.message, err.type, err.code)
+
+    async def _complete(self, call: ChatCall) -> None:
+        if call.on_complete is not None:
+            await maybeDeferred(call.on_complete)
+
+    async def _post(self, request: Request, call: ChatCall, body: dict[str, Any]) -> Any:
+        started = self.clock.seconds()
+        response = await self.upstream.request(
+            b"POST", call.path, forwarded_headers(request), BytesProducer(jsonutil.dumps(body))
+        )
+        ctx = context_of(request)
+        if ctx.upstream_ttfb is None:
+            ctx.upstream_ttfb = self.clock.seconds() - started
+        return response
+
+    async def _reply_json(self, request: Request, call: ChatCall) -> dict[str, Any]:
+        body = {k: v for k, v in call.body.items() if k != "stream_options"}
+        body["stream"] = False
+        response = await self._post(request, call, body)
+        reply = await json_reply(
+            response, self.clock, self.upstream.idle_timeout, "reply", self.settings.max_reply_bytes
+        )
+        if not isinstance(reply, dict):
+            raise ShimError(502, "upstream sent a reply that is not a JSON object", "upstream_error")
+        return reply
+
+    async def _reply(self, request: Request, call: ChatCall) -> bytes:
+        reply = await self._reply_json(request, call)
+        if isinstance(reply.get("usage"), dict):
+            context_of(request).usage = usage_counts(reply["usage"])
+        reply, _ = apply_to_reply(normalise_reply(reply), call.reasoning_mode, self.settings.style)
+        out = call.reply(reply)
+        data = out if isinstance(out, bytes) else jsonutil.dumps(out)
+        self.verbose("response", data)
+        await self._complete(call)
+        return send_json(request, data)
+
+    async def _emit_synthesized(
+        self, request: Request, call: ChatCall, pipeline: StreamPipeline, reply: dict[str, Any]
+    ) -> None:
+        self._start(request, call, pipeline)
+        out = pipeline.push(synthesize_items(reply, self.settings.chunk_size, call.include_usage))
+        context_of(request).usage = pipeline.usage
+        if out:
+            request.write(out)
+        if pipeline.error is None:
+            await self._complete(call)
+        if not request.finished:
+            request.finish()
+
+    async def _synthesize(self, request: Request, call: ChatCall) -> None:
+        pipeline = self._pipeline(call)
+        beat = self._heartbeats(request, call, pipeline)
+        try:
+            reply = await self._reply_json(request, call)
+        finally:
+            if beat is not None and beat.running:
+                beat.stop()
+        # A failure after heartbeats went out propagates as a ShimError: the route's error handler ends the
+        # started stream with the terminal frame registered by _start.
+        await self._emit_synthesized(request, call, pipeline, reply)
+
+    def _heartbeats(self, request: Request, call: ChatCall, pipeline: StreamPipeline) -> LoopingCall | None:
+        heartbeat = call.dialect.heartbeat()
+        if heartbeat is None or self.settings.synthesis_heartbeat <= 0:
+            return None
+        def tick() -> None:
+            self._start(request, call, pipeline)
+            request.write(heartbeat)
+
+        beat = LoopingCall(tick)
+        beat.clock = self.clock
+        beat.start(self.settings.synthesis_heartbeat, now=False)
+        return beat

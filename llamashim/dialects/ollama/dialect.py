@@ -1,0 +1,26 @@
+"""The Ollama dialect's wire shapes (pure): ``{"error": "..."}`` before the first byte and as the last NDJSON line
+of a stream; NDJSON has no heartbeat."""
+
+from __future__ import annotations
+
+from llamashim import jsonutil
+from llamashim.dialects.base import Dialect
+from llamashim.errors import ShimError
+from llamashim.stream.items import StreamError
+
+NDJSON = b"application/x-ndjson"
+
+
+class OllamaDialect(Dialect):
+    name = "ollama"
+    prefixes = (b"/api",)
+    stream_content_type = NDJSON
+
+    def error_body(self, err: ShimError) -> bytes:
+        return jsonutil.dumps({"error": err.message})
+
+    def stream_error(self, err: StreamError) -> bytes:
+        return jsonutil.dumps({"error": err.message}) + b"\n"
+
+
+OLLAMA = OllamaDialect()

@@ -1,0 +1,65 @@
+"""The OpenAI dialect's wire shapes (pure): error bodies, the terminal stream frame, the SSE encoder.
+
+OpenAI chat completions stream as SSE ``data:`` chunks ending in ``data: [DONE]``; an error after the first byte is
+``data: {"error": {...}}`` and the stream ends without ``[DONE]``. The encoder writes an upstream chunk's exact bytes
+when no stage changed it (``Chunk.raw``), so a well-formed upstream stream passes byte for byte.
+"""
+
+from __future__ import annotations
+
+from llamashim import jsonutil
+from llamashim.dialects.base import Dialect
+from llamashim.errors import ShimError
+from llamashim.stream.items import Chunk, Done, Heartbeat, Item, Passthrough, StreamError, Thinking
+from llamashim.stream.sse import encode_comment, encode_data, encode_event
+
+_DONE = b"data: [DONE]\n\n"
+_KEEPALIVE = encode_comment("keep-alive")
+
+
+def error_json(err: ShimError | StreamError) -> bytes:
+    """``{"error": {"message", "type", "code"}}`` as compact JSON."""
+    return jsonutil.dumps({"error": {"message": err.message, "type": err.type, "code": err.code}})
+
+
+def encode_error(err: StreamError) -> bytes:
+    return b"data: " + error_json(err) + b"\n\n"
+
+
+def encode_openai_items(items: list[Item]) -> bytes:
+    """The OpenAI-dialect SSE bytes for ``items``, all in one buffer (one write per upstream read)."""
+    out: list[bytes] = []
+    for item in items:
+        if isinstance(item, Chunk):
+            out.append(item.raw if item.raw is not None else encode_data(item.data))
+        elif isinstance(item, Thinking):
+            # "choices": [] makes the frame a harmless empty chunk for clients that ignore the event name (the
+            # openai SDKs do: they parse every event's data as a chunk).
+            out.append(encode_event("thinking", {"content": item.text, "choices": []}))
+        elif isinstance(item, Done):
+            out.append(_DONE)
+        elif isinstance(item, StreamError):
+            out.append(encode_error(item))
+        elif isinstance(item, Heartbeat):
+            out.append(encode_comment(item.text))
+        elif isinstance(item, Passthrough):
+            out.append(item.raw)
+    return b"".join(out)
+
+
+class OpenAIChatDialect(Dialect):
+    name = "openai"
+    prefixes = (b"/v1/chat/completions", b"/chat/completions", b"/v1/models")
+    stream_content_type = b"text/event-stream"
+
+    def error_body(self, err: ShimError) -> bytes:
+        return error_json(err)
+
+    def stream_error(self, err: StreamError) -> bytes:
+        return encode_error(err)
+
+    def heartbeat(self) -> bytes:
+        return _KEEPALIVE
+
+
+OPENAI = OpenAIChatDialect()

@@ -1,0 +1,331 @@
+"""The I/O edge between an upstream response body and a client request: streaming with backpressure.
+
+:class:`BodyPump` is the ``IProtocol`` an upstream response delivers its body to. :func:`relay` registers the upstream
+transport on the client request as a *streaming producer*: when the client stops reading, twisted.web pauses the
+producer, which stops reading the upstream socket, so llama-server's own send buffer fills and it blocks — no bytes
+pile up in llamashim. When the client goes away, Klein cancels the handler's Deferred; the canceller here stops the
+upstream transport, closing the upstream connection at once so llama-server stops generating.
+
+Silence from the upstream for ``idle_timeout`` seconds ends the relay with a terminal error frame (the stream's
+business, not the web framework's, once bytes have been sent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from typing import Protocol as TypingProtocol
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IResponse
+from twisted.web.server import Request
+
+from llamashim import compat, jsonutil
+from llamashim.errors import ShimError
+from llamashim.stream.items import StreamError
+from llamashim.upstream.body import upstream_error
+from llamashim.web.context import context_of
+
+
+class StreamTransform(TypingProtocol):
+    ended: bool
+    error: StreamError | None  # the terminal error that ended the transform, if one did
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+    def fail(self, message: str, type: str = ..., code: int | str | None = ...) -> bytes: ...
+
+
+class Identity:
+    """The pass-through transform: bytes out as they came in."""
+
+    ended = False
+    error: StreamError | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+    def fail(self, message: str, type: str = "upstream_error", code: int | str | None = 502) -> bytes:
+        return b""
+
+
+class UpstreamIdle(ShimError):
+    def __init__(self, seconds: float):
+        super().__init__(504, f"upstream sent nothing for {seconds:g} s (upstream.idle_timeout)", "timeout_error")
+
+
+class BodyPump(Protocol):
+    """Receive an upstream body: each read goes to ``sink``; ``done`` fires at the end (errback on failure)."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        sink: Callable[[bytes], None],
+        clock: IReactorTime,
+        idle_timeout: float | None,
+        on_connect: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.on_connect = on_connect
+        self.done: Deferred[None] = Deferred(lambda _: self.stop())
+        self._timer: IDelayedCall | None = None
+        self._last = 0.0
+        self._failure: Exception | None = None
+        self.finished = False
+
+    def connectionMade(self) -> None:
+        if self.idle_timeout:
+            self._last = self.clock.seconds()
+            self._timer = self.clock.callLater(self.idle_timeout, self._check_idle)
+        if self.on_connect is not None:
+            self.on_connect(self.transport)
+
+    def _check_idle(self) -> None:
+        # One timer, re-armed lazily when it fires, instead of TimeoutMixin's resetTimeout() (a cancel and a new
+        # callLater per chunk): a chunk then costs one clock read, which matters at thousands of chunks a second.
+        assert self.idle_timeout
+        idle = self.clock.seconds() - self._last
+        if idle < self.idle_timeout:
+            self._timer = self.clock.callLater(self.idle_timeout - idle, self._check_idle)
+            return
+        self._timer = None
+        self._failure = UpstreamIdle(self.idle_timeout)
+        self.stop()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._timer is not None:
+            self._last = self.clock.seconds()
+        self.sink(data)
+
+    def stop(self) -> None:
+        """Stop reading and close the upstream connection now."""
+        if self.transport is not None and not self.finished:
+            self.transport.stopProducing()  # type: ignore[attr-defined]  # the response body transport is a producer
+
+    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
+        self.finished = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self.done.called:
+            return
+        if self._failure is not None:
+            self.done.errback(Failure(self._failure))
+        elif reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(None)
+        else:
+            self.done.errback(reason)
+
+
+def collect_body(
+    response: IResponse, clock: IReactorTime, idle_timeout: float | None, max_bytes: int = 64 * 1024 * 1024
+) -> Deferred[bytes]:
+    """The whole body of ``response``. Cancelling closes the upstream connection."""
+    parts: list[bytes] = []
+    size = [0]
+    pump: BodyPump
+
+    def sink(data: bytes) -> None:
+        size[0] += len(data)
+        if size[0] > max_bytes:
+            pump._failure = ShimError(502, f"upstream reply larger than {max_bytes} bytes", "upstream_error")
+            pump.stop()
+            return
+        parts.append(data)
+
+    pump = BodyPump(sink, clock, idle_timeout)
+    response.deliverBody(pump)
+    return pump.done.addCallback(lambda _: b"".join(parts))
+
+
+async def json_reply(
+    response: IResponse, clock: IReactorTime, idle_timeout: float | None, what: str,
+    max_bytes: int = 64 * 1024 * 1024,
+) -> Any:
+    """The whole JSON body of an upstream answer; an error status is passed on with its message, a body that is not
+    JSON is a 502 naming ``what``."""
+    data = await collect_body(response, clock, idle_timeout, max_bytes)
+    if response.code != 200:
+        raise upstream_error(response.code, data)
+    try:
+        return jsonutil.loads(data, 0)
+    except jsonutil.JSONError:
+        raise ShimError(502, f"upstream {what} is not JSON", "upstream_error") from None
+
+
+class StreamRelay:
+    """Streams one upstream response body through a transform to one client request, then finishes it.
+
+    The caller has set the status and headers already. :meth:`start` returns a Deferred that fires when the client's
+    response is complete. Cancelling it (Klein does when the client disconnects) closes the upstream connection and
+    leaves the request alone. With a ``heartbeat``, it is written whenever nothing went to the client for
+    ``heartbeat_seconds`` (the transform only ever emits whole events, so a heartbeat never lands inside one).
+
+    Failures after the first byte are the stream's business: the transform's terminal frame, a log line with the
+    request id, and the error kind in the request context (counted in ``/metrics``).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        request: Request,
+        response: IResponse,
+        transform: StreamTransform,
+        clock: IReactorTime,
+        idle_timeout: float | None,
+        heartbeat: bytes | None = None,
+        heartbeat_seconds: float = 0.0,
+    ) -> None:
+        self.request = request
+        self.response = response
+        self.transform = transform
+        self.clock = clock
+        self.ctx = context_of(request)
+        self.heartbeat = heartbeat
+        self.heartbeat_seconds = heartbeat_seconds if heartbeat is not None else 0.0
+        self.gone = False
+        self._last_write = clock.seconds()
+        self._beat: IDelayedCall | None = None
+        self.pump = BodyPump(self._sink, clock, idle_timeout, on_connect=self._registered)
+        self.done: Deferred[None] = Deferred(self._cancel)
+
+    def start(self) -> Deferred[None]:
+        if self.heartbeat_seconds > 0:
+            self._beat = self.clock.callLater(self.heartbeat_seconds, self._tick)
+        self.ctx.drain = self.drain
+        self.pump.done.addBoth(self._ended)
+        self.response.deliverBody(self.pump)
+        return self.done
+
+    # upstream → client
+
+    def _registered(self, transport: Any) -> None:
+        # The upstream transport is the client response's streaming producer: a slow client pauses the upstream
+        # read (twisted.web calls pauseProducing when the client's send buffer is full).
+        self.request.registerProducer(transport, True)
+
+    def _write(self, data: bytes) -> None:
+        if data and not self.gone:
+            self._last_write = self.clock.seconds()
+            self.request.write(data)
+
+    def _sink(self, data: bytes) -> None:
+        self._write(self.transform.feed(data))
+        if self.transform.ended and self.transform.error is not None:
+            # A terminal error: stop the upstream now. After a clean end the body is left to end by itself, so
+            # the kept-alive connection goes back to the pool instead of being closed.
+            self._failed_midstream(ShimError(502, self.transform.error.message, self.transform.error.type))
+            self.pump.stop()
+
+    def _tick(self) -> None:
+        self._beat = None
+        if self.gone or self.transform.ended or self.request.finished:
+            return
+        assert self.heartbeat is not None
+        quiet = self.clock.seconds() - self._last_write
+        if quiet >= self.heartbeat_seconds:
+            self._write(self.heartbeat)
+            quiet = 0.0
+        self._beat = self.clock.callLater(self.heartbeat_seconds - quiet, self._tick)
+
+    # the end
+
+    def _stop_beat(self) -> None:
+        beat, self._beat = self._beat, None
+        if beat is not None and beat.active():
+            beat.cancel()
+
+    def _unregister(self) -> None:
+        if self.request.producer is not None:
+            self.request.unregisterProducer()
+
+    def _failed_midstream(self, err: ShimError) -> None:
+        self.ctx.upstream_failed(err)
+        self.log.warn(
+            "stream {path} ended by an error after the response started: {message} (id={request_id})",
+            path=self.request.path.decode("latin-1"),
+            message=err.message,
+            request_id=self.ctx.request_id.decode("ascii", "replace"),
+        )
+
+    def _ended(self, result: Failure | None) -> None:
+        self._stop_beat()
+        self.ctx.drain = None
+        if not self.gone:
+            self._unregister()
+            if isinstance(result, Failure) and not self.transform.ended:
+                err = result.value if isinstance(result.value, ShimError) else ShimError(
+                    502, f"upstream connection failed mid-stream: {_describe(result)}", "upstream_error"
+                )
+                self._failed_midstream(err)
+                self._write(self.transform.fail(err.message, err.type, err.code))
+            elif not isinstance(result, Failure):
+                had_error = self.transform.error is not None
+                self._write(self.transform.finish())
+                if self.transform.error is not None and not had_error:
+                    self._failed_midstream(ShimError(502, self.transform.error.message, self.transform.error.type))
+            self._finish()
+        if not self.done.called:
+            self.done.callback(None)
+
+    def _finish(self) -> None:
+        if not self.request.finished and not compat.client_gone(self.request):
+            self.request.finish()
+
+    def _cancel(self, _: Deferred[None]) -> None:
+        """The client went away: stop reading and close the upstream connection at once."""
+        self.gone = True
+        self.ctx.client_gone = True
+        self._stop_beat()
+        if self.request.producer is not None and not compat.client_gone(self.request):
+            self.request.unregisterProducer()
+        self.pump.stop()
+
+    def drain(self, message: str) -> None:
+        """Shutdown: end this stream now with the dialect's terminal frame and close the upstream."""
+        if self.gone or self.request.finished:
+            return
+        self._write(self.transform.fail(message, "unavailable_error", 503))
+        self.gone = True
+        self._stop_beat()
+        self._unregister()
+        self.pump.stop()
+        self._finish()
+
+
+def relay(
+    request: Request,
+    response: IResponse,
+    transform: StreamTransform,
+    clock: IReactorTime,
+    idle_timeout: float | None,
+    heartbeat: bytes | None = None,
+    heartbeat_seconds: float = 0.0,
+) -> Deferred[None]:
+    """Relay ``response`` to ``request`` through ``transform`` (see :class:`StreamRelay`)."""
+    return StreamRelay(request, response, transform, clock, idle_timeout, heartbeat, heartbeat_seconds).start()
+
+
+def _describe(failure: Failure) -> str:
+    value = failure.value
+    reasons = getattr(value, "reasons", None)
+    if reasons:
+        return "; ".join(r.getErrorMessage() for r in reasons)
+    if isinstance(value, CancelledError):
+        return "cancelled"
+    return failure.getErrorMessage() or type(value).__name__

@@ -1,0 +1,49 @@
+"""The typed per-request state: :class:`RequestContext`, one per request, on ``ShimRequest.ctx``.
+
+Routes and the chat flow write it (route label, dialect, usage, time to first upstream byte, upstream error kind,
+the drain and terminal-frame hooks of a running stream); the site reads it for the access line and ``/metrics``,
+and the shutdown drain calls its hooks. Nothing else is attached to the ``Request``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from llamashim.dialects.base import Dialect
+from llamashim.dialects.openai_chat.dialect import OPENAI
+from llamashim.errors import ShimError
+
+
+@dataclass
+class RequestContext:
+    dialect: Dialect
+    request_id: bytes = b"-"
+    route: str = "passthrough"  # the bounded metrics label; routes set it
+    started: float = 0.0
+    upstream: str | None = None  # the upstream's name, once one was chosen
+    upstream_ttfb: float | None = None  # seconds from sending upstream to its response headers
+    upstream_error: str | None = None  # the error kind (ShimError.type) when the upstream failed
+    usage: tuple[int, int] | None = None  # (prompt, completion) tokens
+    streaming: bool = False
+    first_byte_at: float | None = None
+    client_gone: bool = False
+    # A running stream's hooks: end it now with its terminal frame (drain), or give the terminal frame for an error.
+    drain: Callable[[str], None] | None = None
+    terminal_frame: Callable[[ShimError], bytes] | None = None
+    logged: bool = False
+
+    def upstream_failed(self, err: ShimError) -> None:
+        """Count an upstream-side failure (502/504 or a mid-stream error) once per request."""
+        if self.upstream_error is None and (err.status in (502, 504) or err.type in ("upstream_error",
+                                                                                    "timeout_error")):
+            self.upstream_error = err.type
+
+
+def context_of(request: Any) -> RequestContext:
+    """The request's context (a bare ``Request`` built by a test gets a fresh OpenAI-dialect one)."""
+    ctx = getattr(request, "ctx", None)
+    if ctx is None:
+        ctx = request.ctx = RequestContext(OPENAI)
+    return ctx  # type: ignore[no-any-return]

@@ -1,0 +1,29 @@
+"""Everything not routed: passed to the upstream as it came, streamed both ways (hop-by-hop headers dropped)."""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
+from twisted.web.server import Request
+
+from llamashim.stream.relay import Identity, relay
+from llamashim.upstream.body import BytesProducer
+from llamashim.upstream.client import UpstreamClient
+from llamashim.web.context import context_of
+from llamashim.web.headers import end_to_end
+from llamashim.web.respond import read_body
+
+
+async def pass_through(request: Request, upstream: UpstreamClient, clock: IReactorTime) -> None:
+    body = read_body(request)
+    headers = end_to_end(request.requestHeaders)
+    producer = BytesProducer(body) if body or request.method in (b"POST", b"PUT", b"PATCH") else None
+    started = clock.seconds()
+    response: IResponse = await upstream.request(request.method, request.uri, headers, producer)
+    context_of(request).upstream_ttfb = clock.seconds() - started
+    request.setResponseCode(response.code, response.phrase)
+    for name, values in end_to_end(response.headers).getAllRawHeaders():
+        request.responseHeaders.setRawHeaders(name, values)
+    if response.length is not UNKNOWN_LENGTH:
+        request.setHeader(b"content-length", b"%d" % response.length)
+    await relay(request, response, Identity(), clock, upstream.idle_timeout)
