@@ -1,0 +1,259 @@
+"""The shared stream → Anthropic Messages events (pure), and the same accumulation for non-streamed replies.
+
+The event grammar (as Anthropic documents it and the SDKs' accumulators read it)::
+
+    message_start  (content: [], stop_reason: null, usage with the input estimate)
+    ( content_block_start  content_block_delta*  content_block_stop )*     one block open at a time
+    message_delta  (stop_reason, stop_sequence, cumulative usage)
+    message_stop
+
+each as ``event: <type>`` / ``data: <json>`` SSE frames; ``ping`` frames may come at any time; an ``error`` frame
+ends a stream with nothing after it. Deltas of a kind other than the open block's (text, thinking, a tool call)
+close it and open the next block. A thinking block gets a ``signature_delta`` before it closes (clients keep and
+send back the signature; llamashim ignores it on the way in), a tool call with no arguments an ``input_json_delta``
+of ``{}``.
+
+:class:`MessagesEncoder` keeps the message it streams (:attr:`MessagesEncoder.message`); :func:`message_object`
+runs a non-streamed reply through the same encoder without writing events, so both paths give the same message.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from llamashim import jsonutil
+from llamashim.dialects.anthropic.errors import stream_error_event
+from llamashim.stream.deltas import DeltaEncoder, ToolCallDelta, UsageDelta, reply_deltas
+from llamashim.stream.items import StreamError
+from llamashim.stream.sse import encode_event
+
+JSON = dict[str, Any]
+
+PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+SIGNATURE = "bGxhbWFzaGltOmxvY2FsLXJlYXNvbmluZw=="  # opaque to clients: base64 of "llamashim:local-reasoning"
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal"}
+_DELTA_TYPES = {"text": "text_delta", "thinking": "thinking_delta"}
+_MESSAGE_STOP = encode_event("message_stop", {"type": "message_stop"})
+
+
+def new_message_id() -> str:
+    return "msg_" + uuid.uuid4().hex[:24]
+
+
+@dataclass(slots=True)
+class _Block:
+    """One content block: its kind (``text``, ``thinking``, ``tool_use``) and the text fragments it got."""
+
+    kind: str
+    index: int
+    parts: list[str] = field(default_factory=list)
+    id: str = ""
+    name: str = ""
+
+
+class MessagesEncoder(DeltaEncoder):
+    """Deltas → Anthropic Messages SSE events; the final message in :attr:`message`.
+
+    ``input_tokens`` is the estimate ``message_start`` carries (Claude Code shows it before the answer ends);
+    ``message_delta`` carries the upstream's real counts. With ``wire=False`` no events are built at all (the
+    non-streamed path).
+
+    Tool-call fragments are expected call by call (as llama-server and the conformance stage send them): a
+    fragment for a call whose block has already closed still reaches :attr:`message`, but not the stream.
+    """
+
+    def __init__(self, model: str, message_id: str, input_tokens: int = 0, *, wire: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.message_id = message_id
+        self.input_tokens = input_tokens
+        self.wire = wire
+        self._blocks: list[_Block] = []
+        self._open: _Block | None = None
+        self._tools: dict[int, _Block] = {}
+        self._started = False
+        self._finished = False  # ended cleanly: the stop reason is known
+        self._closed = False  # the terminal frame (message_stop or error) has been written
+        self._reason: str | None = None
+        self._usage: UsageDelta | None = None
+
+    # -- the message ------------------------------------------------------------------------------------------
+
+    @property
+    def message(self) -> JSON:
+        """The message as streamed so far (its ``stop_reason`` is ``null`` until the stream ended cleanly)."""
+        content = [_block_object(b) for b in self._blocks]
+        return self._envelope(content, self.stop_reason() if self._finished else None, self._usage_object())
+
+    def stop_reason(self) -> str:
+        """Anthropic's ``stop_reason``: a reply that called tools stopped for ``tool_use`` unless it ran out."""
+        if self._reason == "length":
+            return "max_tokens"
+        if self._tools:
+            return "tool_use"
+        return STOP_REASONS.get(self._reason or "stop", "end_turn")
+
+    # -- frames the flow asks for -----------------------------------------------------------------------------
+
+    def ping(self) -> bytes:
+        """The heartbeat frame (the SDKs skip it)."""
+        return PING
+
+    def start(self) -> bytes:
+        """``message_start`` now, unless it went out already (it goes out by itself before the first block)."""
+        if self._started:
+            return b""
+        self._started = True
+        if not self.wire:
+            return b""
+        usage = {"input_tokens": self.input_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                 "output_tokens": 0}
+        message = self._envelope([], None, usage)
+        return encode_event("message_start", {"type": "message_start", "message": message})
+
+    # -- deltas -----------------------------------------------------------------------------------------------
+
+    def on_text(self, text: str) -> bytes:
+        return self._text("text", text)
+
+    def on_reasoning(self, text: str) -> bytes:
+        return self._text("thinking", text)
+
+    def on_tool_call(self, d: ToolCallDelta) -> bytes:
+        block = self._tools.get(d.index)
+        out = b""
+        if block is None:
+            call_id = d.id or f"toolu_{self.message_id.removeprefix('msg_')}_{d.index}"
+            block = _Block("tool_use", len(self._blocks), id=call_id, name=d.name or "")
+            self._tools[d.index] = block
+            out = self._open_block(block)
+        elif block is not self._open:
+            block.parts.append(d.arguments)  # a late fragment: too late for the stream, kept for the message
+            return b""
+        if d.arguments:
+            block.parts.append(d.arguments)
+            if self.wire:
+                out += _delta(block.index, {"type": "input_json_delta", "partial_json": d.arguments})
+        return out
+
+    def on_finish(self, reason: str) -> bytes:
+        self._reason = reason
+        return self._close()
+
+    def on_usage(self, usage: UsageDelta) -> bytes:
+        """The last counts win, except that all-zero counts (a placeholder usage chunk) never replace real ones."""
+        if self._usage is None or usage.prompt_tokens or usage.completion_tokens:
+            self._usage = usage
+        return b""
+
+    def on_done(self) -> bytes:
+        if self._closed:
+            return b""
+        out = self._close()
+        self._finished = self._closed = self.ended = True
+        if not self.wire:
+            return out
+        delta = {"stop_reason": self.stop_reason(), "stop_sequence": None}
+        usage = self._usage_object()
+        usage.pop("cache_creation_input_tokens")  # cumulative counts: the SDK keeps message_start's value
+        event = {"type": "message_delta", "delta": delta, "usage": usage}
+        return out + encode_event("message_delta", event) + _MESSAGE_STOP
+
+    def on_error(self, err: StreamError) -> bytes:
+        if self._closed:
+            return b""
+        self._closed = self.ended = True
+        return stream_error_event(err) if self.wire else b""
+
+    # -- blocks -----------------------------------------------------------------------------------------------
+
+    def _text(self, kind: str, text: str) -> bytes:
+        block = self._open
+        out = b""
+        if block is None or block.kind != kind:
+            block = _Block(kind, len(self._blocks))
+            out = self._open_block(block)
+        block.parts.append(text)
+        if not self.wire:
+            return out
+        return out + _delta(block.index, {"type": _DELTA_TYPES[kind], kind: text})
+
+    def _open_block(self, block: _Block) -> bytes:
+        out = self._close()
+        self._blocks.append(block)
+        self._open = block
+        if not self.wire:
+            return out
+        start = {"type": "content_block_start", "index": block.index, "content_block": _start_object(block)}
+        return out + encode_event("content_block_start", start)
+
+    def _close(self) -> bytes:
+        """Close the open block (after ``message_start``, which must come first)."""
+        out = self.start()
+        block = self._open
+        if block is None:
+            return out
+        self._open = None
+        if not self.wire:
+            return out
+        if block.kind == "thinking":
+            out += _delta(block.index, {"type": "signature_delta", "signature": SIGNATURE})
+        elif block.kind == "tool_use" and not "".join(block.parts).strip():
+            out += _delta(block.index, {"type": "input_json_delta", "partial_json": "{}"})
+        return out + encode_event("content_block_stop", {"type": "content_block_stop", "index": block.index})
+
+    def _envelope(self, content: list[JSON], stop_reason: str | None, usage: JSON) -> JSON:
+        return {"id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
+                "content": content, "stop_reason": stop_reason, "stop_sequence": None, "usage": usage}
+
+    def _usage_object(self) -> JSON:
+        """Anthropic counts input without the cached part: input + cache reads = llama-server's prompt tokens."""
+        u = self._usage
+        if u is None:
+            return {"input_tokens": self.input_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                    "output_tokens": 0}
+        cached = min(u.cached_tokens or 0, u.prompt_tokens)
+        return {"input_tokens": u.prompt_tokens - cached, "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": cached, "output_tokens": u.completion_tokens}
+
+
+def message_object(reply: JSON, model: str, message_id: str) -> JSON:
+    """A non-streamed ``chat.completion`` → the Anthropic message, by the streaming encoder's own accumulation."""
+    encoder = MessagesEncoder(model, message_id, wire=False)
+    encoder.feed_deltas(reply_deltas(reply))
+    encoder.on_done()
+    return encoder.message
+
+
+def _delta(index: int, delta: JSON) -> bytes:
+    return encode_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+
+def _start_object(block: _Block) -> JSON:
+    if block.kind == "tool_use":
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": {}}
+    if block.kind == "thinking":
+        return {"type": "thinking", "thinking": "", "signature": ""}
+    return {"type": "text", "text": ""}
+
+
+def _block_object(block: _Block) -> JSON:
+    text = "".join(block.parts)
+    if block.kind == "tool_use":
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": _tool_input(text)}
+    if block.kind == "thinking":
+        return {"type": "thinking", "thinking": text, "signature": SIGNATURE}
+    return {"type": "text", "text": text}
+
+
+def _tool_input(arguments: str) -> JSON:
+    """Tool-call arguments as the object Anthropic's ``input`` must be (``{}`` when empty or not an object)."""
+    if not arguments.strip():
+        return {}
+    try:
+        value = jsonutil.loads(arguments)
+    except jsonutil.JSONError:
+        return {}
+    return value if isinstance(value, dict) else {}

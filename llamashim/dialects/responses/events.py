@@ -1,0 +1,391 @@
+"""The Responses stream encoder (pure): typed chat deltas → Responses SSE events, and the response object they build.
+
+:class:`ResponsesEncoder` writes the event sequence OpenAI documents: ``response.created`` and
+``response.in_progress``, then per output item ``response.output_item.added``, its content events and
+``response.output_item.done``, and finally ``response.completed`` (``response.incomplete`` when the answer hit the
+token limit) with the whole response object; a terminal error is an ``error`` event and ``response.failed``. Every
+event's data has ``type`` and a ``sequence_number`` counting from 0.
+
+Output items open in the order they start and close before the next one starts: answer text is a ``message``,
+reasoning a ``reasoning`` item (its text as ``reasoning_text`` content, and as our ``encrypted_content`` blob when the
+client asked for it), each tool call a ``function_call``, ``custom_tool_call`` or ``local_shell_call`` per the tool
+the client declared. A custom tool's input is JSON-decoded from the chat call's ``{"input": ...}`` arguments, so its
+delta comes whole when the call closes. :func:`response_object` runs a non-streamed reply through the same encoder,
+so both paths build one object. :func:`error_body` and :func:`previous_response_not_found` are the error shapes
+answered before a stream starts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from llamashim import jsonutil
+from llamashim.errors import ShimError
+from llamashim.jsonutil import obj
+from llamashim.stream.deltas import Delta, DeltaEncoder, ToolCallDelta, UsageDelta, reply_deltas
+from llamashim.stream.items import Item, StreamError
+
+from .translate import CUSTOM, FUNCTION, LOCAL_SHELL, ResponsesRequest, ToolKind, encrypt_reasoning
+
+JSON = dict[str, Any]
+IdFactory = Callable[[str], str]
+"""A prefix (``msg``, ``rs``, ``fc``, ``ctc``, ``lsh``, ``call``) → a new id (``msg_…``)."""
+
+MESSAGE, REASONING = "message", "reasoning"
+_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+_CONTEXT_ERRORS = ("exceed_context_size_error", "context_length_exceeded")
+_PREFIXES: dict[str, bytes] = {}
+
+
+def new_id(prefix: str) -> str:
+    """A fresh random id with OpenAI's prefix convention (``resp_…``, ``msg_…``, ``fc_…``)."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _prefix(kind: str) -> bytes:
+    head = _PREFIXES.get(kind)
+    if head is None:
+        head = _PREFIXES[kind] = b"event: " + kind.encode("ascii") + b"\ndata: "
+    return head
+
+
+def _loads(text: str) -> Any:
+    try:
+        return jsonutil.loads(text)
+    except jsonutil.JSONError:
+        return None
+
+
+def custom_input(arguments: str) -> str:
+    """A custom tool's raw input from the chat call's arguments (``{"input": "..."}``; anything else as sent)."""
+    value = _loads(arguments)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if isinstance(value.get("input"), str):
+            return str(value["input"])
+        strings = [v for v in value.values() if isinstance(v, str)]
+        if len(strings) == 1:
+            return strings[0]
+    return arguments
+
+
+def shell_action(arguments: str) -> JSON:
+    """A ``local_shell_call`` action from the chat ``local_shell`` call's arguments (a command given as one string,
+    as small models do, runs through ``bash -lc``)."""
+    value = obj(_loads(arguments))
+    command = value.get("command")
+    if isinstance(command, str):
+        command = ["bash", "-lc", command]
+    argv = [c for c in command if isinstance(c, str)] if isinstance(command, list) else []
+    action: JSON = {"type": "exec", "command": argv, "env": {}}
+    if isinstance(value.get("workdir"), str):
+        action["working_directory"] = value["workdir"]
+    if isinstance(value.get("timeout_ms"), int):
+        action["timeout_ms"] = value["timeout_ms"]
+    return action
+
+
+def response_error_code(type_: str | None, code: int | str | None) -> str:
+    """The Responses ``error.code`` for an internal error (Codex acts on the context and rate-limit codes)."""
+    if type_ in _CONTEXT_ERRORS or code in _CONTEXT_ERRORS:
+        return "context_length_exceeded"
+    if code in (429, "rate_limit_exceeded") or type_ == "rate_limit_error":
+        return "rate_limit_exceeded"
+    return "server_error"
+
+
+class _Item:
+    """One output item: its kind, position, the object the response shows and the text it accumulates."""
+
+    __slots__ = ("data", "id", "index", "kind", "parts", "status")
+
+    def __init__(self, kind: str, index: int, data: JSON) -> None:
+        self.kind = kind
+        self.index = index
+        self.data = data
+        self.id: str = data["id"]
+        self.parts: list[str] = []
+        self.status = "in_progress"
+
+
+class ResponsesEncoder(DeltaEncoder):
+    """Pipeline items → Responses SSE events for one response; :attr:`response` is the final object once it ended."""
+
+    def __init__(
+        self, request: ResponsesRequest, response_id: str, created_at: int, ids: IdFactory = new_id
+    ) -> None:
+        super().__init__()
+        self.response_id = response_id
+        self.created_at = created_at
+        self.response: JSON | None = None
+        self._ids = ids
+        self._fields = request.response_fields()
+        self._kinds = request.tool_kinds
+        self._encrypt = request.include_encrypted_reasoning
+        self._seq = 0
+        self._started = False
+        self._items: list[_Item] = []
+        self._current: _Item | None = None
+        self._calls: dict[int, _Item] = {}
+        self._finish: str | None = None
+        self._usage: UsageDelta | None = None
+
+    # -- entry points: the first output of a response is its created/in_progress pair
+
+    def __call__(self, items: list[Item]) -> bytes:
+        if self.ended:
+            return b""
+        head = b"" if self._started else self._begin()
+        return head + super().__call__(items)
+
+    def feed_deltas(self, items: Iterable[Delta]) -> bytes:
+        head = b"" if self._started else self._begin()
+        return head + super().feed_deltas(items)
+
+    # -- the wire
+
+    def _event(self, payload: JSON) -> bytes:
+        payload["sequence_number"] = self._seq
+        self._seq += 1
+        return _prefix(payload["type"]) + jsonutil.dumps(payload) + b"\n\n"
+
+    def _begin(self) -> bytes:
+        self._started = True
+        snapshot = self._response("in_progress")
+        return self._event({"type": "response.created", "response": snapshot}) + self._event(
+            {"type": "response.in_progress", "response": snapshot}
+        )
+
+    def _response(self, status: str, incomplete: str | None = None, error: JSON | None = None) -> JSON:
+        return {
+            "id": self.response_id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "error": error,
+            "incomplete_details": {"reason": incomplete} if incomplete else None,
+            **self._fields,
+            "output": [item.data for item in self._items],
+            "usage": self._usage_object(),
+        }
+
+    def _usage_object(self) -> JSON | None:
+        u = self._usage
+        if u is None:
+            return None
+        return {
+            "input_tokens": u.prompt_tokens,
+            "input_tokens_details": {"cached_tokens": u.cached_tokens or 0, "cache_write_tokens": 0},
+            "output_tokens": u.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": u.prompt_tokens + u.completion_tokens,
+        }
+
+    # -- opening and closing items
+
+    def _open(self, kind: str, data: JSON) -> tuple[_Item, bytes]:
+        head = self._close_current("completed")
+        item = _Item(kind, len(self._items), data)
+        self._items.append(item)
+        self._current = item
+        added = self._event({"type": "response.output_item.added", "output_index": item.index, "item": data})
+        return item, head + added
+
+    def _content_part(self, item: _Item, event: str, part: JSON) -> bytes:
+        return self._event(
+            {"type": event, "item_id": item.id, "output_index": item.index, "content_index": 0, "part": part}
+        )
+
+    def _close_current(self, status: str) -> bytes:
+        item = self._current
+        if item is None:
+            return b""
+        self._current = None
+        item.status = status
+        item.data = self._final(item)
+        return self._done_events(item) + self._event(
+            {"type": "response.output_item.done", "output_index": item.index, "item": item.data}
+        )
+
+    def _final(self, item: _Item) -> JSON:
+        """The item as the finished response shows it."""
+        text = "".join(item.parts)
+        data = item.data
+        if item.kind == MESSAGE:
+            return {**data, "status": item.status, "content": [_output_text(text)]}
+        if item.kind == REASONING:
+            done = {**data, "content": [{"type": "reasoning_text", "text": text}]}
+            if self._encrypt:
+                done["encrypted_content"] = encrypt_reasoning(text)
+            return done
+        if item.kind == CUSTOM:
+            return {**data, "input": custom_input(text)}
+        if item.kind == LOCAL_SHELL:
+            return {**data, "status": item.status, "action": shell_action(text)}
+        return {**data, "status": item.status, "arguments": text}
+
+    def _done_events(self, item: _Item) -> bytes:
+        where = {"item_id": item.id, "output_index": item.index}
+        data = item.data
+        if item.kind == MESSAGE:
+            part = data["content"][0]
+            return self._event(
+                {"type": "response.output_text.done", **where, "content_index": 0, "text": part["text"],
+                 "logprobs": []}
+            ) + self._content_part(item, "response.content_part.done", part)
+        if item.kind == REASONING:
+            part = data["content"][0]
+            return self._event(
+                {"type": "response.reasoning_text.done", **where, "content_index": 0, "text": part["text"]}
+            ) + self._content_part(item, "response.content_part.done", part)
+        if item.kind == CUSTOM:
+            text = data["input"]
+            delta = self._event({"type": "response.custom_tool_call_input.delta", **where, "delta": text})
+            return (delta if text else b"") + self._event(
+                {"type": "response.custom_tool_call_input.done", **where, "input": text}
+            )
+        if item.kind == FUNCTION:
+            arguments = data["arguments"]
+            return self._event({"type": "response.function_call_arguments.done", **where, "arguments": arguments})
+        return b""
+
+    # -- deltas
+
+    def on_text(self, text: str) -> bytes:
+        item = self._current
+        head = b""
+        if item is None or item.kind != MESSAGE:
+            item, head = self._open(MESSAGE, {
+                "id": self._ids("msg"), "type": "message", "status": "in_progress", "content": [], "role": "assistant"
+            })
+            head += self._content_part(item, "response.content_part.added", _output_text(""))
+        item.parts.append(text)
+        return head + self._event({
+            "type": "response.output_text.delta", "item_id": item.id, "output_index": item.index,
+            "content_index": 0, "delta": text, "logprobs": [],
+        })
+
+    def on_reasoning(self, text: str) -> bytes:
+        item = self._current
+        head = b""
+        if item is None or item.kind != REASONING:
+            item, head = self._open(REASONING, {"id": self._ids("rs"), "type": "reasoning", "summary": []})
+            head += self._content_part(item, "response.content_part.added", {"type": "reasoning_text", "text": ""})
+        item.parts.append(text)
+        return head + self._event({
+            "type": "response.reasoning_text.delta", "item_id": item.id, "output_index": item.index,
+            "content_index": 0, "delta": text,
+        })
+
+    def on_tool_call(self, d: ToolCallDelta) -> bytes:
+        item = self._calls.get(d.index)
+        if item is None:
+            item, head = self._open_call(d)
+        elif item is not self._current:
+            # A fragment of a call that already closed (the upstream interleaved calls): too late for its events,
+            # but the final response still gets the whole call.
+            item.parts.append(d.arguments)
+            item.data = self._final(item)
+            return b""
+        else:
+            head = b""
+        if not d.arguments:
+            return head
+        item.parts.append(d.arguments)
+        if item.kind != FUNCTION:
+            return head
+        return head + self._event({
+            "type": "response.function_call_arguments.delta", "item_id": item.id, "output_index": item.index,
+            "delta": d.arguments,
+        })
+
+    def _open_call(self, d: ToolCallDelta) -> tuple[_Item, bytes]:
+        name = d.name or ""
+        tool = self._kinds.get(name) or ToolKind(FUNCTION, name)
+        call_id = d.id or self._ids("call")
+        data: JSON
+        if tool.kind == CUSTOM:
+            data = {"id": self._ids("ctc"), "type": "custom_tool_call", "call_id": call_id, "name": tool.name,
+                    "input": ""}
+        elif tool.kind == LOCAL_SHELL:
+            data = {"id": self._ids("lsh"), "type": "local_shell_call", "call_id": call_id, "status": "in_progress",
+                    "action": {"type": "exec", "command": [], "env": {}}}
+        else:
+            data = {"id": self._ids("fc"), "type": "function_call", "status": "in_progress", "arguments": "",
+                    "call_id": call_id, "name": tool.name}
+            if tool.namespace:
+                data["namespace"] = tool.namespace
+        item, head = self._open(tool.kind, data)
+        self._calls[d.index] = item
+        return item, head
+
+    def on_finish(self, reason: str) -> bytes:
+        self._finish = reason
+        return self._close_current("incomplete" if reason in _INCOMPLETE else "completed")
+
+    def on_usage(self, usage: UsageDelta) -> bytes:
+        self._usage = usage
+        return b""
+
+    def on_done(self) -> bytes:
+        head = self._close_current("completed")
+        reason = _INCOMPLETE.get(self._finish or "")
+        self.response = self._response("incomplete" if reason else "completed", reason)
+        kind = "response.incomplete" if reason else "response.completed"
+        return head + self._event({"type": kind, "response": self.response})
+
+    def on_error(self, err: StreamError) -> bytes:
+        item = self._current
+        if item is not None:
+            self._current = None
+            item.status = "incomplete"
+            item.data = self._final(item)
+        code = response_error_code(err.type, err.code)
+        self.response = self._response("failed", error={"code": code, "message": err.message})
+        return self._event({"type": "error", "code": code, "message": err.message, "param": None}) + self._event(
+            {"type": "response.failed", "response": self.response}
+        )
+
+
+def _output_text(text: str) -> JSON:
+    return {"type": "output_text", "text": text, "annotations": []}
+
+
+def response_object(
+    request: ResponsesRequest, reply: JSON, response_id: str, created_at: int, ids: IdFactory = new_id
+) -> JSON:
+    """The response object of a non-streamed ``chat.completion``: the same encoder, fed the reply's deltas."""
+    encoder = ResponsesEncoder(request, response_id, created_at, ids)
+    encoder.feed_deltas(reply_deltas(reply))
+    encoder.on_done()
+    encoder.ended = True
+    assert encoder.response is not None
+    return encoder.response
+
+
+# -- errors before the stream -----------------------------------------------------------------------------------------
+
+
+def error_body(err: ShimError) -> bytes:
+    """OpenAI's error body, ``{"error": {"message", "type", "code", "param"}}`` (``code`` a string or null)."""
+    type_, code = err.type, err.code
+    if type_ in _CONTEXT_ERRORS:
+        type_, code = "invalid_request_error", "context_length_exceeded"
+    elif type_ == "rate_limit_error":
+        code = "rate_limit_exceeded"
+    param = "previous_response_id" if code == "previous_response_not_found" else None
+    return jsonutil.dumps(
+        {"error": {"message": err.message, "type": type_, "code": code if isinstance(code, str) else None,
+                   "param": param}}
+    )
+
+
+def previous_response_not_found(response_id: str) -> ShimError:
+    """The 404 for a ``previous_response_id`` the store does not have (OpenAI's code and message)."""
+    return ShimError(
+        404, f"Previous response with id '{response_id}' not found.", "invalid_request_error",
+        "previous_response_not_found",
+    )
