@@ -111,6 +111,25 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ModelsConfig:
+    default: str | None = None  # the model for requests that name none (or an alias whose target is empty)
+    aliases: tuple[tuple[str, str], ...] = ()  # (glob pattern, model id), first match wins
+
+
+@dataclass(frozen=True)
+class ResponsesConfig:
+    store: bool = True  # off: nothing is ever kept, whatever a request's ``store`` says
+    store_path: str | None = None  # None: $STATE_DIRECTORY (systemd) or ~/.local/state/llamashim
+    max_age: float = 30 * 86400.0  # seconds
+    max_items: int = 10_000
+
+
+@dataclass(frozen=True)
+class AnthropicConfig:
+    strip_billing_header: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
@@ -124,6 +143,9 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
+    anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
 
     def api_keys(self) -> tuple[str, ...]:
         """Every configured API key: ``auth.api_keys`` plus the lines of ``auth.api_keys_file``."""
@@ -274,6 +296,31 @@ def _spawn(value: Any, where: str) -> SpawnConfig | None:
     return SpawnConfig(model, _str_list(args, at("args")), binary, port)
 
 
+def _aliases(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """A mapping of glob pattern → model id, in the order written."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of pattern: model, got {value!r}")
+    out = []
+    for pattern, model in value.items():
+        if not isinstance(pattern, str) or not isinstance(model, str):
+            raise ConfigError(f"{where}: {pattern!r}: {model!r} — patterns and models must be strings")
+        out.append((pattern, model))
+    return tuple(out)
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(value: Any, where: str) -> float:
+    """Seconds, or a number with a unit: ``90s``, ``15m``, ``12h``, ``30d``."""
+    if isinstance(value, str) and value.strip()[-1:].lower() in _UNITS:
+        text = value.strip()
+        return float(_number(0.001)(text[:-1], where)) * _UNITS[text[-1].lower()]
+    return float(_number(0.001)(value, where))
+
+
 # One entry per key: section -> key -> validator. Defaults live in the dataclasses.
 SCHEMA: dict[str, dict[str, Validator]] = {
     "upstream": {
@@ -310,6 +357,9 @@ SCHEMA: dict[str, dict[str, Validator]] = {
     "auth": {"api_keys": _str_list, "api_keys_file": _opt_str, "open_paths": _str_list},
     "cors": {"origins": _str_list},
     "metrics": {"enabled": _bool},
+    "models": {"default": _opt_str, "aliases": _aliases},
+    "responses": {"store": _bool, "store_path": _opt_str, "max_age": _duration, "max_items": _int(1)},
+    "anthropic": {"strip_billing_header": _bool},
 }
 TOP_LEVEL = {"listen"}
 
@@ -473,4 +523,7 @@ def build(merged: Mapping[tuple[str, str], tuple[Any, str]]) -> Config:
         auth=AuthConfig(**sections["auth"]),
         cors=CorsConfig(**sections["cors"]),
         metrics=MetricsConfig(**sections["metrics"]),
+        models=ModelsConfig(**sections["models"]),
+        responses=ResponsesConfig(**sections["responses"]),
+        anthropic=AnthropicConfig(**sections["anthropic"]),
     )

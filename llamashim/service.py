@@ -208,4 +208,6 @@ def chat_settings(config: Config) -> ChatSettings:
         style=ReasoningStyle(prefix=config.thinking.prefix, separator=config.thinking.separator),
         verbose=config.log.verbose,
         thinking_debug=config.thinking.debug,
+        aliases=config.models.aliases,
+        default_model=config.models.default,
     )

@@ -25,6 +25,7 @@ from twisted.web.server import Request
 
 from llamashim import jsonutil
 from llamashim.chat.call import ChatCall
+from llamashim.chat.models import resolve_model
 from llamashim.chat.repair import repair_chat_request
 from llamashim.errors import ShimError
 from llamashim.stream.items import Stage
@@ -63,6 +64,8 @@ class ChatSettings:
     style: ReasoningStyle
     verbose: bool = False
     thinking_debug: bool = False
+    aliases: tuple[tuple[str, str], ...] = ()  # models.aliases: (glob, model id), first match wins
+    default_model: str | None = None  # models.default
 
 
 def forwarded_headers(request: Request) -> Headers:
@@ -93,9 +96,19 @@ class ChatFlow:
 
     # -- the flow -----------------------------------------------------------------------------------------------
 
+    def resolved(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` asking for the upstream model its client's model name stands for (``models.aliases``,
+        ``models.default``); the client's own name is what the answer echoes."""
+        name = body.get("model")
+        model = resolve_model(name if isinstance(name, str) else "", dict(self.settings.aliases),
+                              self.settings.default_model)
+        if model is None or model == name:
+            return body
+        return {**body, "model": model}
+
     async def run(self, request: Request, call: ChatCall) -> bytes | None:
         """Answer ``request``: returns the body of a non-streamed reply; streams and finishes it otherwise."""
-        call.body = repair_chat_request(call.body, self.log.debug)
+        call.body = repair_chat_request(self.resolved(call.body), self.log.debug)
         self.verbose("request", jsonutil.dumps(call.body))
         if not call.stream:
             return await self._reply(request, call)

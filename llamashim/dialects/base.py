@@ -28,6 +28,10 @@ class Dialect:
         """The JSON body of an error answered before the first byte."""
         raise NotImplementedError
 
+    def error_status(self, err: ShimError) -> int:
+        """The HTTP status of that answer (a dialect may word a status its own way, e.g. Anthropic's 529)."""
+        return err.status
+
     def stream_error(self, err: StreamError) -> bytes:
         """The terminal frame that ends a started stream (for streams whose encoder has no state of its own)."""
         raise NotImplementedError

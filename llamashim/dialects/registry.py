@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from llamashim.dialects.anthropic.routes import AnthropicRoutes
 from llamashim.dialects.base import DialectRegistry
 from llamashim.dialects.ollama.routes import OllamaRoutes
 from llamashim.dialects.openai_chat.dialect import OPENAI
 from llamashim.dialects.openai_chat.routes import OpenAIChatRoutes
+from llamashim.dialects.responses.routes import ResponsesRoutes
 
-ROUTES: tuple[Any, ...] = (OpenAIChatRoutes, OllamaRoutes)
+ROUTES: tuple[Any, ...] = (OpenAIChatRoutes, OllamaRoutes, ResponsesRoutes, AnthropicRoutes)
 
 
 def default_registry() -> DialectRegistry:

@@ -53,13 +53,16 @@ def mode_for_request(configured: str, header: bytes | str | None) -> str:
     return text
 
 
-def ollama_mode(mode: str, think: object) -> str:
-    """The routing for the Ollama dialect, where reasoning has its own field (``message.thinking``)."""
+def separate_mode(mode: str, think: object = None) -> str:
+    """The routing for dialects where reasoning has its own place (Ollama's ``message.thinking``, Anthropic's
+    thinking blocks, Responses' reasoning items): kept apart unless the configured mode folds it into the answer
+    (``show_reasoning``) or drops it (``off``, or the client's own ``think: false``)."""
     if think is False or mode == "off":
         return "off"
     if mode == "show_reasoning":
         return "show_reasoning"
     return "separate"
+
 
 
 def _partial_suffix(text: str, tag: str) -> int:

@@ -7,6 +7,7 @@ and the shutdown drain calls its hooks. Nothing else is attached to the ``Reques
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,12 +34,18 @@ class RequestContext:
     drain: Callable[[str], None] | None = None
     terminal_frame: Callable[[ShimError], bytes] | None = None
     logged: bool = False
+    owner: str = ""  # whose request: a hash of the API key that passed the gate ("" without keys)
 
     def upstream_failed(self, err: ShimError) -> None:
         """Count an upstream-side failure (502/504 or a mid-stream error) once per request."""
         if self.upstream_error is None and (err.status in (502, 504) or err.type in ("upstream_error",
                                                                                     "timeout_error")):
             self.upstream_error = err.type
+
+
+def owner_of(key: bytes | None) -> str:
+    """A request's owner: a hash of its API key (never the key), or ``""`` without keys."""
+    return hashlib.sha256(key).hexdigest()[:32] if key else ""
 
 
 def context_of(request: Any) -> RequestContext:

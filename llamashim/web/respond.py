@@ -76,5 +76,5 @@ def end_with_error(request: Request, err: ShimError) -> None:
         return
     if err.status == 429:
         request.setHeader(b"retry-after", b"1")
-    request.write(send_json(request, ctx.dialect.error_body(err), err.status))
+    request.write(send_json(request, ctx.dialect.error_body(err), ctx.dialect.error_status(err)))
     request.finish()

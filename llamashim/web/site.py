@@ -23,7 +23,7 @@ from llamashim.dialects.base import DialectRegistry
 from llamashim.dialects.openai_chat.dialect import OPENAI
 from llamashim.errors import ShimError
 from llamashim.ops.metrics import Metrics
-from llamashim.web.context import RequestContext
+from llamashim.web.context import RequestContext, owner_of
 from llamashim.web.gate import Gate
 from llamashim.web.respond import end_with_error
 
@@ -147,6 +147,9 @@ class ShimRequest(server.Request):
             self.answer_error(err)
             return
         if gate.auth_enabled:
+            # Whose request this is (stored Responses belong to the key that created them), as a hash.
+            self.ctx.owner = owner_of(gate.presented_key(self.requestHeaders) if gate.key_ok(self.requestHeaders)
+                                      else None)
             # The client's key is ours; it is not passed on (upstream.api_key is, when set).
             self.requestHeaders.removeHeader(b"authorization")
             self.requestHeaders.removeHeader(b"x-api-key")

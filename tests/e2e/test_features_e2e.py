@@ -107,6 +107,7 @@ def test_tool_call_assembled_by_hand(tool_shim: Daemon) -> None:
 
 
 def test_non_streamed_tool_call(tool_shim: Daemon) -> None:
+    """A non-streamed request gets the real model's function call with an id and the Paris arguments."""
     reply = client(tool_shim).chat.completions.create(**TOOL_REQUEST)
     call = (reply.choices[0].message.tool_calls or [])[0]
     assert call.type == "function" and call.id
@@ -185,6 +186,7 @@ def test_inline_think_from_a_real_server_in_every_mode(shim: Daemon) -> None:
 
 
 def test_openai_sdk_parses_every_thinking_mode(shim: Daemon) -> None:
+    """In every thinking mode the SDK reads the real server's stream without raising and gets some chunk."""
     for mode in ("default", "show_reasoning", "events", "both", "off"):
         c = openai.OpenAI(
             base_url=shim.url + "/v1", api_key="x", timeout=120, max_retries=0,
@@ -254,6 +256,7 @@ def test_copilot_byok_sequence(shim: Daemon) -> None:
 
 
 def test_ollama_client_chat_streamed_and_not(shim: Daemon) -> None:
+    """The ollama client chats by listed name and with :latest, streamed or not, getting content, done, counts."""
     cl = ollama.Client(host=shim.url, timeout=120)
     names = [m.model for m in cl.list().models]
     assert names
@@ -306,6 +309,7 @@ def test_ollama_client_real_tool_call(shim: Daemon, stream: bool) -> None:
 
 
 def test_ollama_client_generate_and_embed(shim: Daemon) -> None:
+    """The ollama client's generate (both ways), embed and legacy embeddings work; vectors have one size."""
     cl = ollama.Client(host=shim.url, timeout=120)
     model = cl.list().models[0].model
     gen = cl.generate(model=model, prompt="Say hi.", options={"num_predict": 6, "temperature": 0})

@@ -41,6 +41,7 @@ def raw(d: Daemon, method: str, path: str, headers: dict[str, str] | None = None
 
 
 def test_keys_guard_the_real_model(shim: Daemon) -> None:
+    """A wrong key makes the SDK raise AuthenticationError; the configured key gets a real answer."""
     bad = openai.OpenAI(base_url=shim.url + "/v1", api_key="sk-wrong", max_retries=0, timeout=60)
     with pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
@@ -50,6 +51,7 @@ def test_keys_guard_the_real_model(shim: Daemon) -> None:
 
 
 def test_copilot_metadata_calls_need_no_key_but_chat_does(shim: Daemon) -> None:
+    """Ollama list and show work without a key; chat is a 401 without one and answers with it."""
     cl = ollama.Client(host=shim.url, timeout=60)
     model = cl.list().models[0].model
     assert "tools" in (cl.show(model).capabilities or [])
@@ -61,6 +63,7 @@ def test_copilot_metadata_calls_need_no_key_but_chat_does(shim: Daemon) -> None:
 
 
 def test_metrics_count_real_tokens_and_request_ids_round_trip(shim: Daemon) -> None:
+    """A request id is echoed; /metrics needs the key and counts at least 3 completion tokens."""
     status, headers, _ = raw(shim, "POST", "/v1/chat/completions",
                              {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json",
                               "X-Request-Id": "e2e-req-1"},
@@ -76,6 +79,7 @@ def test_metrics_count_real_tokens_and_request_ids_round_trip(shim: Daemon) -> N
 
 
 def test_hosts_cors_and_json_logs(shim: Daemon) -> None:
+    """A foreign Host is a 403, a listed origin's preflight a 204; stdout has JSON access logs without the key."""
     status, _, _ = raw(shim, "GET", "/health", {"Host": "attacker.example"})
     assert status == 403
     status, headers, _ = raw(shim, "OPTIONS", "/v1/chat/completions",

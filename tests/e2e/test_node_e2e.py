@@ -35,6 +35,7 @@ def shim(request: pytest.FixtureRequest, real_llama: Any, tmp_path_factory: pyte
 
 
 def test_openai_js_streams_a_tool_call(shim: Daemon) -> None:
+    """The openai JS package assembles the real tool call both by hand and with its stream helper."""
     modules = node_modules()
     script = modules.parent / "tool_call.mjs"
     shutil.copy(HERE / "tool_call.mjs", script)

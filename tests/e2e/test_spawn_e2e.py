@@ -18,6 +18,7 @@ from tests.e2e.daemon import running_daemon
 
 
 def test_spawned_llama_server_serves_and_is_stopped(real_llama_paths: RealLlamaPaths, tmp_path: Path) -> None:
+    """A spawned llama-server is 503 until ready, then answers chat, and is gone once llamashim stops."""
     p = real_llama_paths
     spawn_args = f"-c 4096 -np 2 --jinja --chat-template-file {p.template}"
     # the daemon finds the binary through the cache's real-llama.json, as ./run does

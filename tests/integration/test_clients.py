@@ -107,6 +107,7 @@ async def test_openai_sdk_assembles_parallel_tool_calls(cli: dict[str, Any], old
 @pytest.mark.parametrize("thinking", ["default", "show_reasoning", "events", "both", "off"])
 @pytest_twisted.ensureDeferred
 async def test_reasoning_and_tool_calls_in_every_mode(tools_mode: str, thinking: str) -> None:
+    """The SDK gets the tool call in every mode; reasoning lands in content, reasoning_content or nowhere per mode."""
     fake, shim, port = await setup({"tool_streaming": tools_mode, "thinking_mode": thinking})
     fake.reasoning = ["The user", " wants weather."]
     fake.content = []
@@ -130,6 +131,7 @@ async def test_reasoning_and_tool_calls_in_every_mode(tools_mode: str, thinking:
 @pytest.mark.parametrize("thinking", ["default", "show_reasoning", "events", "both", "off"])
 @pytest_twisted.ensureDeferred
 async def test_inline_think_modes_with_the_sdk(thinking: str) -> None:
+    """Inline <think> text reaches the SDK as each thinking mode says; the X-Llamashim-Thinking header overrides."""
     fake, shim, port = await setup({"thinking_mode": thinking})
     fake.inline_think = ["Let me", " think."]
     fake.content = ["Paris", " is sunny."]
@@ -152,6 +154,7 @@ async def test_inline_think_modes_with_the_sdk(thinking: str) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_unknown_thinking_header_is_a_400() -> None:
+    """An unknown X-Llamashim-Thinking value makes the SDK raise BadRequestError saying it is not one of the modes."""
     _, shim, port = await setup()
     try:
         with pytest.raises(openai.BadRequestError, match="not one of"):
@@ -175,6 +178,7 @@ async def test_mid_stream_failure_makes_the_sdk_raise() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_ollama_client_against_the_fake() -> None:
+    """The ollama client's list, show, chat (streamed or not, think=False, tools), generate, embed and ps work."""
     fake, shim, port = await setup()
     fake.reasoning = ["Hmm."]
     fake.content = ["Hi", " there"]

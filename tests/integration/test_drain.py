@@ -29,6 +29,7 @@ async def setup(drain: float, pieces: int, interval: float) -> tuple[FakeLlama, 
 
 @pytest_twisted.ensureDeferred
 async def test_in_flight_stream_finishes_within_the_drain_timeout() -> None:
+    """On stop, new connections are refused while an in-flight stream still completes to [DONE]."""
     fake, shim, port = await setup(drain=5, pieces=10, interval=0.02)
     try:
         arrived = fake.next_request()
@@ -57,6 +58,7 @@ async def next_chat(fake: FakeLlama) -> Any:
 
 @pytest_twisted.ensureDeferred
 async def test_streams_still_running_after_the_timeout_end_with_an_error_frame() -> None:
+    """After drain_timeout, OpenAI and Ollama streams end with a shutting-down error and upstream is closed."""
     fake, shim, port = await setup(drain=0.3, pieces=1000, interval=0.05)
     try:
         arrived = fake.next_request()

@@ -78,6 +78,7 @@ PLAIN = jsonutil.dumps({"model": "m", "messages": [{"role": "user", "content": "
 )
 @pytest_twisted.ensureDeferred
 async def test_upstream_faults_end_well_and_leak_nothing(mode: str, body: bytes, status: int, needle: str) -> None:
+    """Each upstream socket fault gives its 502/504 or final error frame, every time, and leaves no connection open."""
     factory = Factory.forProtocol(lambda: RawUpstream(mode))
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     shim = await start_shim(

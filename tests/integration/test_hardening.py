@@ -48,6 +48,7 @@ async def teardown(shim: Shim, port: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_api_keys(tmp_path: Path) -> None:
+    """Chat needs a configured key (401 per dialect); metadata paths do not, /metrics does; upstream gets its key."""
     keys = tmp_path / "keys"
     keys.write_text("sk-from-file-9999\n")
     fake, shim, port = await setup(auth={"api_keys": ("sk-alpha-1234",), "api_keys_file": str(keys)},
@@ -78,6 +79,7 @@ async def test_api_keys(tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_keys_never_reach_the_log() -> None:
+    """Neither a valid nor a wrong client key appears in any log event, while access events are logged."""
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
     fake, shim, port = await setup(auth={"api_keys": ("sk-secret-value-abcd",)})
@@ -94,6 +96,7 @@ async def test_keys_never_reach_the_log() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_host_allow_list_against_dns_rebinding() -> None:
+    """A request with a foreign Host is a 403 naming the host; a localhost Host is served."""
     fake, shim, port = await setup()
     try:
         status, _, body = await fetch(shim.url + "/v1/models", "GET", None, {"Host": "evil.example:11434"})
@@ -106,6 +109,7 @@ async def test_host_allow_list_against_dns_rebinding() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_cors_preflight_and_simple_requests() -> None:
+    """A listed origin's preflight is a 204 with CORS headers; simple requests get them only for listed origins."""
     fake, shim, port = await setup(cors={"origins": ("https://app.example",)})
     try:
         status, headers, _ = await fetch(
@@ -126,6 +130,7 @@ async def test_cors_preflight_and_simple_requests() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_cors_is_off_by_default() -> None:
+    """With no origins configured, no Access-Control-Allow-Origin header is sent."""
     fake, shim, port = await setup()
     try:
         _, headers, _ = await fetch(shim.url + "/v1/models", "GET", None, {"Origin": "https://app.example"})
@@ -136,6 +141,7 @@ async def test_cors_is_off_by_default() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_request_ids_are_kept_generated_and_forwarded() -> None:
+    """A client's X-Request-Id is echoed and forwarded; without one a 32-char id is generated and forwarded."""
     fake, shim, port = await setup()
     try:
         _, headers, _ = await fetch(shim.url + "/v1/chat/completions", "POST", CHAT, {"X-Request-Id": "abc-123"})
@@ -150,6 +156,7 @@ async def test_request_ids_are_kept_generated_and_forwarded() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_concurrency_limit_queues_then_refuses() -> None:
+    """With one slot and one queue place, a third request is a 429 with Retry-After; the first two succeed."""
     fake, shim, port = await setup(limits={"max_concurrent_upstream": 1, "max_queue": 1})
     fake.fault = "slow_headers"
     fake.slow_headers = 0.5
@@ -172,6 +179,7 @@ async def test_concurrency_limit_queues_then_refuses() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_slow_header_dribble_is_dropped() -> None:
+    """A client that never finishes its headers is disconnected within header_timeout, with no response."""
     fake, shim, port = await setup(limits={"header_timeout": 0.3})
     try:
         client = await raw_connect(shim.url, b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nX-A: 1\r\n")
@@ -185,6 +193,7 @@ async def test_slow_header_dribble_is_dropped() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_metrics() -> None:
+    """/metrics serves Prometheus text counting requests by dialect, route and status, tokens, streams and TTFB."""
     fake, shim, port = await setup()
     fake.content = ["a", "b"]
     try:
@@ -206,6 +215,7 @@ async def test_metrics() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_metrics_can_be_turned_off() -> None:
+    """With metrics disabled, /metrics is a 404."""
     fake, shim, port = await setup(metrics={"enabled": False})
     try:
         status, _, _ = await fetch(shim.url + "/metrics")
@@ -215,6 +225,7 @@ async def test_metrics_can_be_turned_off() -> None:
 
 
 def test_json_log_observer_writes_one_object_per_line() -> None:
+    """The json observer writes one JSON object per event at or above its level; text format needs no observer."""
     import io
 
     from twisted.logger import Logger

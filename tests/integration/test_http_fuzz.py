@@ -89,6 +89,7 @@ thinking = st.sampled_from([None, "off", "events", "show_reasoning", "bogus", "\
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(method=methods, path=paths, body=bodies, mode=thinking)
 def test_no_5xx_from_llamashim(daemon: Daemon, method: str, path: str, body: bytes, mode: str | None) -> None:
+    """Arbitrary methods, paths, headers and bodies never get a 5xx, HTML or a traceback; errors are JSON."""
     conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
     headers: dict[str, Any] = {"Content-Type": "application/json"}
     if mode is not None:

@@ -54,6 +54,7 @@ def error_of(body: bytes) -> dict[str, Any]:
 
 @pytest_twisted.ensureDeferred
 async def test_well_formed_stream_passes_byte_for_byte(env: Env) -> None:
+    """A well-formed stream reaches the client byte for byte with SSE headers; upstream gets compact JSON."""
     env.up.frames = [CHUNK, CHUNK, FINISH, DONE]
     status, headers, body = await env.post("/v1/chat/completions", {**CHAT, "stream": True})
     assert status == 200
@@ -70,6 +71,7 @@ async def test_well_formed_stream_passes_byte_for_byte(env: Env) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_alias_route_and_non_streamed(env: Env) -> None:
+    """/chat/completions serves a non-streamed reply; upstream gets compact JSON with stream false added."""
     reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}]}
     env.up.body = jsonutil.dumps(reply)
     status, _, body = await env.post("/chat/completions", b'{ "model" : "m",\n "messages": [] }')
@@ -92,6 +94,7 @@ async def test_alias_route_and_non_streamed(env: Env) -> None:
 async def test_mid_stream_failures_end_with_a_terminal_error_frame(
     env: Env, frames: list[bytes], needle: str
 ) -> None:
+    """Errors, truncation or garbage mid-stream end in an OpenAI error frame naming the cause, without [DONE]."""
     env.up.frames = frames
     status, _, body = await env.post("/v1/chat/completions", {**CHAT, "stream": True})
     assert status == 200
@@ -105,6 +108,7 @@ async def test_mid_stream_failures_end_with_a_terminal_error_frame(
 
 @pytest_twisted.ensureDeferred
 async def test_upstream_dropping_the_connection_mid_stream(env: Env) -> None:
+    """An upstream that aborts the connection mid-stream gives a final error frame and no [DONE]."""
     env.up.frames = [CHUNK]
     env.up.abort_after_frames = True
     status, _, body = await env.post("/v1/chat/completions", {**CHAT, "stream": True})
@@ -125,6 +129,7 @@ async def test_upstream_dropping_the_connection_mid_stream(env: Env) -> None:
 )
 @pytest_twisted.ensureDeferred
 async def test_bad_client_json_is_a_400(env: Env, body: bytes, needle: str) -> None:
+    """Invalid, empty, non-object or too deep JSON is a JSON 400 naming the problem and is not sent upstream."""
     status, headers, data = await env.post("/v1/chat/completions", body)
     assert status == 400
     assert headers.getRawHeaders(b"content-type")[0].startswith(b"application/json")
@@ -134,6 +139,7 @@ async def test_bad_client_json_is_a_400(env: Env, body: bytes, needle: str) -> N
 
 @pytest_twisted.ensureDeferred
 async def test_upstream_error_status_is_passed_on_in_openai_shape(env: Env) -> None:
+    """An upstream 400 reaches the client as a 400 in OpenAI error shape with llama-server's message."""
     env.up.status = 400
     env.up.body = b'{"error":{"code":400,"message":"the request exceeds the context size","type":"exceed_context"}}'
     status, _, data = await env.post("/v1/chat/completions", CHAT)
@@ -144,6 +150,7 @@ async def test_upstream_error_status_is_passed_on_in_openai_shape(env: Env) -> N
 
 @pytest_twisted.ensureDeferred
 async def test_unreachable_upstream_is_a_502() -> None:
+    """With the upstream refusing connections, chat is a 502 and /health a 503, both saying refused."""
     shim = await start_shim(config("http://127.0.0.1:1"))
     try:
         status, _, data = await fetch(shim.url + "/v1/chat/completions", "POST", jsonutil.dumps(CHAT))
@@ -158,6 +165,7 @@ async def test_unreachable_upstream_is_a_502() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_body_over_the_limit_is_a_413() -> None:
+    """A body over max_body_bytes is a 413 'too large' in OpenAI and Ollama shape and never reaches upstream."""
     up = Scripted()
     port, url = listen(up)
     cfg = config(url)
@@ -180,6 +188,7 @@ async def test_body_over_the_limit_is_a_413() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_passthrough_keeps_method_query_body_and_end_to_end_headers(env: Env) -> None:
+    """Pass-through keeps status, method, query, body and end-to-end headers; hop-by-hop ones are dropped."""
     env.up.status = 201
     env.up.headers = {b"content-type": b"application/json", b"x-upstream": b"yes", b"keep-alive": b"timeout=5"}
     env.up.body = b'{"tokens":[1,2]}'
@@ -208,6 +217,7 @@ async def test_passthrough_keeps_method_query_body_and_end_to_end_headers(env: E
 
 @pytest_twisted.ensureDeferred
 async def test_models_always_in_openai_list_shape(env: Env) -> None:
+    """A bare model array from upstream is served as an OpenAI list, its extra fields kept."""
     env.up.body = b'[{"id":"a.gguf","meta":{"n_ctx":1}}]'
     status, _, body = await fetch(env.shim.url + "/v1/models")
     assert status == 200
@@ -218,6 +228,7 @@ async def test_models_always_in_openai_list_shape(env: Env) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_health_and_debug_json(env: Env) -> None:
+    """/health reports ok or the upstream's 503 reason; /debug/json answers the body as compact JSON."""
     env.up.body = b'{"status":"ok"}'
     status, _, body = await fetch(env.shim.url + "/health")
     assert status == 200 and jsonutil.loads(body)["status"] == "ok"
@@ -252,6 +263,7 @@ async def test_ollama_chat_dialect_openai_is_an_alias() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_verbose_logs_bodies_and_says_so_and_quiet_does_not() -> None:
+    """Verbose logs request and reply bodies and announces itself; quiet does neither; keys never appear."""
     from twisted.logger import globalLogPublisher
 
     events: list[dict[str, Any]] = []

@@ -90,6 +90,7 @@ def is_ready(e: dict[str, Any]) -> bool:
 
 @pytest_twisted.ensureDeferred
 async def test_ready_then_proxied_restarted_and_stopped(child: Path) -> None:
+    """The child is proxied once ready, restarted after it dies (503 meanwhile), and none outlives stop."""
     ready = events_until(is_ready)
     shim = await start_shim(spawn_config(child))
     supervisor: LlamaSupervisor = shim.service.supervisor
@@ -122,6 +123,7 @@ async def test_ready_then_proxied_restarted_and_stopped(child: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_child_that_cannot_start_is_retried_with_growing_back_off(child: Path) -> None:
+    """A child that exits at once is restarted with doubling back-off capped at max_backoff; its status is kept."""
     delays: list[float] = []
 
     def observe(event: dict[str, Any]) -> None:
@@ -144,6 +146,7 @@ async def test_child_that_cannot_start_is_retried_with_growing_back_off(child: P
 
 
 def test_url_and_spawn_together_is_a_start_up_error(tmp_path: Path) -> None:
+    """upstream.url together with upstream.spawn is a ConfigError when the config is loaded."""
     from llamashim.config import ConfigError, load_config
 
     path = tmp_path / "c.yaml"

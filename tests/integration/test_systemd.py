@@ -22,6 +22,7 @@ def installed_copy(tmp_path: Path) -> Path:
 
 
 def test_units_verify(tmp_path: Path) -> None:
+    """systemd-analyze verify accepts the service and socket units and reports nothing about them."""
     out = installed_copy(tmp_path)
     result = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(out / "llamashim.socket"), str(out / "llamashim.service")],
@@ -33,6 +34,7 @@ def test_units_verify(tmp_path: Path) -> None:
 
 
 def test_service_is_hardened_and_uses_the_socket() -> None:
+    """The service has the promised hardening, config path, socket listener and SIGTERM; the socket is loopback."""
     service = (UNITS / "llamashim.service").read_text()
     for setting in ("DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
                     "PrivateTmp=yes", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "CapabilityBoundingSet=",

@@ -49,6 +49,7 @@ async def get(url: str, client: Any = None) -> tuple[int, Any]:
 
 @pytest_twisted.ensureDeferred
 async def test_self_signed_upstream_is_refused_by_default_naming_the_cause(certs: CertFiles) -> None:
+    """A self-signed HTTPS upstream is a 502 by default, the message naming the certificate and the host."""
     port, url = tls_upstream(certs)
     shim = await start_shim(config(url))
     try:
@@ -65,6 +66,7 @@ async def test_self_signed_upstream_is_refused_by_default_naming_the_cause(certs
 @pytest.mark.parametrize("how", ["ca_file", "verify_path"])
 @pytest_twisted.ensureDeferred
 async def test_upstream_trusted_through_ca_file(certs: CertFiles, how: str) -> None:
+    """A CA given by --ca-file or as upstream.verify makes the self-signed upstream trusted and proxied."""
     port, url = tls_upstream(certs)
     cli: dict[str, Any] = {"ca_file": str(certs.ca)} if how == "ca_file" else {}
     environ: dict[str, str] = {}
@@ -85,6 +87,7 @@ async def test_upstream_trusted_through_ca_file(certs: CertFiles, how: str) -> N
 
 @pytest_twisted.ensureDeferred
 async def test_insecure_upstream_works(certs: CertFiles) -> None:
+    """--insecure makes the self-signed HTTPS upstream reachable without verification."""
     port, url = tls_upstream(certs)
     shim = await start_shim(config(url, {"insecure": True}))
     try:
@@ -97,6 +100,7 @@ async def test_insecure_upstream_works(certs: CertFiles) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_ssl_listener_serves_https(certs: CertFiles) -> None:
+    """An ssl: listener serves HTTPS with the given certificate, proxying to the upstream."""
     up_site = Site(Props())
     up_port = reactor.listenTCP(0, up_site, interface="127.0.0.1")
     listen = f"ssl:0:interface=127.0.0.1:privateKey={certs.key}:certKey={certs.cert}"

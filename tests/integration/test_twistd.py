@@ -24,6 +24,7 @@ def twistd(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 def test_help_lists_every_option() -> None:
+    """twistd llamashim --help exits 0 and lists every documented option."""
     result = twistd("--help")
     assert result.returncode == 0
     for option in ("--config", "--listen", "--upstream", "--ca-file", "--insecure", "--thinking-mode",
@@ -44,6 +45,7 @@ def test_help_lists_every_option() -> None:
 def test_bad_configuration_is_one_line_and_non_zero(
     tmp_path: Path, args: list[str], file_text: str | None, needle: str
 ) -> None:
+    """Bad configuration exits non-zero with one 'configuration error' line naming it, and no traceback."""
     if file_text is not None:
         path = tmp_path / "c.yaml"
         path.write_text(file_text)
@@ -57,6 +59,7 @@ def test_bad_configuration_is_one_line_and_non_zero(
 
 
 def test_make_service_wires_listeners() -> None:
+    """makeService builds a LlamashimService with one listener per --listen and a site."""
     options = Options()
     options.parseOptions(
         ["--listen", "tcp:0:interface=127.0.0.1", "--listen", "unix:/tmp/llamashim-test.sock", "--upstream",
@@ -69,6 +72,7 @@ def test_make_service_wires_listeners() -> None:
 
 
 def test_systemd_listener_without_a_socket_is_a_clear_error() -> None:
+    """A systemd: listener without LISTEN_FDS exits 2 with an error naming LISTEN_FDS, and no traceback."""
     result = twistd("--listen", "systemd:domain=INET:index=0")
     assert result.returncode == 2
     assert "LISTEN_FDS" in result.stderr and "Traceback" not in result.stderr

@@ -19,6 +19,7 @@ def write(tmp_path: Path, text: str) -> str:
 
 
 def test_defaults() -> None:
+    """With no flags, environment or file, every setting has its documented default value."""
     c = load_config({}, {})
     assert c == Config()
     assert c.listen == ("tcp:11434:interface=127.0.0.1",)
@@ -32,6 +33,7 @@ def test_defaults() -> None:
 
 
 def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
+    """A CLI flag beats the environment, which beats the file; keys set only in the file still apply."""
     path = write(tmp_path, "upstream: {url: 'http://file:1'}\nthinking: {mode: events}\ntools: {streaming: native}\n")
     env = {"UPSTREAM": "http://env:2", "THINKING_MODE": "off"}
     c = load_config({"config": path, "upstream": "http://cli:3"}, env)
@@ -63,10 +65,12 @@ def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
     ],
 )
 def test_environment(env: dict[str, str], check: Any) -> None:
+    """Each environment variable sets its key (with aliases), and UPSTREAM wins over LLAMA_SERVER_PORT."""
     assert check(load_config({}, env))
 
 
 def test_cli_flags(tmp_path: Path) -> None:
+    """Repeated --listen, --ca-file, --insecure and --verbose set their keys; --ca-file with --insecure is an error."""
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
     c = load_config({"listen": ["tcp:1:interface=127.0.0.1", "unix:/tmp/s"], "ca_file": str(ca), "verbose": True}, {})
@@ -78,6 +82,7 @@ def test_cli_flags(tmp_path: Path) -> None:
 
 
 def test_config_file_from_env_and_every_section(tmp_path: Path) -> None:
+    """LLAMASHIM_CONFIG names the file; every section is read; api_keys_file adds keys, skipping comments."""
     keys = tmp_path / "keys"
     keys.write_text("# comment\nk-one-1234\n\nk-two-5678\n")
     path = write(
@@ -113,6 +118,7 @@ metrics: {{enabled: false}}
 
 
 def test_seed_proxy_config_is_accepted(tmp_path: Path) -> None:
+    """The seed proxy's keys (proxy_port, target_url, verify_ssl, ...) map onto listen, upstream, tools, log."""
     path = write(
         tmp_path,
         'proxy_port: 8066\ntarget_url: "http://localhost:8080"\nverify_ssl: true\n'
@@ -125,6 +131,7 @@ def test_seed_proxy_config_is_accepted(tmp_path: Path) -> None:
 
 
 def test_example_file_loads() -> None:
+    """The shipped etc/llamashim.yaml loads without a configuration error."""
     c = load_config({"config": str(ROOT / "etc" / "llamashim.yaml")}, {})
     assert c.upstream.url.startswith("http")
 
@@ -151,6 +158,7 @@ def test_example_file_loads() -> None:
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    """An unknown key, bad value or malformed file raises a one-line ConfigError naming the key or problem."""
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as e:
         load_config({"config": path}, {})
@@ -159,6 +167,7 @@ def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_missing_file_and_bad_env() -> None:
+    """A missing config file, bad THINKING_MODE or LISTEN_PORT, or missing api_keys_file is a named ConfigError."""
     with pytest.raises(ConfigError, match="does not exist"):
         load_config({"config": "/no/such/file.yaml"}, {})
     with pytest.raises(ConfigError, match="THINKING_MODE"):

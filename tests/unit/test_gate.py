@@ -28,6 +28,7 @@ KEYED = Gate(api_keys=(b"sk-alpha-1234", b"sk-beta-5678"))
     ],
 )
 def test_api_keys(headers: Headers, ok: bool) -> None:
+    """A listed key as Bearer (any case) or x-api-key passes; anything else is a 401 that does not echo the key."""
     err = KEYED.check(b"POST", b"/v1/chat/completions", headers)
     assert (err is None) is ok
     if not ok:
@@ -40,16 +41,19 @@ def test_api_keys(headers: Headers, ok: bool) -> None:
      (b"GET", b"/"), (b"HEAD", b"/")],
 )
 def test_open_paths_need_no_key(method: bytes, path: bytes) -> None:
+    """Health, version, tags, show and GET/HEAD / pass the key check without any key."""
     assert KEYED.check(method, path, h(host="127.0.0.1")) is None
 
 
 def test_post_to_root_is_not_open() -> None:
+    """Only GET / is open: a POST to / without a key is a 401."""
     assert "GET /" in DEFAULT_OPEN_PATHS
     err = KEYED.check(b"POST", b"/", h(host="127.0.0.1"))
     assert err is not None and err.status == 401
 
 
 def test_no_keys_means_no_auth() -> None:
+    """With no API keys configured, a chat request without credentials passes."""
     assert Gate().check(b"POST", b"/v1/chat/completions", h(host="localhost")) is None
 
 
@@ -59,6 +63,7 @@ def test_no_keys_means_no_auth() -> None:
      ("evil.example:11434", False), ("", False), ("127.0.0.1.evil.example", False)],
 )
 def test_host_allow_list(host: str, ok: bool) -> None:
+    """Loopback Host headers (any case, with a port, IPv6) pass; other or empty hosts are a 403."""
     err = Gate().check(b"GET", b"/v1/models", h(host=host))
     assert (err is None) is ok
     if not ok:
@@ -66,12 +71,14 @@ def test_host_allow_list(host: str, ok: bool) -> None:
 
 
 def test_host_of() -> None:
+    """host_of lower-cases and drops the port, keeps IPv6 brackets and leaves a bare IPv6 address whole."""
     assert host_of(b"Example.COM:80") == "example.com"
     assert host_of(b"[::1]:8080") == "[::1]"
     assert host_of(b"::1") == "::1"
 
 
 def test_default_hosts_from_listeners() -> None:
+    """Listener interfaces plus localhost form the Host allow-list; no interface or 0.0.0.0 turns it off."""
     hosts = hosts_for_listeners(["tcp:11434:interface=127.0.0.1", "tcp:8000:interface=10.1.2.3"])
     assert hosts is not None and "10.1.2.3" in hosts and "localhost" in hosts
     assert hosts_for_listeners(["tcp:11434"]) is None
@@ -80,6 +87,7 @@ def test_default_hosts_from_listeners() -> None:
 
 
 def test_cors() -> None:
+    """CORS headers go only to listed origins (or '*'); preflights echo the asked headers; off by default."""
     g = Gate(cors_origins=("https://app.example",))
     assert g.cors_headers(h(origin="https://other.example"), False) == {}
     simple = g.cors_headers(h(origin="https://app.example"), False)
@@ -93,5 +101,6 @@ def test_cors() -> None:
 
 
 def test_key_hint_never_shows_the_key() -> None:
+    """key_hint shows only the last four characters of a key, and nothing of a short one."""
     assert key_hint("sk-verysecretkey-abcd") == "…abcd"
     assert key_hint("short") == "…"

@@ -28,6 +28,7 @@ def ident(name: str) -> str:
 
 
 def test_chat_request_mapping() -> None:
+    """An Ollama chat body maps to OpenAI: images, tool calls and ids, format, options; unknown options reported."""
     body = {
         "model": "m:latest",
         "messages": [
@@ -57,6 +58,7 @@ def test_chat_request_mapping() -> None:
 
 
 def test_generate_request_mapping() -> None:
+    """A generate body maps to system and user messages, json format and input_suffix; stream false, no options."""
     out, _ = ollama.generate_request_to_openai(
         {"model": "m", "prompt": "hi", "system": "sys", "suffix": "end", "format": "json", "stream": False}, ident
     )
@@ -72,6 +74,7 @@ def test_generate_request_mapping() -> None:
      {"model": "m", "messages": [{"role": "user", "images": "x"}]}],
 )
 def test_bad_requests_are_400(body: dict[str, Any]) -> None:
+    """Malformed chat bodies (model, messages, options, format, stream, images) raise BadRequest."""
     with pytest.raises(BadRequest):
         ollama.chat_request_to_openai(body, ident)
 
@@ -80,6 +83,7 @@ def test_bad_requests_are_400(body: dict[str, Any]) -> None:
                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
                     max_leaves=20))
 def test_mapping_never_raises_anything_but_a_400(value: Any) -> None:
+    """For arbitrary JSON, chat and generate mapping either succeed or raise BadRequest, never another error."""
     for body in (value, {"model": "m", "messages": value}, {"model": "m", "messages": [value]},
                  {"model": "m", "options": value, "format": value}):
         if not isinstance(body, dict):
@@ -96,6 +100,7 @@ def chunk(delta: dict[str, Any], finish: str | None = None) -> Chunk:
 
 
 def test_encoder_lines_parse_as_ollama_chat_responses() -> None:
+    """Encoded NDJSON lines validate as ChatResponses with thinking, content, tool calls, counts, durations."""
     enc = ollama.OllamaChatEncoder("m", lambda: 1_700_000_000.0)
     out = enc([
         chunk({"role": "assistant", "content": None}),
@@ -121,6 +126,7 @@ def test_encoder_lines_parse_as_ollama_chat_responses() -> None:
 
 
 def test_encoder_error_line_and_length() -> None:
+    """A length finish gives done_reason length (generate shape); a stream error ends with an error line."""
     enc = ollama.OllamaChatEncoder("m", lambda: 0.0, generate=True)
     out = enc([chunk({"content": "a"}), chunk({}, "length"), Done()])
     last = json.loads(out.splitlines()[-1])
@@ -130,6 +136,7 @@ def test_encoder_error_line_and_length() -> None:
 
 
 def test_non_streamed_reply() -> None:
+    """A non-streamed OpenAI tool-call reply becomes a done ChatResponse with dict arguments and token counts."""
     reply = json.loads((FIXTURES / "real_tool_reply.json").read_text())
     out = ollama.chat_reply_to_ollama(reply, "m", 0.0)
     parsed = ChatResponse.model_validate(out)
@@ -139,6 +146,7 @@ def test_non_streamed_reply() -> None:
 
 
 def test_metadata_from_a_real_server() -> None:
+    """Tags, show and ps from real llama-server metadata validate; capabilities follow props; unknown is None."""
     tags = ListResponse.model_validate(ollama.tags_body(MODELS, PROPS))
     assert tags.models[0].model == MODEL_ID
     assert ollama.tags_body(MODELS, PROPS)["models"][0]["name"] == "SmolLM2-135M-Instruct.Q4_1"
@@ -161,11 +169,13 @@ def test_metadata_from_a_real_server() -> None:
     [MODELS, {"data": MODELS["data"]}, MODELS["data"], {"models": MODELS["models"]}],
 )
 def test_every_models_shape(shape: Any) -> None:
+    """Every /v1/models shape llama-server may send is normalised to an OpenAI list with the model id."""
     listed = ollama.normalise_openai_models(shape)
     assert listed["object"] == "list" and listed["data"][0]["id"] == MODEL_ID
 
 
 def test_resolve_model() -> None:
+    """Names resolve to upstream ids by basename, ignoring :latest; unknown ones pass through; one model wins."""
     ids = ["/m/a.gguf", "/m/b.gguf"]
     assert ollama.resolve_model("a", ids) == "/m/a.gguf"
     assert ollama.resolve_model("a:latest", ids) == "/m/a.gguf"
@@ -175,6 +185,7 @@ def test_resolve_model() -> None:
 
 
 def test_embeddings() -> None:
+    """Embed replies map to the new and legacy shapes; embed input passes as is; a list legacy prompt is a 400."""
     reply = {"data": [{"embedding": [0.1, 0.2]}, {"embedding": [0.3, 0.4]}], "usage": {"prompt_tokens": 2}}
     EmbedResponse.model_validate(ollama.embed_body(reply, "m", legacy=False))
     assert ollama.embed_body(reply, "m", legacy=True) == {"embedding": [0.1, 0.2]}
@@ -184,6 +195,7 @@ def test_embeddings() -> None:
 
 
 def test_llama_server_sampling_options_pass_through() -> None:
+    """llama-server options (logit_bias, grammar) pass through to the request; unknown ones are reported."""
     out, ignored = ollama.chat_request_to_openai(
         {"model": "m", "messages": [], "options": {"logit_bias": [[7639, False]], "grammar": "root ::= x", "mmap": 1}},
         ident,

@@ -15,7 +15,7 @@ from llamashim.stream.reasoning import (
     ReasoningStyle,
     apply_to_reply,
     mode_for_request,
-    ollama_mode,
+    separate_mode,
 )
 
 STYLE = ReasoningStyle()
@@ -81,6 +81,7 @@ EXPECTED = {
 @pytest.mark.parametrize("tools", [False, True])
 @pytest.mark.parametrize("mode", MODES)
 def test_reasoning_content_source(mode: str, tools: bool) -> None:
+    """Streamed reasoning_content goes to content, reasoning_content or events per mode; tool calls survive."""
     out = visible(run(mode, rc_stream(["I ", "think."], ["Ans", "wer."], tools)))
     if mode in ("default", "both"):
         assert out[:2] == ("Answer.", "I think.")
@@ -92,6 +93,7 @@ def test_reasoning_content_source(mode: str, tools: bool) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_inline_source(mode: str) -> None:
+    """Inline <think> split across chunks stays in content for default/both (both adds events); others route it."""
     out = visible(run(mode, inline_stream(["<thi", "nk>I ", "think.</th", "ink>\n\n", "Answer."])))
     if mode in ("default", "both"):
         assert out[0] == "<think>I think.</think>\n\nAnswer."
@@ -102,6 +104,7 @@ def test_inline_source(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_non_streamed(mode: str) -> None:
+    """Non-streamed replies (reasoning_content or inline <think>) yield the reasoning and are rewritten per mode."""
     for msg in ({"role": "assistant", "reasoning_content": "I think.", "content": "Answer."},
                 {"role": "assistant", "content": "<think>I think.</think>\n\nAnswer."}):
         reply = {"choices": [{"index": 0, "message": msg, "finish_reason": "stop"}]}
@@ -120,6 +123,7 @@ def test_non_streamed(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_answer_without_reasoning_flows_at_once(mode: str) -> None:
+    """Content with no think tag is emitted at once, and later chunks pass as the very same objects."""
     router = ReasoningRouter(mode, STYLE)
     first = chunk({"content": "Hello"})
     out = router.feed(first)
@@ -130,6 +134,7 @@ def test_answer_without_reasoning_flows_at_once(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", ["show_reasoning", "events", "off", "separate"])
 def test_only_a_possible_tag_start_is_held(mode: str) -> None:
+    """Only a possible <think> prefix is held; it is released once it stops matching; <thinking> passes."""
     router = ReasoningRouter(mode, STYLE)
     assert visible(router.feed(chunk({"content": "<th"})))[0] == ""
     assert visible(router.feed(chunk({"content": "e weather"})))[0] == "<the weather"
@@ -139,6 +144,7 @@ def test_only_a_possible_tag_start_is_held(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_unterminated_think_block(mode: str) -> None:
+    """A <think> cut off by the stream's end is flushed as prefixed content, events or reasoning, or dropped (off)."""
     items: list[Item] = [chunk({"content": "<think>still thinking"}), chunk({"content": " </thi"})]
     out = visible(run(mode, items))  # the stream ends here, without finish or [DONE]
     if mode == "show_reasoning":
@@ -152,12 +158,14 @@ def test_unterminated_think_block(mode: str) -> None:
 
 
 def test_held_text_comes_before_the_finish_and_done() -> None:
+    """Held text that never becomes a tag is released when the stream ends, and Done stays the last item."""
     out = run("off", [chunk({"content": "<t"}), chunk({}, "length"), Done()])
     assert visible(out)[0] == "<t"
     assert isinstance(out[-1], Done)
 
 
 def test_debug_hook_sees_every_fragment() -> None:
+    """The debug hook is told where each reasoning and answer fragment was routed."""
     seen: list[tuple[str, str]] = []
     router = ReasoningRouter("events", STYLE, lambda where, text: seen.append((where, text)))
     for item in rc_stream(["a"], ["b"]):
@@ -171,6 +179,7 @@ TEXT = "  <think>Let me think about \u00e9t\u00e9 ☕.</think>\n\nThe answer is 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=len(TEXT)), max_size=10), st.sampled_from(MODES))
 def test_any_split_gives_the_same_visible_result(cuts: list[int], mode: str) -> None:
+    """Splitting inline-think text at any points gives the same visible result as one chunk, in every mode."""
     points = sorted(set(cuts))
     pieces = [TEXT[a:b] for a, b in zip([0, *points], [*points, len(TEXT)], strict=True)]
     whole = visible(run(mode, inline_stream([TEXT])))
@@ -179,13 +188,14 @@ def test_any_split_gives_the_same_visible_result(cuts: list[int], mode: str) -> 
 
 
 def test_mode_for_request_and_ollama_mode() -> None:
+    """The header picks the mode (any case, aliases; unknown is a 400); Ollama's think flag maps to a mode."""
     assert mode_for_request("default", None) == "default"
     assert mode_for_request("default", b"Off") == "off"
     assert mode_for_request("off", "content") == "show_reasoning"
     with pytest.raises(BadRequest):
         mode_for_request("default", b"loud")
-    assert ollama_mode("default", None) == "separate"
-    assert ollama_mode("both", True) == "separate"
-    assert ollama_mode("events", False) == "off"
-    assert ollama_mode("show_reasoning", None) == "show_reasoning"
-    assert ollama_mode("off", True) == "off"
+    assert separate_mode("default", None) == "separate"
+    assert separate_mode("both", True) == "separate"
+    assert separate_mode("events", False) == "off"
+    assert separate_mode("show_reasoning", None) == "show_reasoning"
+    assert separate_mode("off", True) == "off"

@@ -67,6 +67,7 @@ def start(
 
 
 def test_upstream_transport_is_a_streaming_producer_on_the_request() -> None:
+    """The upstream transport is the request's streaming producer; frames pass unchanged; it is unregistered."""
     clock = Clock()
     request, response, d = start(clock)
     assert request.producer is response.transport and request.streaming is True
@@ -77,6 +78,7 @@ def test_upstream_transport_is_a_streaming_producer_on_the_request() -> None:
 
 
 def test_cancel_closes_the_upstream_and_leaves_the_request_alone() -> None:
+    """Cancelling the relay stops the upstream transport and does not finish the request."""
     clock = Clock()
     request, response, d = start(clock)
     response.protocol.dataReceived(FRAME)
@@ -86,6 +88,7 @@ def test_cancel_closes_the_upstream_and_leaves_the_request_alone() -> None:
 
 
 def test_idle_upstream_ends_with_a_terminal_error_frame() -> None:
+    """Silence past the idle timeout (reset by each frame) stops the upstream and ends with an idle_timeout error."""
     clock = Clock()
     request, response, d = start(clock, idle=30)
     response.protocol.dataReceived(FRAME)
@@ -102,6 +105,7 @@ def test_idle_upstream_ends_with_a_terminal_error_frame() -> None:
 
 
 def test_heartbeat_comments_only_when_quiet() -> None:
+    """A heartbeat comment is written only after heartbeat seconds without a frame; no timer is left after."""
     clock = Clock()
     request, response, d = start(clock, heartbeat=15)
     clock.advance(15)
@@ -118,6 +122,7 @@ def test_heartbeat_comments_only_when_quiet() -> None:
 
 
 def test_drain_ends_the_stream_with_an_error_frame() -> None:
+    """The drain hook writes a shutting-down error frame, finishes the request and stops the upstream."""
     clock = Clock()
     request, response, d = start(clock)
     response.protocol.dataReceived(FRAME)

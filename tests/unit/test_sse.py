@@ -38,6 +38,7 @@ def parse_all(chunks: list[bytes]) -> list[SSEEvent | SSEComment]:
 
 
 def test_whole_stream() -> None:
+    """A real stream parses to events and a comment, keeping UTF-8 data, each event's raw bytes and event names."""
     evs = parse_all([REAL])
     assert [type(e).__name__ for e in evs] == ["SSEEvent", "SSEEvent", "SSEComment", "SSEEvent", "SSEEvent"]
     first = evs[1]
@@ -59,6 +60,7 @@ def test_any_split_gives_the_same_events(cuts: list[int]) -> None:
 
 @given(st.sampled_from([b"\n", b"\r\n", b"\r"]), st.lists(st.integers(min_value=0, max_value=60), max_size=8))
 def test_line_endings_and_splits(eol: bytes, cuts: list[int]) -> None:
+    """LF, CRLF or CR endings, split anywhere, give the same events, multi-line data joined, and comments."""
     text = b"event: e" + eol + b"data: a" + eol + b"data: b" + eol + b": c" + eol + eol + b"data: z" + eol + eol
     points = sorted({c for c in cuts if c <= len(text)})
     pieces = [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
@@ -68,6 +70,7 @@ def test_line_endings_and_splits(eol: bytes, cuts: list[int]) -> None:
 
 
 def test_unterminated_last_event_is_dispatched_at_finish() -> None:
+    """An event without its closing blank line is dispatched by finish(), not by feed()."""
     p = SSEParser()
     assert p.feed(b'data: {"a":1}') == []
     evs = p.finish()
@@ -75,11 +78,13 @@ def test_unterminated_last_event_is_dispatched_at_finish() -> None:
 
 
 def test_field_without_space_and_unknown_fields() -> None:
+    """A field without a space after the colon is read; id and retry are kept; unknown fields are ignored."""
     evs = parse_all([b"data:x\nfoo: bar\nid: 7\nretry: 10\n\n"])
     assert evs == [SSEEvent("x", None, "7", 10, None, b"data:x\nfoo: bar\nid: 7\nretry: 10\n\n")]
 
 
 def test_items_from_events() -> None:
+    """Events map to Done, Chunk (raw kept), StreamError (error, legacy, non-JSON), Passthrough, or nothing."""
     assert isinstance(items_from_event(SSEEvent("[DONE]")), Done)
     chunk = items_from_event(SSEEvent('{"choices":[]}', raw=b'data: {"choices":[]}\n\n'))
     assert isinstance(chunk, Chunk) and chunk.raw == b'data: {"choices":[]}\n\n'
@@ -95,6 +100,7 @@ def test_items_from_events() -> None:
 
 
 def test_encoder() -> None:
+    """The OpenAI writer re-emits raw chunks as is and encodes chunks, thinking events, comments, errors, [DONE]."""
     raw = b'data: {"choices":[],"x":1}\n\n'
     out = encode_openai_items(
         [
@@ -117,4 +123,5 @@ def test_encoder() -> None:
 
 
 def test_comment_cannot_inject_lines() -> None:
+    """Line breaks in a comment's text become spaces, so it cannot inject SSE lines."""
     assert encode_comment("a\nb\rc") == b": a b c\n\n"

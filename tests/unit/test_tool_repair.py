@@ -47,6 +47,7 @@ def repaired_tool(t: Any) -> tuple[dict[str, Any], list[str]]:
     ],
 )
 def test_tool_repairs(given: dict[str, Any], expected_params: dict[str, Any], log_needle: str) -> None:
+    """Each repairable tool shape becomes a function tool with object parameters, is logged, and is not mutated."""
     before = copy.deepcopy(given)
     out, lines = repaired_tool(given)
     assert out["type"] == "function"
@@ -57,6 +58,7 @@ def test_tool_repairs(given: dict[str, Any], expected_params: dict[str, Any], lo
 
 
 def test_well_formed_request_is_returned_as_is_and_logs_nothing() -> None:
+    """A well-formed request is returned as the same object and nothing is logged."""
     body = {
         "model": "m",
         "messages": [
@@ -73,6 +75,7 @@ def test_well_formed_request_is_returned_as_is_and_logs_nothing() -> None:
 
 
 def test_legacy_functions_become_tools() -> None:
+    """Legacy functions and function_call become tools and tool_choice."""
     out = repair_chat_request(
         {"messages": [], "functions": [{"name": "f", "parameters": GOOD_PARAMS}], "function_call": {"name": "f"}},
         Log(),
@@ -84,11 +87,13 @@ def test_legacy_functions_become_tools() -> None:
 
 @pytest.mark.parametrize("empty", [[], None])
 def test_empty_tools_removed_with_tool_choice(empty: Any) -> None:
+    """An empty or null tools list is removed together with tool_choice."""
     out = repair_chat_request({"messages": [], "tools": empty, "tool_choice": "auto"}, Log())
     assert "tools" not in out and "tool_choice" not in out
 
 
 def test_message_fixups() -> None:
+    """Object arguments become JSON text, calls get id and type, null content '', tool results the call's id."""
     log = Log()
     body = {
         "messages": [
@@ -123,6 +128,7 @@ def test_message_fixups() -> None:
     ],
 )
 def test_unrepairable_shapes_are_400s(body: dict[str, Any], needle: str) -> None:
+    """Shapes that cannot be repaired are a 400 whose message names the offending index or field."""
     with pytest.raises(BadRequest) as e:
         repair_chat_request(body, Log())
     assert e.value.status == 400 and needle in e.value.message
@@ -160,6 +166,7 @@ tool_like = st.fixed_dictionaries({}, optional={
            optional={"content": json_values, "tool_calls": json_values, "tool_call_id": json_values}), max_size=3)),
        functions=json_values)
 def test_repair_never_raises_anything_but_a_400(tools: Any, messages: Any, functions: Any) -> None:
+    """For arbitrary tools, messages and functions, repair returns JSON-serialisable output or a BadRequest."""
     for body in ({"tools": tools, "messages": messages}, {"functions": functions, "messages": []}):
         try:
             out = repair_chat_request(body, Log())

@@ -47,6 +47,7 @@ def run(stage_items: list[Item], include_usage: bool = False) -> bytes:
 
 
 def test_real_tool_stream_passes_byte_for_byte() -> None:
+    """A real tool stream fed in 7-byte reads comes out byte for byte, and the SDK assembles the call."""
     raw = (FIXTURES / "real_tool_stream.sse").read_bytes()
     pipe = StreamPipeline([ToolCallConformance(False)], encode_openai_items)
     out = b"".join(pipe.feed(raw[i : i + 7]) for i in range(0, len(raw), 7)) + pipe.finish()
@@ -86,12 +87,14 @@ def test_sloppy_native_stream_is_made_conformant() -> None:
 
 
 def test_content_chunks_pass_as_the_same_objects() -> None:
+    """Content-only chunks pass through conformance as the very same objects."""
     stage = ToolCallConformance(False)
     c = Chunk({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "x"}}]}, b"raw")
     assert stage.feed(c)[0] is c
 
 
 def test_upstream_usage_is_not_duplicated() -> None:
+    """When the upstream sends usage, conformance with include_usage emits exactly one usage chunk."""
     usage = Chunk({"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 3}})
     out = run([chunk({"content": "x"}), chunk({}, "stop"), usage, Done()], include_usage=True)
     assert sum(1 for v in sse_chunks(out) if "usage" in v) == 1
@@ -121,6 +124,7 @@ REPLY = {
 
 @pytest.mark.parametrize("size", [1, 7, 50, 10_000])
 def test_synthesized_stream_is_what_the_sdk_expects(size: int) -> None:
+    """A synthesized stream: role first, content in pieces of at most size, usage last; the SDK gets both calls."""
     out = run(synthesize_items(REPLY, size, include_usage=True))
     assert out.endswith(b"data: [DONE]\n\n")
     values = sse_chunks(out)
@@ -138,6 +142,7 @@ def test_synthesized_stream_is_what_the_sdk_expects(size: int) -> None:
 
 
 def test_synthesis_keeps_length() -> None:
+    """A synthesized stream keeps finish_reason length and, without include_usage, sends no usage."""
     reply = {"choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "abc"}}]}
     values = sse_chunks(run(synthesize_items(reply, 2, include_usage=False)))
     assert [v["choices"][0]["finish_reason"] for v in values][-1] == "length"
@@ -145,6 +150,7 @@ def test_synthesis_keeps_length() -> None:
 
 
 def test_normalise_reply() -> None:
+    """normalise_reply gives calls a type, id and JSON-text arguments and finish tool_calls; plain replies are kept."""
     out = normalise_reply(REPLY)
     calls = out["choices"][0]["message"]["tool_calls"]
     assert calls[1]["type"] == "function" and calls[1]["id"] and calls[1]["function"]["arguments"] == '{"city":"Rome"}'
@@ -154,6 +160,7 @@ def test_normalise_reply() -> None:
 
 
 def test_old_build_detection() -> None:
+    """The 'Cannot use tools with stream' 500 is recognised; only a JSON chat reply is taken as a stream answer."""
     body = b'{"error":{"code":500,"message":"Cannot use tools with stream","type":"server_error"}}'
     assert is_stream_tools_refusal(500, body)
     assert not is_stream_tools_refusal(500, b'{"error":{"message":"other"}}')
@@ -181,6 +188,7 @@ calls = st.lists(
 def test_synthesized_stream_accumulates_to_exactly_the_message(
     content: str, reasoning: str, tool_calls: list[tuple[str, dict[str, Any]]], size: int, finish: str
 ) -> None:
+    """Any synthesized reply accumulates in the SDK to exactly its content, reasoning, tool calls and finish."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if reasoning:
         message["reasoning_content"] = reasoning
@@ -207,6 +215,7 @@ def test_synthesized_stream_accumulates_to_exactly_the_message(
 def test_conformance_is_idempotent_on_well_formed_streams(
     content: str, tool_calls: list[tuple[str, dict[str, Any]]], size: int
 ) -> None:
+    """Feeding an already conformant stream through conformance again changes no byte."""
     message: dict[str, Any] = {"role": "assistant", "content": content, "tool_calls": [
         {"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
         for i, (n, a) in enumerate(tool_calls)]}

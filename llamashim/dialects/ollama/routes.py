@@ -19,7 +19,7 @@ from llamashim.dialects.ollama import mapping as ollama
 from llamashim.dialects.ollama.dialect import OLLAMA
 from llamashim.dialects.openai_chat.routes import chat_call
 from llamashim.errors import ShimError
-from llamashim.stream.reasoning import ollama_mode
+from llamashim.stream.reasoning import separate_mode
 from llamashim.stream.relay import json_reply
 from llamashim.upstream.body import BytesProducer
 from llamashim.web.deps import RouteDeps
@@ -144,7 +144,7 @@ class OllamaRoutes:
             chat_body,
             ollama.OllamaChatEncoder(model_name, clock.seconds, generate),
             reply,
-            ollama_mode(self.config.thinking.mode, body.get("think")),
+            separate_mode(self.config.thinking.mode, body.get("think")),
             include_usage=True,
             model=model_name,
         )

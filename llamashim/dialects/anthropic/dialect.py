@@ -1,0 +1,32 @@
+"""The Anthropic Messages dialect's wire shapes: ``{"type":"error","error":{...}}`` with Anthropic's statuses
+(503 → 529 ``overloaded_error``; llama-server's context overflow → 400 "prompt is too long"), ``event: error`` after
+the first byte, ``event: ping`` as the heartbeat."""
+
+from __future__ import annotations
+
+from llamashim.dialects.anthropic.errors import error_response, stream_error_event
+from llamashim.dialects.anthropic.events import PING
+from llamashim.dialects.base import Dialect
+from llamashim.errors import ShimError
+from llamashim.stream.items import StreamError
+
+
+class AnthropicDialect(Dialect):
+    name = "anthropic"
+    prefixes = (b"/v1/messages",)
+    stream_content_type = b"text/event-stream; charset=utf-8"
+
+    def error_body(self, err: ShimError) -> bytes:
+        return error_response(err.status, err.message)[1]
+
+    def error_status(self, err: ShimError) -> int:
+        return error_response(err.status, err.message)[0]
+
+    def stream_error(self, err: StreamError) -> bytes:
+        return stream_error_event(err)
+
+    def heartbeat(self) -> bytes:
+        return PING
+
+
+ANTHROPIC = AnthropicDialect()

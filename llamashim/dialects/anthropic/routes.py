@@ -1,0 +1,80 @@
+"""The Anthropic Messages routes: ``POST /v1/messages`` (streamed and not) and ``POST /v1/messages/count_tokens``.
+
+A Messages request is translated (:mod:`.translate`) onto the shared chat flow, so tool repair, tool-call
+conformance, old-build synthesis, reasoning routing and the idle timeout apply; the answer comes back as Anthropic's
+events (:mod:`.events`). Claude Code's per-request billing-header system block is dropped before the request goes
+upstream (``anthropic.strip_billing_header``), so llama-server's prompt cache is reused turn after turn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from llamashim.chat.call import ChatCall
+from llamashim.chat.flow import forwarded_headers
+from llamashim.chat.tokens import count_prompt_tokens
+from llamashim.dialects.anthropic.dialect import ANTHROPIC
+from llamashim.dialects.anthropic.events import MessagesEncoder, message_object, new_message_id
+from llamashim.dialects.anthropic.translate import MessagesRequest, request_to_chat
+from llamashim.stream.reasoning import separate_mode
+from llamashim.web.deps import RouteDeps
+from llamashim.web.respond import read_json_object, send_json
+from llamashim.web.routing import answer_errors, api_route
+
+
+class AnthropicRoutes:
+    app = Klein()
+    answer_errors(app)
+    log = Logger()
+    dialect = ANTHROPIC
+    mounts = (b"/v1/messages",)
+
+    def __init__(self, deps: RouteDeps) -> None:
+        self.deps = deps
+        self.slots = deps.slots
+        self._told_billing = False
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    def _translate(self, request: Request, count_only: bool = False) -> MessagesRequest:
+        body = read_json_object(request, self.deps.config.limits.max_json_depth)
+        if count_only:
+            body.setdefault("max_tokens", 1)  # count_tokens bodies carry none
+        translated = request_to_chat(
+            body, strip_billing_header=self.deps.config.anthropic.strip_billing_header, log=self.log.debug
+        )
+        if translated.stripped_billing_header and not self._told_billing:
+            self._told_billing = True
+            self.log.debug("anthropic: dropping the per-request x-anthropic-billing-header system block (it would "
+                           "defeat the upstream's prompt cache; anthropic.strip_billing_header)")
+        return translated
+
+    @api_route(app, "/", route="messages")
+    async def messages(self, request: Request) -> bytes | None:
+        translated = self._translate(request)
+        message_id = new_message_id()
+        model = translated.model
+        thinking = translated.thinking
+        mode = "off" if thinking is not None and not thinking.enabled else separate_mode(
+            self.deps.config.thinking.mode
+        )
+
+        def reply(answer: dict[str, Any]) -> dict[str, Any]:
+            return message_object(answer, model, message_id)
+
+        call = ChatCall(
+            ANTHROPIC, translated.chat_body, MessagesEncoder(model, message_id), reply, mode, True, model=model
+        )
+        return await self.deps.flow.run(request, call)
+
+    @api_route(app, "/count_tokens", route="messages_count_tokens")
+    async def count_tokens(self, request: Request) -> bytes:
+        translated = self._translate(request, count_only=True)
+        body = self.deps.flow.resolved(translated.chat_body)
+        n = await count_prompt_tokens(self.deps.upstream, body, forwarded_headers(request))
+        return send_json(request, {"input_tokens": n})

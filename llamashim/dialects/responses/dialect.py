@@ -1,0 +1,34 @@
+"""The OpenAI Responses dialect's wire shapes: OpenAI's error body (string ``code``, ``param``) before the first
+byte; after it an ``error`` event (the running encoder adds ``response.failed``); SSE comments as heartbeats."""
+
+from __future__ import annotations
+
+from llamashim.dialects.base import Dialect
+from llamashim.dialects.responses.events import error_body, response_error_code
+from llamashim.errors import ShimError
+from llamashim.stream.items import StreamError
+from llamashim.stream.sse import encode_comment, encode_event
+
+_KEEPALIVE = encode_comment("keep-alive")
+
+
+class ResponsesDialect(Dialect):
+    name = "responses"
+    prefixes = (b"/v1/responses", b"/responses")
+    stream_content_type = b"text/event-stream; charset=utf-8"
+
+    def error_body(self, err: ShimError) -> bytes:
+        return error_body(err)
+
+    def stream_error(self, err: StreamError) -> bytes:
+        value = {"type": "error", "code": response_error_code(err.type, err.code), "message": err.message,
+                 "param": None, "sequence_number": 0}
+        return encode_event("error", value)
+
+    def heartbeat(self) -> bytes:
+        return _KEEPALIVE
+
+
+RESPONSES = ResponsesDialect()
+
+

@@ -1,0 +1,178 @@
+"""The OpenAI Responses routes (``/v1/responses``, also without ``/v1``).
+
+``POST /`` translates a Responses request (:mod:`.translate`) onto the shared chat flow — tool repair, tool-call
+conformance, old-build synthesis, reasoning routing, the idle timeout — and answers with Responses events
+(:mod:`.events`) or the response object. With ``store`` (the default), the response, its input items and the
+conversation behind it go to the store (:mod:`.store`) before the client's answer ends, so a follow-up
+``previous_response_id`` never races the write. ``GET``/``DELETE /{id}``, ``GET /{id}/input_items`` and
+``POST /input_tokens`` complete the API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from llamashim.chat.call import ChatCall
+from llamashim.chat.flow import forwarded_headers
+from llamashim.chat.tokens import count_prompt_tokens
+from llamashim.dialects.responses.dialect import RESPONSES
+from llamashim.dialects.responses.events import ResponsesEncoder, previous_response_not_found, response_object
+from llamashim.dialects.responses.store import ResponseStore, Stored, default_store_path
+from llamashim.dialects.responses.translate import ResponsesRequest, conversation, request_to_chat
+from llamashim.errors import ShimError
+from llamashim.jsonutil import arr
+from llamashim.stream.reasoning import separate_mode
+from llamashim.web.context import context_of
+from llamashim.web.deps import RouteDeps
+from llamashim.web.respond import read_json_object, send_json
+from llamashim.web.routing import answer_errors, api_route
+
+JSON = dict[str, Any]
+
+
+def new_response_id() -> str:
+    return "resp_" + uuid.uuid4().hex
+
+
+def input_items(value: Any) -> list[JSON]:
+    """A request's ``input`` as the list of items ``GET /{id}/input_items`` returns, each with an id."""
+    if isinstance(value, str):
+        value = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
+    out = []
+    for item in arr(value):
+        if isinstance(item, dict):
+            if not item.get("id"):
+                prefix = "msg_" if item.get("type", "message") == "message" else "item_"
+                item = {"id": prefix + uuid.uuid4().hex, **item}
+            out.append(item)
+    return out
+
+
+def not_found(response_id: str) -> ShimError:
+    return ShimError(404, f"Response with id '{response_id}' not found.", "invalid_request_error", "not_found")
+
+
+class ResponsesRoutes:
+    app = Klein()
+    answer_errors(app)
+    log = Logger()
+    dialect = RESPONSES
+    mounts = (b"/v1/responses", b"/responses")
+
+    def __init__(self, deps: RouteDeps) -> None:
+        self.deps = deps
+        self.slots = deps.slots
+        settings = deps.config.responses
+        self.store: ResponseStore | None = None
+        if settings.store:
+            path = settings.store_path or default_store_path()
+            self.store = ResponseStore(deps.clock, path, settings.max_age, settings.max_items)
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    def services(self) -> list[Any]:
+        return [self.store] if self.store is not None else []
+
+    async def _stored(self, request: Request, response_id: str) -> Stored:
+        stored = await self.store.get(context_of(request).owner, response_id) if self.store is not None else None
+        if stored is None:
+            raise not_found(response_id)
+        return stored
+
+    # -- create ----------------------------------------------------------------------------------------------
+
+    async def _translate(self, request: Request, body: JSON) -> tuple[ResponsesRequest, list[JSON]]:
+        """The translated request and the stored conversation it continues (404 for an unknown previous id)."""
+        history: list[JSON] = []
+        previous = body.get("previous_response_id")
+        if isinstance(previous, str) and previous:
+            stored = await self.store.get(context_of(request).owner, previous) if self.store is not None else None
+            if stored is None:
+                raise previous_response_not_found(previous)
+            history = stored.conversation
+        return request_to_chat(body, history, self.log.debug), history
+
+    @api_route(app, "/", route="responses")
+    async def create(self, request: Request) -> bytes | None:
+        body = read_json_object(request, self.deps.config.limits.max_json_depth)
+        translated, history = await self._translate(request, body)
+        response_id = new_response_id()
+        created = int(self.deps.clock.seconds())
+        encoder = ResponsesEncoder(translated, response_id, created)
+        answered: list[JSON] = []
+
+        def reply(answer: JSON) -> JSON:
+            answered.append(response_object(translated, answer, response_id, created))
+            return answered[0]
+
+        async def keep() -> None:
+            final = answered[0] if answered else encoder.response
+            if final is None or self.store is None or not translated.store:
+                return
+            try:
+                await self.store.put(
+                    context_of(request).owner,
+                    final,
+                    input_items(body.get("input")),
+                    conversation([*history, *translated.input_messages], final),
+                )
+            except Exception:  # the answer is never lost for a failed write; the log says so (without bodies)
+                self.log.failure("responses store: could not keep {id}", id=response_id)
+
+        def on_complete() -> Deferred[None]:
+            return Deferred.fromCoroutine(keep())
+
+        call = ChatCall(
+            RESPONSES,
+            translated.chat_body,
+            encoder,
+            reply,
+            separate_mode(self.deps.config.thinking.mode),
+            True,
+            model=translated.model,
+            on_complete=on_complete,
+        )
+        return await self.deps.flow.run(request, call)
+
+    @api_route(app, "/input_tokens", route="responses_input_tokens")
+    async def input_tokens(self, request: Request) -> bytes:
+        body = read_json_object(request, self.deps.config.limits.max_json_depth)
+        translated, _ = await self._translate(request, body)
+        chat = self.deps.flow.resolved(translated.chat_body)
+        n = await count_prompt_tokens(self.deps.upstream, chat, forwarded_headers(request))
+        return send_json(request, {"object": "response.input_tokens", "input_tokens": n})
+
+    # -- stored responses ------------------------------------------------------------------------------------
+
+    @api_route(app, "/<string:response_id>", route="responses_get", methods=("GET",), upstream=False)
+    async def retrieve(self, request: Request, response_id: str) -> bytes:
+        stored = await self._stored(request, response_id)
+        return send_json(request, stored.response)
+
+    @api_route(app, "/<string:response_id>", route="responses_delete", methods=("DELETE",), upstream=False)
+    async def delete(self, request: Request, response_id: str) -> bytes:
+        if self.store is None or not await self.store.delete(context_of(request).owner, response_id):
+            raise not_found(response_id)
+        return send_json(request, {"id": response_id, "object": "response", "deleted": True})
+
+    @api_route(app, "/<string:response_id>/input_items", route="responses_input_items", methods=("GET",),
+               upstream=False)
+    async def list_input_items(self, request: Request, response_id: str) -> bytes:
+        stored = await self._stored(request, response_id)
+        items = stored.input_items
+        if request.args.get(b"order", [b"desc"])[0] != b"asc":
+            items = list(reversed(items))
+        return send_json(request, {
+            "object": "list",
+            "data": items,
+            "first_id": items[0]["id"] if items else None,
+            "last_id": items[-1]["id"] if items else None,
+            "has_more": False,
+        })

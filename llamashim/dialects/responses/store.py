@@ -1,0 +1,156 @@
+"""The Responses store: stored responses, their input items and the conversation behind them, in SQLite.
+
+A response created with ``store`` (OpenAI's default) is kept so that ``previous_response_id`` can continue its
+conversation (Copilot's Responses mode sends only the new turn) and ``GET``/``DELETE /v1/responses/{id}`` work.
+It lives in one SQLite file (``responses.store_path``; by default the systemd unit's ``StateDirectory`` or
+``~/.local/state/llamashim``), survives a restart, and is pruned by age (``responses.max_age``) and count
+(``responses.max_items``) once at start-up and then hourly, by a ``TimerService``.
+
+Every query runs in ``twisted.enterprise.adbapi``'s thread pool (one connection: SQLite serialises writers anyway),
+so the reactor never blocks on the disk. When API keys are set, each row belongs to the key that created it (a
+hash of it, never the key): another key finds nothing, exactly as for an unknown id. Nothing here logs a stored
+input or output.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from llamashim import jsonutil
+
+JSON = dict[str, Any]
+PRUNE_EVERY = 3600.0
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    created REAL NOT NULL,
+    response BLOB NOT NULL,
+    input_items BLOB NOT NULL,
+    conversation BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS responses_created ON responses (created);
+"""
+
+
+def default_store_path(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
+    """``$STATE_DIRECTORY/responses.sqlite3`` under systemd, else ``~/.local/state/llamashim/responses.sqlite3``."""
+    state = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    base = Path(state) if state else Path(environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / (
+        "llamashim"
+    )
+    return str(base / "responses.sqlite3")
+
+
+@dataclass(frozen=True)
+class Stored:
+    response: JSON
+    input_items: list[Any]
+    conversation: list[JSON]
+
+
+def _connect(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+class ResponseStore(MultiService):
+    log = Logger()
+
+    def __init__(self, reactor: Any, path: str, max_age: float, max_items: int) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.path = path
+        self.max_age = max_age
+        self.max_items = max_items
+        self.pool: adbapi.ConnectionPool | None = None
+        pruner = TimerService(PRUNE_EVERY, self._prune_logged)
+        pruner.clock = reactor
+        pruner.setServiceParent(self)
+
+    def startService(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.pool = adbapi.ConnectionPool(
+            "sqlite3", self.path, check_same_thread=False, cp_min=1, cp_max=1, cp_openfun=_connect,
+            cp_reactor=self.reactor,
+        )
+        self.pool.runInteraction(lambda txn: txn.executescript(_SCHEMA))
+        self.log.info("responses store: {path} (kept {days:g} days, at most {n} responses)", path=self.path,
+                      days=self.max_age / 86400, n=self.max_items)
+        super().startService()  # the pruner runs once now, then hourly
+
+    def stopService(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred.fromCoroutine(self._stop())
+        return d
+
+    async def _stop(self) -> None:
+        await super().stopService()
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    def _run(self, sql: str, *args: Any) -> Deferred[list[Any]]:
+        assert self.pool is not None, "the responses store is not running"
+        return self.pool.runQuery(sql, args)  # type: ignore[no-any-return]
+
+    def _op(self, sql: str, *args: Any) -> Deferred[int]:
+        assert self.pool is not None, "the responses store is not running"
+
+        def run(txn: Any) -> int:
+            txn.execute(sql, args)
+            return int(txn.rowcount)
+
+        return self.pool.runInteraction(run)  # type: ignore[no-any-return]
+
+    async def put(self, owner: str, response: JSON, input_items: list[Any], conversation: list[JSON]) -> None:
+        await self._op(
+            "INSERT OR REPLACE INTO responses (id, owner, created, response, input_items, conversation) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            response["id"], owner, self.reactor.seconds(), jsonutil.dumps(response), jsonutil.dumps(input_items),
+            jsonutil.dumps(conversation),
+        )
+
+    async def get(self, owner: str, response_id: str) -> Stored | None:
+        """The stored response ``response_id`` of ``owner``, or ``None`` (unknown, expired or someone else's)."""
+        rows = await self._run(
+            "SELECT response, input_items, conversation FROM responses WHERE id = ? AND owner = ? AND created >= ?",
+            response_id, owner, self.reactor.seconds() - self.max_age,
+        )
+        if not rows:
+            return None
+        response, items, conversation = rows[0]
+        return Stored(jsonutil.loads(response, 0), jsonutil.loads(items, 0), jsonutil.loads(conversation, 0))
+
+    async def delete(self, owner: str, response_id: str) -> bool:
+        return await self._op("DELETE FROM responses WHERE id = ? AND owner = ?", response_id, owner) > 0
+
+    async def prune(self) -> int:
+        """Drop what is older than ``max_age`` and all but the newest ``max_items``; returns how many went."""
+        gone = await self._op("DELETE FROM responses WHERE created < ?", self.reactor.seconds() - self.max_age)
+        gone += await self._op(
+            "DELETE FROM responses WHERE id NOT IN (SELECT id FROM responses ORDER BY created DESC LIMIT ?)",
+            self.max_items,
+        )
+        return gone
+
+    def _prune_logged(self) -> Deferred[None]:
+        async def run() -> None:
+            try:
+                gone = await self.prune()
+            except Exception:  # a TimerService callback must survive its own errors; the next round retries
+                self.log.failure("responses store: pruning failed")
+                return
+            if gone:
+                self.log.info("responses store: pruned {n} old response(s)", n=gone)
+
+        return Deferred.fromCoroutine(run())
