@@ -147,7 +147,7 @@ async def stream_once(port: int, path: str, body: dict[str, Any], headers: dict[
                 result.gaps.append(now - last)
             last = now
             result.chunks += piece.count(b"data: ") or piece.count(b"\n")
-        result.ok = status == 200 and (b"[DONE]" in tail or b'"done":true' in tail)
+        result.ok = status == 200 and any(end in tail for end in STREAM_ENDS)
     except (OSError, asyncio.IncompleteReadError):
         result.ok = False
     finally:
@@ -158,6 +158,8 @@ async def stream_once(port: int, path: str, body: dict[str, Any], headers: dict[
 # -- the measurements ---------------------------------------------------------------------------------------------
 
 CHAT = "/v1/chat/completions"
+# How a complete stream ends, per dialect: OpenAI chat, Ollama NDJSON, Responses, Anthropic Messages.
+STREAM_ENDS = (b"[DONE]", b'"done":true', b"response.completed", b"event: message_stop")
 
 
 def messages() -> list[dict[str, str]]:
@@ -223,8 +225,10 @@ async def paced(direct: int, shim: int, pid: int, concurrency: int, chunks: int,
 
 
 async def throughput(port: int, pid: int | None, path: str, extra: dict[str, Any], headers: dict[str, str],
-                     streams_n: int, chunks: int) -> dict[str, float]:
-    body = {"model": "m", "messages": messages(), "stream": True, "max_tokens": chunks, "bench_rate": 0, **extra}
+                     streams_n: int, chunks: int, body: dict[str, Any] | None = None) -> dict[str, float]:
+    """``streams_n`` unpaced streams of ``chunks`` upstream chunks at once: llamashim's CPU per upstream chunk."""
+    if body is None:
+        body = {"model": "m", "messages": messages(), "stream": True, "max_tokens": chunks, "bench_rate": 0, **extra}
     cpu0 = cpu_seconds(pid) if pid else 0.0
     started = time.perf_counter()
     results = await asyncio.gather(*(stream_once(port, path, body, headers) for _ in range(streams_n)))
@@ -367,6 +371,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     up_port, shim_port = free_port(), free_port()
     upstream = start([sys.executable, "-m", "bench.upstream", "--port", str(up_port)], out_dir / "upstream.log")
     twistd = str(Path(sys.executable).with_name("twistd"))
+    os.environ["STATE_DIRECTORY"] = str(out_dir)  # the Responses store of the benchmark's llamashim
     shim = start([twistd, "-n", "--pidfile=", "--logfile", str(out_dir / "llamashim.log"), "llamashim",
                   "--listen", f"tcp:{shim_port}:interface=127.0.0.1", "--upstream", f"http://127.0.0.1:{up_port}",
                   "--tool-streaming", "native"], out_dir / "llamashim.out")
@@ -399,6 +404,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             # Ollama's request shape: the length goes in options.num_predict (mapped to max_tokens)
             "ollama_ndjson": await throughput(shim_port, pid, "/api/chat", {"options": {"num_predict": chunks}}, {},
                                               n, chunks),
+            # the Responses and Anthropic Messages encoders (the length goes in their own fields)
+            "responses_sse": await throughput(shim_port, pid, "/v1/responses", {}, {}, n, chunks, body={
+                "model": "m", "input": "hi", "stream": True, "max_output_tokens": chunks}),
+            "anthropic_sse": await throughput(shim_port, pid, "/v1/messages", {}, {}, n, chunks, body={
+                "model": "m", "messages": messages(), "stream": True, "max_tokens": chunks}),
         }
         print("non-streamed requests/s at concurrency 32 ...", flush=True)
         seconds = 3 if quick else 8
@@ -428,6 +438,9 @@ TARGETS = [
     ("max inter-chunk gap, 256 paced streams", lambda r: r["paced"][3]["shim"]["gap_max_ms"], "ms", 200.0),
     ("errors, 256 paced streams", lambda r: r["paced"][3]["shim"]["errors"], "", 0),
     ("CPU per chunk, transforms on", lambda r: r["throughput"]["chat_transforms"]["cpu_us_per_chunk"], "µs", 30.0),
+    ("CPU per chunk, Responses encoder", lambda r: r["throughput"]["responses_sse"]["cpu_us_per_chunk"], "µs", 30.0),
+    ("CPU per chunk, Anthropic Messages encoder",
+     lambda r: r["throughput"]["anthropic_sse"]["cpu_us_per_chunk"], "µs", 30.0),
     ("non-streamed requests/s, concurrency 32", lambda r: r["nonstream_rps"]["shim"], "/s", -1500.0),
     ("slow reader: bytes buffered in llamashim per stream",
      lambda r: r["slow_reader"]["metrics_buffered_kib_per_stream"], "KiB", 256.0),

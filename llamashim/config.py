@@ -8,6 +8,7 @@ stream-synthesis proxy's ``config.yaml`` keys (``proxy_port``, ``target_url``, .
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,8 +16,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-THINKING_MODES = ("default", "show_reasoning", "events", "both", "off")
-THINKING_ALIASES = {"content": "show_reasoning"}
+from llamashim.stream.reasoning import ALIASES as THINKING_ALIASES
+from llamashim.stream.reasoning import MODES as THINKING_MODES
+from llamashim.web.gate import DEFAULT_OPEN_PATHS
+
 TOOL_MODES = ("auto", "native", "synthesize")
 DEFAULT_LISTEN = "tcp:11434:interface=127.0.0.1"
 DEFAULT_UPSTREAM = "http://127.0.0.1:8080"
@@ -97,7 +100,7 @@ class ServerConfig:
 class AuthConfig:
     api_keys: tuple[str, ...] = ()
     api_keys_file: str | None = None
-    open_paths: tuple[str, ...] = ("/health", "/api/version", "/api/tags", "/api/show", "GET /", "HEAD /")
+    open_paths: tuple[str, ...] = DEFAULT_OPEN_PATHS
 
 
 @dataclass(frozen=True)
@@ -290,7 +293,10 @@ def _spawn(value: Any, where: str) -> SpawnConfig | None:
     model = _str(value["model"], at("model"))
     args = value.get("args") or []
     if isinstance(args, str):
-        args = args.split()
+        try:
+            args = shlex.split(args)  # as a shell would: quoted paths with spaces stay one argument
+        except ValueError as e:
+            raise ConfigError(f"{at('args')}: cannot split {args!r}: {e}") from None
     port = _int(1, optional=True)(value.get("port"), at("port"))
     binary = _opt_str(value.get("binary"), at("binary"))
     return SpawnConfig(model, _str_list(args, at("args")), binary, port)
@@ -467,6 +473,9 @@ def _from_cli(cli: Mapping[str, Any]) -> dict[tuple[str, str], tuple[Any, str]]:
         out[("upstream", "verify")] = (False, "--insecure")
     if cli.get("verbose"):
         out[("log", "verbose")] = (True, "--verbose")
+    if cli.get("spawn_model"):
+        spawn = {"model": cli["spawn_model"], "args": cli.get("spawn_args") or ""}
+        out[("upstream", "spawn")] = (spawn, "--spawn-model")
     return out
 
 

@@ -1,10 +1,6 @@
-"""Error values and their wire shapes in each dialect (pure)."""
+"""Error values (pure): what went wrong and its HTTP status; each dialect words it in its own shape."""
 
 from __future__ import annotations
-
-from http import HTTPStatus
-
-from llamashim import jsonutil
 
 _TYPES = {
     400: "invalid_request_error",
@@ -39,20 +35,3 @@ def error_type(status: int) -> str:
     if status in _TYPES:
         return _TYPES[status]
     return "server_error" if status >= 500 else "invalid_request_error"
-
-
-def openai_error(message: str, type: str = "server_error", code: int | str | None = None) -> bytes:
-    """``{"error": {"message", "type", "code"}}`` as compact JSON."""
-    return jsonutil.dumps({"error": {"message": message, "type": type, "code": code}})
-
-
-def ollama_error(message: str) -> bytes:
-    """``{"error": "..."}`` as compact JSON."""
-    return jsonutil.dumps({"error": message})
-
-
-def reason_phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"

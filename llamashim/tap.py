@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 from twisted.application.service import IService
 from twisted.python import usage
 
-from llamashim.config import THINKING_MODES, TOOL_MODES, ConfigError, SpawnConfig, load_config
+from llamashim.config import TOOL_MODES, ConfigError, load_config
+from llamashim.stream.reasoning import MODES as THINKING_MODES
 
 
 class Options(usage.Options):
@@ -57,6 +58,8 @@ class Options(usage.Options):
             "thinking_mode": self["thinking-mode"],
             "tool_streaming": self["tool-streaming"],
             "verbose": bool(self["verbose"]),
+            "spawn_model": self["spawn-model"],
+            "spawn_args": self["spawn-args"],
         }
 
 
@@ -72,19 +75,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    from dataclasses import replace
-
     from twisted.internet.endpoints import serverFromString
 
     from llamashim.service import build_service
 
     try:
         config = load_config(options.cli(), os.environ)
-        if options["spawn-model"]:
-            if options["upstream"]:
-                raise ConfigError("--upstream and --spawn-model cannot be used together")
-            spawn = SpawnConfig(options["spawn-model"], tuple((options["spawn-args"] or "").split()))
-            config = replace(config, upstream=replace(config.upstream, spawn=spawn))
         for description in config.listen:
             try:
                 serverFromString(reactor, description)

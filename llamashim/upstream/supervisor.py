@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -131,7 +132,7 @@ class LlamaSupervisor(Service):
             argv = self._command()
             child = _Child(self)
             self._transport = self.reactor.spawnProcess(child, argv[0], argv, env=dict(os.environ))
-        except (OSError, FileNotFoundError) as e:
+        except OSError as e:
             self.state = "failed"
             self.last_exit = str(e)
             log.error("cannot start llama-server: {error}", error=str(e))
@@ -212,7 +213,7 @@ class LlamaSupervisor(Service):
         log.info("stopping llama-server (pid {pid})", pid=self.pid)
         try:
             self._transport.signalProcess("TERM")
-        except Exception:  # already gone
+        except ProcessExitedAlready:
             pass
 
         def kill() -> None:
@@ -222,7 +223,7 @@ class LlamaSupervisor(Service):
                          grace=self.grace)
                 try:
                     self._transport.signalProcess("KILL")
-                except Exception:
+                except ProcessExitedAlready:
                     pass
 
         self._kill_timer = self.reactor.callLater(self.grace, kill)
