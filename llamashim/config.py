@@ -1,8 +1,9 @@
 """Configuration: defaults < YAML file < environment < command line, validated strictly into frozen dataclasses.
 
-Every key has one definition in :data:`SCHEMA` (type, default, validation); an unknown key, a value of the wrong type
-or a missing file is a :class:`ConfigError` whose one-line message names the key and where it came from. The older
-stream-synthesis proxy's ``config.yaml`` keys (``proxy_port``, ``target_url``, ...) are accepted and mapped.
+Every key has one definition, a field of its section's dataclass (type, default, validator); an unknown key, a
+value of the wrong type or a missing file is a :class:`ConfigError` whose one-line message names the key and where it
+came from. The older stream-synthesis proxy's ``config.yaml`` keys (``proxy_port``, ``target_url``, ...) are accepted
+and mapped.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,127 +36,6 @@ class SpawnConfig:
     args: tuple[str, ...] = ()
     binary: str | None = None
     port: int | None = None
-
-
-@dataclass(frozen=True)
-class UpstreamConfig:
-    url: str = DEFAULT_UPSTREAM
-    verify: bool | str = True
-    connect_timeout: float = 10.0
-    idle_timeout: float | None = 600.0
-    request_timeout: float | None = None
-    api_key: str | None = None
-    spawn: SpawnConfig | None = None
-
-
-@dataclass(frozen=True)
-class ToolsConfig:
-    streaming: str = "auto"
-    chunk_size: int = 50
-    heartbeat: float = 5.0
-
-
-@dataclass(frozen=True)
-class ThinkingConfig:
-    mode: str = "default"
-    debug: bool = False
-    prefix: str = "💭 "
-    separator: str = "\n\n---\n\n"
-
-
-@dataclass(frozen=True)
-class LogConfig:
-    verbose: bool = False
-    level: str = "info"
-    format: str = "text"
-
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    max_body_bytes: int = 32 * 1024 * 1024
-    max_json_depth: int = 64
-    header_timeout: float = 30.0
-    max_concurrent_upstream: int | None = None
-    max_queue: int = 64
-
-
-@dataclass(frozen=True)
-class OllamaConfig:
-    version: str = "0.6.4"
-    chat_dialect: str = "ollama"
-
-
-@dataclass(frozen=True)
-class ShutdownConfig:
-    drain_timeout: float = 30.0
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    heartbeat: float = 15.0
-    allowed_hosts: tuple[str, ...] | None = None  # None: loopback names plus the listen addresses
-
-
-@dataclass(frozen=True)
-class AuthConfig:
-    api_keys: tuple[str, ...] = ()
-    api_keys_file: str | None = None
-    open_paths: tuple[str, ...] = DEFAULT_OPEN_PATHS
-
-
-@dataclass(frozen=True)
-class CorsConfig:
-    origins: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    enabled: bool = True
-
-
-@dataclass(frozen=True)
-class ModelsConfig:
-    default: str | None = None  # the model for requests that name none (or an alias whose target is empty)
-    aliases: tuple[tuple[str, str], ...] = ()  # (glob pattern, model id), first match wins
-
-
-@dataclass(frozen=True)
-class ResponsesConfig:
-    store: bool = True  # off: nothing is ever kept, whatever a request's ``store`` says
-    store_path: str | None = None  # None: $STATE_DIRECTORY (systemd) or ~/.local/state/llamashim
-    max_age: float = 30 * 86400.0  # seconds
-    max_items: int = 10_000
-
-
-@dataclass(frozen=True)
-class AnthropicConfig:
-    strip_billing_header: bool = True
-
-
-@dataclass(frozen=True)
-class Config:
-    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
-    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
-    tools: ToolsConfig = field(default_factory=ToolsConfig)
-    thinking: ThinkingConfig = field(default_factory=ThinkingConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    ollama: OllamaConfig = field(default_factory=OllamaConfig)
-    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
-    server: ServerConfig = field(default_factory=ServerConfig)
-    auth: AuthConfig = field(default_factory=AuthConfig)
-    cors: CorsConfig = field(default_factory=CorsConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
-    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
-    anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
-
-    def api_keys(self) -> tuple[str, ...]:
-        """Every configured API key: ``auth.api_keys`` plus the lines of ``auth.api_keys_file``."""
-        keys = list(self.auth.api_keys)
-        if self.auth.api_keys_file:
-            keys.extend(read_keys_file(self.auth.api_keys_file))
-        return tuple(k for k in keys if k)
 
 
 # -- validators: (value, where) -> normalised value, raising ConfigError ----------------------------------------------
@@ -327,46 +207,151 @@ def _duration(value: Any, where: str) -> float:
     return float(_number(0.001)(value, where))
 
 
-# One entry per key: section -> key -> validator. Defaults live in the dataclasses.
-SCHEMA: dict[str, dict[str, Validator]] = {
-    "upstream": {
-        "url": _url,
-        "verify": _verify,
-        "connect_timeout": _number(0.001),
-        "idle_timeout": _number(0.001, optional=True),
-        "request_timeout": _number(0.001, optional=True),
-        "api_key": _opt_str,
-        "spawn": _spawn,
-    },
-    "tools": {"streaming": _choice(TOOL_MODES), "chunk_size": _int(1), "heartbeat": _number(0.0)},
-    "thinking": {
-        "mode": _choice(THINKING_MODES, THINKING_ALIASES),
-        "debug": _bool,
-        "prefix": _str,
-        "separator": _str,
-    },
-    "log": {
-        "verbose": _bool,
-        "level": _choice(("debug", "info", "warn", "error", "critical")),
-        "format": _choice(("text", "json")),
-    },
-    "limits": {
-        "max_body_bytes": _int(1),
-        "max_json_depth": _int(2),
-        "header_timeout": _number(0.001),
-        "max_concurrent_upstream": _int(1, optional=True),
-        "max_queue": _int(0),
-    },
-    "ollama": {"version": _str, "chat_dialect": _choice(("ollama", "openai"))},
-    "shutdown": {"drain_timeout": _number(0.0)},
-    "server": {"heartbeat": _number(0.0), "allowed_hosts": _opt_str_list},
-    "auth": {"api_keys": _str_list, "api_keys_file": _opt_str, "open_paths": _str_list},
-    "cors": {"origins": _str_list},
-    "metrics": {"enabled": _bool},
-    "models": {"default": _opt_str, "aliases": _aliases},
-    "responses": {"store": _bool, "store_path": _opt_str, "max_age": _duration, "max_items": _int(1)},
-    "anthropic": {"strip_billing_header": _bool},
-}
+
+
+def key(default: Any, check: Validator) -> Any:
+    """One configuration key: its default and its validator, declared once (the dataclass field)."""
+    return field(default=default, metadata={"check": check})
+
+
+def section(cls: type) -> Any:
+    """One section of the file (``upstream:``, ``tools:``, ...), all defaults unless configured."""
+    return field(default_factory=cls, metadata={"section": cls})
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str = key(DEFAULT_UPSTREAM, _url)
+    verify: bool | str = key(True, _verify)
+    connect_timeout: float = key(10.0, _number(0.001))
+    idle_timeout: float | None = key(600.0, _number(0.001, optional=True))
+    request_timeout: float | None = key(None, _number(0.001, optional=True))
+    api_key: str | None = key(None, _opt_str)
+    spawn: SpawnConfig | None = key(None, _spawn)
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    streaming: str = key("auto", _choice(TOOL_MODES))
+    chunk_size: int = key(50, _int(1))
+    heartbeat: float = key(5.0, _number(0.0))
+
+
+@dataclass(frozen=True)
+class ThinkingConfig:
+    mode: str = key("default", _choice(THINKING_MODES, THINKING_ALIASES))
+    debug: bool = key(False, _bool)
+    prefix: str = key("💭 ", _str)
+    separator: str = key("\n\n---\n\n", _str)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    verbose: bool = key(False, _bool)
+    level: str = key("info", _choice(("debug", "info", "warn", "error", "critical")))
+    format: str = key("text", _choice(("text", "json")))
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_body_bytes: int = key(32 * 1024 * 1024, _int(1))
+    max_json_depth: int = key(64, _int(2))
+    header_timeout: float = key(30.0, _number(0.001))
+    max_concurrent_upstream: int | None = key(None, _int(1, optional=True))
+    max_queue: int = key(64, _int(0))
+
+
+@dataclass(frozen=True)
+class OllamaConfig:
+    version: str = key("0.6.4", _str)
+    chat_dialect: str = key("ollama", _choice(("ollama", "openai")))
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    drain_timeout: float = key(30.0, _number(0.0))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    heartbeat: float = key(15.0, _number(0.0))
+    allowed_hosts: tuple[str, ...] | None = key(None, _opt_str_list)  # None: loopback names + the listen addresses
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    api_keys: tuple[str, ...] = key((), _str_list)
+    api_keys_file: str | None = key(None, _opt_str)
+    open_paths: tuple[str, ...] = key(DEFAULT_OPEN_PATHS, _str_list)
+
+
+@dataclass(frozen=True)
+class CorsConfig:
+    origins: tuple[str, ...] = key((), _str_list)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = key(True, _bool)
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    default: str | None = key(None, _opt_str)  # for requests that name no model (or an alias with an empty target)
+    aliases: tuple[tuple[str, str], ...] = key((), _aliases)  # (glob pattern, model id), first match wins
+
+
+@dataclass(frozen=True)
+class ResponsesConfig:
+    store: bool = key(True, _bool)  # off: nothing is ever kept, whatever a request's ``store`` says
+    store_path: str | None = key(None, _opt_str)  # None: $STATE_DIRECTORY (systemd) or ~/.local/state/llamashim
+    max_age: float = key(30 * 86400.0, _duration)  # seconds
+    max_items: int = key(10_000, _int(1))
+
+
+@dataclass(frozen=True)
+class AnthropicConfig:
+    strip_billing_header: bool = key(True, _bool)
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    upstream: UpstreamConfig = section(UpstreamConfig)
+    tools: ToolsConfig = section(ToolsConfig)
+    thinking: ThinkingConfig = section(ThinkingConfig)
+    log: LogConfig = section(LogConfig)
+    limits: LimitsConfig = section(LimitsConfig)
+    ollama: OllamaConfig = section(OllamaConfig)
+    shutdown: ShutdownConfig = section(ShutdownConfig)
+    server: ServerConfig = section(ServerConfig)
+    auth: AuthConfig = section(AuthConfig)
+    cors: CorsConfig = section(CorsConfig)
+    metrics: MetricsConfig = section(MetricsConfig)
+    models: ModelsConfig = section(ModelsConfig)
+    responses: ResponsesConfig = section(ResponsesConfig)
+    anthropic: AnthropicConfig = section(AnthropicConfig)
+
+    def api_keys(self) -> tuple[str, ...]:
+        """Every configured API key: ``auth.api_keys`` plus the lines of ``auth.api_keys_file``."""
+        keys = list(self.auth.api_keys)
+        if self.auth.api_keys_file:
+            keys.extend(read_keys_file(self.auth.api_keys_file))
+        return tuple(k for k in keys if k)
+
+
+
+def _schema() -> dict[str, dict[str, Validator]]:
+    out: dict[str, dict[str, Validator]] = {}
+    for sec in fields(Config):
+        cls = sec.metadata.get("section")
+        if cls is not None:
+            out[sec.name] = {f.name: f.metadata["check"] for f in fields(cls)}
+    return out
+
+
+# section -> key -> validator, read off the dataclasses above (each key is declared once, with its default).
+SCHEMA: dict[str, dict[str, Validator]] = _schema()
 TOP_LEVEL = {"listen"}
 
 # The stream-synthesis proxy's config.yaml (shared/seeds/001): its keys and where they land.
@@ -508,31 +493,16 @@ def load_config(cli: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
 def build(merged: Mapping[tuple[str, str], tuple[Any, str]]) -> Config:
     sections: dict[str, dict[str, Any]] = {name: {} for name in SCHEMA}
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
-    for (section, key), (value, where) in merged.items():
-        if section == "":
+    for (name, key_name), (value, where) in merged.items():
+        if name == "":
             listen = _listen(value, where)
             continue
-        sections[section][key] = SCHEMA[section][key](value, where)
+        sections[name][key_name] = SCHEMA[name][key_name](value, where)
     up = sections["upstream"]
     if up.get("spawn") is not None and ("upstream", "url") in merged:
         raise ConfigError(
             f"upstream.url ({merged[('upstream', 'url')][1]}) and upstream.spawn cannot be used together: "
             "a spawned llama-server is the upstream"
         )
-    return Config(
-        listen=listen,
-        upstream=UpstreamConfig(**up),
-        tools=ToolsConfig(**sections["tools"]),
-        thinking=ThinkingConfig(**sections["thinking"]),
-        log=LogConfig(**sections["log"]),
-        limits=LimitsConfig(**sections["limits"]),
-        ollama=OllamaConfig(**sections["ollama"]),
-        shutdown=ShutdownConfig(**sections["shutdown"]),
-        server=ServerConfig(**sections["server"]),
-        auth=AuthConfig(**sections["auth"]),
-        cors=CorsConfig(**sections["cors"]),
-        metrics=MetricsConfig(**sections["metrics"]),
-        models=ModelsConfig(**sections["models"]),
-        responses=ResponsesConfig(**sections["responses"]),
-        anthropic=AnthropicConfig(**sections["anthropic"]),
-    )
+    classes = {f.name: f.metadata["section"] for f in fields(Config) if "section" in f.metadata}
+    return Config(listen=listen, **{name: classes[name](**values) for name, values in sections.items()})
