@@ -38,6 +38,23 @@ class SpawnConfig:
     port: int | None = None
 
 
+@dataclass(frozen=True)
+class UpstreamSpec:
+    """One upstream llama-server: ``url`` or ``spawn``, the models it serves (ids or globs; empty: whatever its
+    ``/v1/models`` lists), and its own client settings."""
+
+    name: str
+    url: str | None
+    spawn: SpawnConfig | None = None
+    models: tuple[str, ...] = ()
+    verify: bool | str = True
+    connect_timeout: float = 10.0
+    idle_timeout: float | None = 600.0
+    request_timeout: float | None = None
+    api_key: str | None = None
+    max_concurrent: int | None = None  # requests at once before another upstream of the model is preferred
+
+
 # -- validators: (value, where) -> normalised value, raising ConfigError ----------------------------------------------
 
 Validator = Callable[[Any, str], Any]
@@ -317,6 +334,7 @@ class AnthropicConfig:
 @dataclass(frozen=True)
 class Config:
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    upstreams: tuple[UpstreamSpec, ...] = ()  # empty: the one upstream of ``upstream:`` (see upstream_specs)
     upstream: UpstreamConfig = section(UpstreamConfig)
     tools: ToolsConfig = section(ToolsConfig)
     thinking: ThinkingConfig = section(ThinkingConfig)
@@ -331,6 +349,15 @@ class Config:
     models: ModelsConfig = section(ModelsConfig)
     responses: ResponsesConfig = section(ResponsesConfig)
     anthropic: AnthropicConfig = section(AnthropicConfig)
+
+    def upstream_specs(self) -> tuple[UpstreamSpec, ...]:
+        """Every upstream: the ``upstreams:`` list, or the one ``upstream:`` describes (named ``default``)."""
+        if self.upstreams:
+            return self.upstreams
+        u = self.upstream
+        return (UpstreamSpec("default", None if u.spawn is not None else u.url, u.spawn, (), u.verify,
+                             u.connect_timeout, u.idle_timeout, u.request_timeout, u.api_key,
+                             self.limits.max_concurrent_upstream),)
 
     def api_keys(self) -> tuple[str, ...]:
         """Every configured API key: ``auth.api_keys`` plus the lines of ``auth.api_keys_file``."""
@@ -352,7 +379,43 @@ def _schema() -> dict[str, dict[str, Validator]]:
 
 # section -> key -> validator, read off the dataclasses above (each key is declared once, with its default).
 SCHEMA: dict[str, dict[str, Validator]] = _schema()
-TOP_LEVEL = {"listen"}
+TOP_LEVEL = {"listen", "upstreams"}
+UPSTREAM_ENTRY_KEYS = ("name", "url", "spawn", "models", "verify", "connect_timeout", "idle_timeout",
+                       "request_timeout", "api_key", "max_concurrent")
+
+
+def _upstreams(value: Any, where: str, defaults: UpstreamConfig) -> tuple[UpstreamSpec, ...]:
+    """The ``upstreams:`` list; ``upstream:``'s client settings are each entry's defaults."""
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: expected a non-empty list of upstreams (name, url or spawn, ...)")
+    specs: list[UpstreamSpec] = []
+    for i, entry in enumerate(value):
+        at = f"upstreams[{i}]{where.removeprefix('upstreams')}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{at}: expected a mapping with name and url or spawn")
+        unknown = sorted(set(entry) - set(UPSTREAM_ENTRY_KEYS))
+        if unknown:
+            raise ConfigError(f"{at}: unknown key {unknown[0]!r} (known: {', '.join(UPSTREAM_ENTRY_KEYS)})")
+        name = _str(entry.get("name"), f"{at}.name").strip() if "name" in entry else ""
+        if not name:
+            raise ConfigError(f"{at}: every upstream needs a name")
+        if any(spec.name == name for spec in specs):
+            raise ConfigError(f"{at}: the name {name!r} is used twice")
+        check = SCHEMA["upstream"]
+        url = check["url"](entry["url"], f"{at}.url") if entry.get("url") is not None else None
+        spawn = check["spawn"](entry.get("spawn"), f"{at}.spawn")
+        if (url is None) == (spawn is None):
+            raise ConfigError(f"{at} ({name}): give either url or spawn")
+        fields_: dict[str, Any] = {}
+        for key_name in ("verify", "connect_timeout", "idle_timeout", "request_timeout", "api_key"):
+            fields_[key_name] = (check[key_name](entry[key_name], f"{at}.{key_name}") if key_name in entry
+                                 else getattr(defaults, key_name))
+        specs.append(UpstreamSpec(
+            name, url, spawn, _str_list(entry.get("models") or [], f"{at}.models"),
+            max_concurrent=_int(1, optional=True)(entry.get("max_concurrent"), f"{at}.max_concurrent"),
+            **fields_,
+        ))
+    return tuple(specs)
 
 # The stream-synthesis proxy's config.yaml (shared/seeds/001): its keys and where they land.
 SEED_KEYS: dict[str, tuple[str, str] | str] = {
@@ -493,9 +556,13 @@ def load_config(cli: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
 def build(merged: Mapping[tuple[str, str], tuple[Any, str]]) -> Config:
     sections: dict[str, dict[str, Any]] = {name: {} for name in SCHEMA}
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    upstreams_value: tuple[Any, str] | None = None
     for (name, key_name), (value, where) in merged.items():
         if name == "":
-            listen = _listen(value, where)
+            if key_name == "upstreams":
+                upstreams_value = (value, where)
+            else:
+                listen = _listen(value, where)
             continue
         sections[name][key_name] = SCHEMA[name][key_name](value, where)
     up = sections["upstream"]
@@ -505,4 +572,14 @@ def build(merged: Mapping[tuple[str, str], tuple[Any, str]]) -> Config:
             "a spawned llama-server is the upstream"
         )
     classes = {f.name: f.metadata["section"] for f in fields(Config) if "section" in f.metadata}
-    return Config(listen=listen, **{name: classes[name](**values) for name, values in sections.items()})
+    built = {name: classes[name](**values) for name, values in sections.items()}
+    upstreams: tuple[UpstreamSpec, ...] = ()
+    if upstreams_value is not None:
+        for key_name in ("url", "spawn"):
+            if ("upstream", key_name) in merged:
+                raise ConfigError(
+                    f"upstreams ({upstreams_value[1]}) and upstream.{key_name} ({merged[('upstream', key_name)][1]}) "
+                    "cannot be used together: upstream: is the one-upstream shorthand"
+                )
+        upstreams = _upstreams(upstreams_value[0], upstreams_value[1], built["upstream"])
+    return Config(listen=listen, upstreams=upstreams, **built)

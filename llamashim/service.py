@@ -11,14 +11,17 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import ILogObserver, Logger
 
 from llamashim.chat.flow import ChatFlow, ChatSettings
-from llamashim.config import Config
+from llamashim.config import Config, UpstreamSpec
 from llamashim.dialects.registry import ROUTES, default_registry
 from llamashim.ops.logs import observer_for
 from llamashim.ops.metrics import Metrics
+from llamashim.ops.recent import RecentRequests
 from llamashim.stream.reasoning import ReasoningStyle
 from llamashim.stream.relay import collect_body
 from llamashim.upstream.client import UpstreamClient
-from llamashim.upstream.limiter import UpstreamSlots, always_available
+from llamashim.upstream.limiter import UpstreamSlots
+from llamashim.upstream.models import ModelIndex
+from llamashim.upstream.set import Member, UpstreamSet
 from llamashim.upstream.supervisor import LlamaSupervisor, free_port
 from llamashim.web.deps import RouteDeps
 from llamashim.web.gate import Gate, hosts_for_listeners, key_hint
@@ -26,6 +29,7 @@ from llamashim.web.own import OwnRoutes
 from llamashim.web.root import Root
 from llamashim.web.shutdown import drain
 from llamashim.web.site import ShimSite
+from llamashim.web.status import StatusRoutes
 
 log = Logger(namespace="llamashim")
 
@@ -77,20 +81,20 @@ class LlamashimService(MultiService):
         reactor: Any,
         drain_timeout: float,
         site: ShimSite,
-        upstream: UpstreamClient,
+        upstreams: UpstreamSet,
         slots: UpstreamSlots,
         log_observer: Any = None,
-        supervisor: LlamaSupervisor | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
         self.drain_timeout = drain_timeout
         self.listening = MultiService()
         self.site = site
-        self.upstream = upstream
+        self.upstreams = upstreams
+        self.upstream = upstreams.default.client
+        self.supervisor = upstreams.default.supervisor
         self.slots = slots
         self.log_observer = log_observer
-        self.supervisor = supervisor
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd starts logging after makeService, with the application's ILogObserver component when there is one.
@@ -130,31 +134,39 @@ def with_backlog(description: str, backlog: int = 1024) -> str:
     return description
 
 
-def build_service(config: Config, reactor: Any) -> MultiService:
-    spawn = config.upstream.spawn
-    spawn_port = (spawn.port or free_port()) if spawn is not None else None
-    upstream_url = f"http://127.0.0.1:{spawn_port}" if spawn_port is not None else config.upstream.url
-    upstream = UpstreamClient(
+def build_member(spec: UpstreamSpec, reactor: Any) -> Member:
+    """One upstream: its client (own pool, timeouts, TLS) and, when spawned, its supervisor."""
+    port = (spec.spawn.port or free_port()) if spec.spawn is not None else None
+    url = f"http://127.0.0.1:{port}" if port is not None else spec.url
+    assert url is not None
+    client = UpstreamClient(
         reactor,
-        upstream_url,
-        verify=config.upstream.verify,
-        connect_timeout=config.upstream.connect_timeout,
-        idle_timeout=config.upstream.idle_timeout,
-        request_timeout=config.upstream.request_timeout,
-        api_key=config.upstream.api_key,
+        url,
+        verify=spec.verify,
+        connect_timeout=spec.connect_timeout,
+        idle_timeout=spec.idle_timeout,
+        request_timeout=spec.request_timeout,
+        api_key=spec.api_key,
     )
     supervisor = None
-    if spawn is not None:
-        supervisor = LlamaSupervisor(reactor, spawn, lambda: upstream_healthy(upstream), spawn_port)
-    unavailable = (lambda: supervisor.reason) if supervisor is not None else always_available
-    slots = UpstreamSlots(config.limits.max_concurrent_upstream, config.limits.max_queue, unavailable)
-    flow = ChatFlow(upstream, chat_settings(config))
-    deps = RouteDeps(config, upstream, flow, slots, reactor)
+    if spec.spawn is not None:
+        supervisor = LlamaSupervisor(reactor, spec.spawn, lambda: upstream_healthy(client), port)
+    return Member(spec, client, supervisor)
+
+
+def build_service(config: Config, reactor: Any) -> MultiService:
+    members = [build_member(spec, reactor) for spec in config.upstream_specs()]
+    upstreams = UpstreamSet(reactor, members, ModelIndex(config.models.aliases, config.models.default))
+    slots = UpstreamSlots(config.limits.max_concurrent_upstream, config.limits.max_queue, upstreams.unavailable)
+    flow = ChatFlow(upstreams, chat_settings(config))
+    deps = RouteDeps(config, upstreams, flow, slots, reactor)
     metrics = Metrics() if config.metrics.enabled else None
     registry = default_registry()
     routes = [factory(deps) for factory in ROUTES]
+    recent = RecentRequests(reactor.seconds)  # /status: the recent requests and token rates
+    status = StatusRoutes(upstreams, slots, recent, reactor)
     root = Root(
-        [(prefix, r.resource()) for r in routes for prefix in r.mounts],
+        [(prefix, r.resource()) for r in routes for prefix in r.mounts] + list(status.mounts()),
         OwnRoutes(deps, metrics).resource(),
     )
     keys = config.api_keys()
@@ -173,20 +185,18 @@ def build_service(config: Config, reactor: Any) -> MultiService:
         header_timeout=config.limits.header_timeout,
         metrics=metrics,
         dialects=registry,
+        recent=recent,
     )
     top = LlamashimService(
         reactor,
         config.shutdown.drain_timeout,
         site,
-        upstream,
+        upstreams,
         slots,
         observer_for(config.log.format, config.log.level),
-        supervisor,
     )
     top.setName("llamashim")
-    upstream.setServiceParent(top)
-    if supervisor is not None:
-        supervisor.setServiceParent(top)  # stopped before the upstream client (children stop in reverse)
+    upstreams.setServiceParent(top)
     for r in routes:
         for owned in getattr(r, "services", list)():
             owned.setServiceParent(top)
@@ -208,6 +218,4 @@ def chat_settings(config: Config) -> ChatSettings:
         style=ReasoningStyle(prefix=config.thinking.prefix, separator=config.thinking.separator),
         verbose=config.log.verbose,
         thinking_debug=config.thinking.debug,
-        aliases=config.models.aliases,
-        default_model=config.models.default,
     )

@@ -25,8 +25,8 @@ from twisted.web.server import Request
 
 from llamashim import jsonutil
 from llamashim.chat.call import ChatCall
-from llamashim.chat.models import resolve_model
 from llamashim.chat.repair import repair_chat_request
+from llamashim.chat.tokens import count_prompt_tokens
 from llamashim.errors import ShimError
 from llamashim.stream.items import Stage
 from llamashim.stream.pipeline import StreamPipeline, usage_counts
@@ -41,6 +41,7 @@ from llamashim.stream.tools import (
 )
 from llamashim.upstream.body import BytesProducer, upstream_error
 from llamashim.upstream.client import UpstreamClient
+from llamashim.upstream.set import UpstreamSet
 from llamashim.web.context import context_of
 from llamashim.web.respond import send_json, start_stream
 
@@ -64,8 +65,16 @@ class ChatSettings:
     style: ReasoningStyle
     verbose: bool = False
     thinking_debug: bool = False
-    aliases: tuple[tuple[str, str], ...] = ()  # models.aliases: (glob, model id), first match wins
-    default_model: str | None = None  # models.default
+
+
+def fails_over(err: ShimError) -> bool:
+    """An upstream-side failure another upstream may not have: unreachable, timed out, 502/503/504."""
+    return err.status in (502, 503, 504)
+
+
+def _model(body: dict[str, Any]) -> str | None:
+    model = body.get("model")
+    return model if isinstance(model, str) and model else None
 
 
 def forwarded_headers(request: Request) -> Headers:
@@ -80,10 +89,10 @@ def forwarded_headers(request: Request) -> Headers:
 class ChatFlow:
     log = Logger()
 
-    def __init__(self, upstream: UpstreamClient, settings: ChatSettings) -> None:
-        self.upstream = upstream
+    def __init__(self, upstreams: UpstreamSet, settings: ChatSettings) -> None:
+        self.upstreams = upstreams
         self.settings = settings
-        self.clock = upstream.reactor
+        self.clock = upstreams.reactor
 
     # -- logging ------------------------------------------------------------------------------------------------
 
@@ -96,50 +105,81 @@ class ChatFlow:
 
     # -- the flow -----------------------------------------------------------------------------------------------
 
-    def resolved(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``body`` asking for the upstream model its client's model name stands for (``models.aliases``,
-        ``models.default``); the client's own name is what the answer echoes."""
-        name = body.get("model")
-        model = resolve_model(name if isinstance(name, str) else "", dict(self.settings.aliases),
-                              self.settings.default_model)
-        if model is None or model == name:
-            return body
-        return {**body, "model": model}
-
     async def run(self, request: Request, call: ChatCall) -> bytes | None:
-        """Answer ``request``: returns the body of a non-streamed reply; streams and finishes it otherwise."""
-        call.body = repair_chat_request(self.resolved(call.body), self.log.debug)
+        """Answer ``request``: returns the body of a non-streamed reply; streams and finishes it otherwise.
+
+        The upstream is chosen per model (:meth:`UpstreamSet.pick`); one that fails before anything reached the
+        client (unreachable, timed out, 502/503/504) is marked down and the request goes to the next upstream
+        serving the model. After the first byte a failure is the stream's: its terminal frame.
+        """
+        await self.upstreams.ensure_index()
+        call.body = repair_chat_request(call.body, self.log.debug)
         self.verbose("request", jsonutil.dumps(call.body))
+        ctx = context_of(request)
+        tried: set[str] = set()
+        while True:
+            pick = self.upstreams.pick(_model(call.body), call.body.get("messages"), frozenset(tried))
+            ctx.upstream = pick.member.name
+            self.upstreams.started(pick)
+            try:
+                body = {**call.body, "model": pick.served.id} if pick.served.id else call.body
+                answer = await self._run_on(request, call, pick.member.client, body)
+                self.upstreams.succeeded(pick.member)
+                return answer
+            except ShimError as e:
+                if request.startedWriting or ctx.client_gone or not fails_over(e):
+                    raise
+                self.upstreams.failed(pick.member, e)
+                tried.add(pick.member.name)
+                if not any(s.upstream not in tried for s in pick.resolved.model.served):
+                    raise
+                self.log.info("upstream {name} failed before the first byte ({message}); trying another for "
+                              "{model} (id={request_id})", name=pick.member.name, message=e.message,
+                              model=pick.resolved.model.name, request_id=ctx.request_id.decode("ascii", "replace"))
+            finally:
+                self.upstreams.ended(pick)
+
+    async def count_tokens(self, request: Request, body: dict[str, Any]) -> int:
+        """The prompt tokens of a chat request, counted by the upstream its model would go to."""
+        await self.upstreams.ensure_index()
+        pick = self.upstreams.pick(_model(body), body.get("messages"))
+        context_of(request).upstream = pick.member.name
+        body = {**body, "model": pick.served.id} if pick.served.id else body
+        return await count_prompt_tokens(pick.member.client, body, forwarded_headers(request))
+
+    async def _run_on(
+        self, request: Request, call: ChatCall, client: UpstreamClient, body: dict[str, Any]
+    ) -> bytes | None:
         if not call.stream:
-            return await self._reply(request, call)
-        has_tools = bool(call.body.get("tools"))
+            return await self._reply(request, call, client, body)
+        has_tools = bool(body.get("tools"))
         mode = self.settings.tools_mode
-        facts = self.upstream.facts
+        facts = client.facts
         if mode == "synthesize" or (
             mode == "auto" and ((has_tools and FACT_STREAM_TOOLS_REFUSED in facts) or FACT_STREAM_ANSWERS_JSON in facts)
         ):
-            await self._synthesize(request, call)
+            await self._synthesize(request, call, client, body)
             return None
-        response = await self._post(request, call, call.body)
+        response = await self._post(request, call, client, body)
         if response.code != 200:
-            data = await collect_body(response, self.clock, self.upstream.idle_timeout, self.settings.max_reply_bytes)
+            data = await collect_body(response, self.clock, client.idle_timeout, self.settings.max_reply_bytes)
             if has_tools and mode == "auto" and is_stream_tools_refusal(response.code, data):
-                self._learn(FACT_STREAM_TOOLS_REFUSED, f"refuses streamed tool calls ({response.code}); synthesizing "
-                            "tool-call streams from now on")
-                await self._synthesize(request, call)
+                self._learn(client, FACT_STREAM_TOOLS_REFUSED, f"refuses streamed tool calls ({response.code}); "
+                            "synthesizing tool-call streams from now on")
+                await self._synthesize(request, call, client, body)
                 return None
             raise upstream_error(response.code, data)
         ctype = response.headers.getRawHeaders(b"content-type", [b""])[0]
         pipeline = self._pipeline(call)
         if b"text/event-stream" not in ctype:
             # An old build answers a stream request with one JSON reply: turn it into a stream.
-            data = await collect_body(response, self.clock, self.upstream.idle_timeout, self.settings.max_reply_bytes)
+            data = await collect_body(response, self.clock, client.idle_timeout, self.settings.max_reply_bytes)
             answer = reply_from_json_stream_answer(data)
             if answer is None:
                 raise ShimError(502, "upstream answered a streaming request with neither a stream nor a chat reply")
             if mode == "auto":
-                self._learn(FACT_STREAM_ANSWERS_JSON, "answers streaming requests with plain JSON; synthesizing "
-                            "streams from now on")
+                self._learn(client, FACT_STREAM_ANSWERS_JSON, "answers streaming requests with plain JSON; "
+                            "synthesizing streams from now on")
             await self._emit_synthesized(request, call, pipeline, answer)
             return None
         self._start(request, call, pipeline)
@@ -149,7 +189,7 @@ class ChatFlow:
                 response,
                 pipeline,
                 self.clock,
-                self.upstream.idle_timeout,
+                client.idle_timeout,
                 heartbeat=call.dialect.heartbeat(),
                 heartbeat_seconds=self.settings.stream_heartbeat,
             )
@@ -159,10 +199,10 @@ class ChatFlow:
             await self._complete(call)
         return None
 
-    def _learn(self, fact: str, what: str) -> None:
-        if fact not in self.upstream.facts:
-            self.upstream.facts[fact] = True
-            self.log.info("upstream {url} {what}", url=self.upstream.base_url, what=what)
+    def _learn(self, client: UpstreamClient, fact: str, what: str) -> None:
+        if fact not in client.facts:
+            client.facts[fact] = True
+            self.log.info("upstream {url} {what}", url=client.base_url, what=what)
 
     def _pipeline(self, call: ChatCall) -> StreamPipeline:
         debug = self._thinking_debug if self.settings.thinking_debug else None
@@ -182,9 +222,9 @@ class ChatFlow:
         if call.on_complete is not None:
             await maybeDeferred(call.on_complete)
 
-    async def _post(self, request: Request, call: ChatCall, body: dict[str, Any]) -> Any:
+    async def _post(self, request: Request, call: ChatCall, client: UpstreamClient, body: dict[str, Any]) -> Any:
         started = self.clock.seconds()
-        response = await self.upstream.request(
+        response = await client.request(
             b"POST", call.path, forwarded_headers(request), BytesProducer(jsonutil.dumps(body))
         )
         ctx = context_of(request)
@@ -192,19 +232,19 @@ class ChatFlow:
             ctx.upstream_ttfb = self.clock.seconds() - started
         return response
 
-    async def _reply_json(self, request: Request, call: ChatCall) -> dict[str, Any]:
-        body = {k: v for k, v in call.body.items() if k != "stream_options"}
+    async def _reply_json(
+        self, request: Request, call: ChatCall, client: UpstreamClient, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        body = {k: v for k, v in body.items() if k != "stream_options"}
         body["stream"] = False
-        response = await self._post(request, call, body)
-        reply = await json_reply(
-            response, self.clock, self.upstream.idle_timeout, "reply", self.settings.max_reply_bytes
-        )
+        response = await self._post(request, call, client, body)
+        reply = await json_reply(response, self.clock, client.idle_timeout, "reply", self.settings.max_reply_bytes)
         if not isinstance(reply, dict):
             raise ShimError(502, "upstream sent a reply that is not a JSON object", "upstream_error")
         return reply
 
-    async def _reply(self, request: Request, call: ChatCall) -> bytes:
-        reply = await self._reply_json(request, call)
+    async def _reply(self, request: Request, call: ChatCall, client: UpstreamClient, body: dict[str, Any]) -> bytes:
+        reply = await self._reply_json(request, call, client, body)
         if isinstance(reply.get("usage"), dict):
             context_of(request).usage = usage_counts(reply["usage"])
         reply, _ = apply_to_reply(normalise_reply(reply), call.reasoning_mode, self.settings.style)
@@ -227,11 +267,13 @@ class ChatFlow:
         if not request.finished:
             request.finish()
 
-    async def _synthesize(self, request: Request, call: ChatCall) -> None:
+    async def _synthesize(
+        self, request: Request, call: ChatCall, client: UpstreamClient, body: dict[str, Any]
+    ) -> None:
         pipeline = self._pipeline(call)
         beat = self._heartbeats(request, call, pipeline)
         try:
-            reply = await self._reply_json(request, call)
+            reply = await self._reply_json(request, call, client, body)
         finally:
             if beat is not None and beat.running:
                 beat.stop()

@@ -9,12 +9,18 @@ from llamashim.chat.flow import ChatFlow
 from llamashim.config import Config
 from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.limiter import UpstreamSlots
+from llamashim.upstream.set import UpstreamSet
 
 
 @dataclass(frozen=True)
 class RouteDeps:
     config: Config
-    upstream: UpstreamClient
+    upstreams: UpstreamSet
     flow: ChatFlow
     slots: UpstreamSlots
     clock: Any  # IReactorTime
+
+    @property
+    def upstream(self) -> UpstreamClient:
+        """The default upstream's client (the pass-through, and requests that name no model)."""
+        return self.upstreams.default.client

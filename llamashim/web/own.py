@@ -9,17 +9,17 @@ from klein import Klein
 from twisted.web.server import Request
 
 from llamashim import jsonutil
-from llamashim.dialects.ollama.mapping import normalise_openai_models
 from llamashim.errors import ShimError
 from llamashim.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llamashim.ops.metrics import Metrics
-from llamashim.stream.relay import collect_body, json_reply
-from llamashim.upstream.body import error_message
+from llamashim.upstream.models import listing
+from llamashim.web.context import context_of
 from llamashim.web.deps import RouteDeps
 from llamashim.web.passthrough import pass_through
 from llamashim.web.respond import read_json_object, send_json
 from llamashim.web.routing import answer_errors, api_route
 
+MODELS_TTL = 0.0  # GET /v1/models reads the upstreams' lists afresh (the index refreshes itself too)
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -37,20 +37,22 @@ class OwnRoutes:
 
     @api_route(app, "/health", route="health", methods=("GET", "HEAD"), upstream=False)
     async def health(self, request: Request) -> bytes:
-        reason = self.slots.unavailable()
-        if reason is not None:
-            return send_json(request, {"status": "error", "reason": reason}, 503)
-        upstream = self.deps.upstream
-        try:
-            response = await upstream.get(b"/health")
-            data = await collect_body(response, self.deps.clock, upstream.idle_timeout, 1024 * 1024)
-        except ShimError as e:
-            return send_json(request, {"status": "error", "reason": e.message}, 503)
-        if response.code == 200:
-            return send_json(request, {"status": "ok", "upstream": upstream.base_url})
-        message, _ = error_message(data)
-        reason = f"upstream: {message}" if message else f"upstream /health answered HTTP {response.code}"
-        return send_json(request, {"status": "error", "reason": reason}, 503)
+        """200 when every model has an upstream that is up; 503 naming what is not, and why."""
+        upstreams = self.deps.upstreams
+        states = await upstreams.check_health()
+        if len(states) == 1:
+            (name, reason), = states.items()
+            if reason is not None:
+                return send_json(request, {"status": "error", "reason": reason}, 503)
+            return send_json(request, {"status": "ok", "upstream": upstreams.members[name].client.base_url})
+        await upstreams.ensure_index()
+        without = [m.name for m in upstreams.index.models()
+                   if all(states.get(s.upstream) is not None for s in m.served)]
+        body = {"upstreams": {n: r or "ok" for n, r in states.items()}}
+        if without or all(r is not None for r in states.values()):
+            return send_json(request, {"status": "error", "reason": "no upstream is up for: " + (
+                ", ".join(without) or "any model"), "models_without_upstream": without, **body}, 503)
+        return send_json(request, {"status": "ok", **body})
 
     @api_route(app, "/metrics", route="metrics", methods=("GET",), upstream=False)
     async def metrics_route(self, request: Request) -> bytes:
@@ -66,10 +68,11 @@ class OwnRoutes:
 
     @api_route(app, "/v1/models", route="models", methods=("GET",))
     async def models(self, request: Request) -> bytes:
-        upstream = self.deps.upstream
-        response = await upstream.get(b"/v1/models", _auth(request))
-        value = await json_reply(response, self.deps.clock, upstream.idle_timeout, "/v1/models")
-        return send_json(request, normalise_openai_models(value))
+        """OpenAI's list shape over every upstream: one entry per model (its friendly name; upstream ids as
+        ``aliases``)."""
+        upstreams = self.deps.upstreams
+        await upstreams.ensure_index(max_age=MODELS_TTL)
+        return send_json(request, listing(upstreams.index.models()))
 
     @api_route(app, "/", route="root", methods=("GET", "HEAD"), upstream=False)
     async def root(self, request: Request) -> bytes:
@@ -78,10 +81,7 @@ class OwnRoutes:
 
     @api_route(app, "/", route="passthrough", methods=ALL_METHODS, branch=True)
     async def passthrough(self, request: Request, **_: Any) -> None:
+        context_of(request).upstream = self.deps.upstreams.default.name
         await pass_through(request, self.deps.upstream, self.deps.clock)
 
 
-def _auth(request: Request) -> Any:
-    from llamashim.chat.flow import forwarded_headers
-
-    return forwarded_headers(request)

@@ -151,6 +151,11 @@ class Scripted(Resource):
         self.abort_after_frames = False
         self.seen: list[tuple[bytes, bytes, dict[bytes, list[bytes]], bytes]] = []
 
+    def posts(self) -> list[tuple[bytes, bytes, dict[bytes, list[bytes]], bytes]]:
+        """The requests that were not llamashim's own metadata reads (its model index polls GETs)."""
+        return [r for r in self.seen if r[0] != b"GET" or r[1] not in (b"/v1/models", b"/props", b"/slots",
+                                                                         b"/health")]
+
     def render(self, request: Request) -> bytes | int:
         assert request.content is not None
         body = request.content.read()

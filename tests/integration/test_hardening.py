@@ -147,7 +147,7 @@ async def test_request_ids_are_kept_generated_and_forwarded() -> None:
         _, headers, _ = await fetch(shim.url + "/v1/chat/completions", "POST", CHAT, {"X-Request-Id": "abc-123"})
         assert headers.getRawHeaders(b"x-request-id") == [b"abc-123"]
         assert fake.last.headers["x-request-id"] == ["abc-123"]
-        _, headers, _ = await fetch(shim.url + "/v1/models")
+        _, headers, _ = await fetch(shim.url + "/v1/chat/completions", "POST", CHAT)
         generated = headers.getRawHeaders(b"x-request-id")[0]
         assert len(generated) == 32 and fake.last.headers["x-request-id"] == [generated.decode()]
     finally:

@@ -64,7 +64,7 @@ async def test_well_formed_stream_passes_byte_for_byte(env: Env) -> None:
     assert headers.getRawHeaders(b"x-accel-buffering") == [b"no"]
     assert headers.getRawHeaders(b"content-encoding", [b""]) == [b""]  # (treq's decoder adds an empty one here)
     # The upstream got compact JSON with the client's fields.
-    method, uri, _, sent = env.up.seen[-1]
+    method, uri, _, sent = env.up.posts()[-1]
     assert (method, uri) == (b"POST", b"/v1/chat/completions")
     assert sent == jsonutil.dumps({**CHAT, "stream": True})
 
@@ -77,7 +77,7 @@ async def test_alias_route_and_non_streamed(env: Env) -> None:
     status, _, body = await env.post("/chat/completions", b'{ "model" : "m",\n "messages": [] }')
     assert status == 200
     assert jsonutil.loads(body)["choices"][0]["message"]["content"] == "Hi"
-    assert env.up.seen[-1][3] == b'{"model":"m","messages":[],"stream":false}'
+    assert env.up.posts()[-1][3] == b'{"model":"m","messages":[],"stream":false}'
 
 
 @pytest.mark.parametrize(
@@ -134,7 +134,7 @@ async def test_bad_client_json_is_a_400(env: Env, body: bytes, needle: str) -> N
     assert status == 400
     assert headers.getRawHeaders(b"content-type")[0].startswith(b"application/json")
     assert needle.lower() in error_of(data)["message"].lower()
-    assert env.up.seen == []
+    assert env.up.posts() == []
 
 
 @pytest_twisted.ensureDeferred
@@ -180,7 +180,7 @@ async def test_body_over_the_limit_is_a_413() -> None:
         status, _, data = await fetch(shim.url + "/api/chat", "POST", b"x" * 5000)
         assert status == 413
         assert "too large" in jsonutil.loads(data)["error"]
-        assert up.seen == []
+        assert up.posts() == []
     finally:
         await shim.stop()
         await port.stopListening()
@@ -208,7 +208,7 @@ async def test_passthrough_keeps_method_query_body_and_end_to_end_headers(env: E
     assert status == 201 and body == b'{"tokens":[1,2]}'
     assert headers.getRawHeaders(b"x-upstream") == [b"yes"]
     assert not headers.hasHeader(b"keep-alive")
-    method, uri, seen, sent = env.up.seen[-1]
+    method, uri, seen, sent = env.up.posts()[-1]
     assert (method, uri, sent) == (b"POST", b"/tokenize?with_pieces=true", b'{"content":"hi"}')
     assert seen[b"authorization"] == [b"Bearer sk-123"]
     assert seen[b"x-custom"] == [b"keep me"]
@@ -217,13 +217,15 @@ async def test_passthrough_keeps_method_query_body_and_end_to_end_headers(env: E
 
 @pytest_twisted.ensureDeferred
 async def test_models_always_in_openai_list_shape(env: Env) -> None:
-    """A bare model array from upstream is served as an OpenAI list, its extra fields kept."""
+    """A bare model array from upstream is served as an OpenAI list under the friendly name, its extra fields and
+    the upstream id (as an alias) kept."""
     env.up.body = b'[{"id":"a.gguf","meta":{"n_ctx":1}}]'
     status, _, body = await fetch(env.shim.url + "/v1/models")
     assert status == 200
     value = jsonutil.loads(body)
     assert value["object"] == "list"
-    assert value["data"][0]["id"] == "a.gguf" and value["data"][0]["meta"] == {"n_ctx": 1}
+    assert value["data"][0]["id"] == "a" and value["data"][0]["meta"] == {"n_ctx": 1}
+    assert value["data"][0]["aliases"] == ["a.gguf"]
 
 
 @pytest_twisted.ensureDeferred
@@ -255,7 +257,7 @@ async def test_ollama_chat_dialect_openai_is_an_alias() -> None:
         status, headers, body = await fetch(shim.url + "/api/chat", "POST", jsonutil.dumps({**CHAT, "stream": True}))
         assert status == 200 and body == CHUNK + FINISH + DONE
         assert headers.getRawHeaders(b"content-type") == [b"text/event-stream"]
-        assert up.seen[-1][1] == b"/v1/chat/completions"
+        assert up.posts()[-1][1] == b"/v1/chat/completions"
     finally:
         await shim.stop()
         await port.stopListening()

@@ -15,8 +15,6 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from llamashim.chat.call import ChatCall
-from llamashim.chat.flow import forwarded_headers
-from llamashim.chat.tokens import count_prompt_tokens
 from llamashim.dialects.anthropic.dialect import ANTHROPIC
 from llamashim.dialects.anthropic.events import MessagesEncoder, message_object, new_message_id
 from llamashim.dialects.anthropic.translate import MessagesRequest, request_to_chat
@@ -75,6 +73,5 @@ class AnthropicRoutes:
     @api_route(app, "/count_tokens", route="messages_count_tokens")
     async def count_tokens(self, request: Request) -> bytes:
         translated = self._translate(request, count_only=True)
-        body = self.deps.flow.resolved(translated.chat_body)
-        n = await count_prompt_tokens(self.deps.upstream, body, forwarded_headers(request))
+        n = await self.deps.flow.count_tokens(request, translated.chat_body)
         return send_json(request, {"input_tokens": n})

@@ -19,8 +19,6 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from llamashim.chat.call import ChatCall
-from llamashim.chat.flow import forwarded_headers
-from llamashim.chat.tokens import count_prompt_tokens
 from llamashim.dialects.responses.dialect import RESPONSES
 from llamashim.dialects.responses.events import ResponsesEncoder, previous_response_not_found, response_object
 from llamashim.dialects.responses.store import ResponseStore, Stored, default_store_path
@@ -145,8 +143,7 @@ class ResponsesRoutes:
     async def input_tokens(self, request: Request) -> bytes:
         body = read_json_object(request, self.deps.config.limits.max_json_depth)
         translated, _ = await self._translate(request, body)
-        chat = self.deps.flow.resolved(translated.chat_body)
-        n = await count_prompt_tokens(self.deps.upstream, chat, forwarded_headers(request))
+        n = await self.deps.flow.count_tokens(request, translated.chat_body)
         return send_json(request, {"object": "response.input_tokens", "input_tokens": n})
 
     # -- stored responses ------------------------------------------------------------------------------------

@@ -1,0 +1,123 @@
+"""Choosing an upstream for one request (pure): least busy, with prompt-cache affinity, spilling over when full.
+
+The signals, per upstream that serves the model: whether it is up (its ``/health``, the last request's outcome,
+a supervised llama-server's readiness), whether it is loading (503), llamashim's own count of requests in flight
+to it, its ``max_concurrent`` (when configured) and, where it exposes ``/slots``, how many slots are idle.
+
+* **Affinity** — requests of one conversation (same model, same system prompt and first user turn: see
+  :func:`conversation_key`) go to the upstream that served it before, while that upstream is up and has room, so
+  its prompt cache (llama-server keeps each slot's last prompt) is reused instead of reprocessed.
+* **Least busy** otherwise, and when the affine upstream is full: the fewest requests in flight, then the most idle
+  slots, then configuration order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llamashim import jsonutil
+
+
+@dataclass(frozen=True)
+class Load:
+    """What is known about one candidate upstream right now."""
+
+    name: str
+    up: bool = True
+    loading: bool = False
+    ready: bool = True  # False: cannot take requests at all (a supervised llama-server still starting)
+    in_flight: int = 0
+    max_concurrent: int | None = None
+    idle_slots: int | None = None
+    total_slots: int | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.ready and self.up and not self.loading
+
+    @property
+    def full(self) -> bool:
+        if self.max_concurrent is not None:
+            return self.in_flight >= self.max_concurrent
+        if self.total_slots is not None:
+            return self.in_flight >= self.total_slots
+        return False
+
+
+@dataclass(frozen=True)
+class Choice:
+    name: str
+    reason: str
+
+
+def choose(candidates: Sequence[Load], affine: str | None = None) -> Choice | None:
+    """The upstream to send a request to, and why; ``None`` when no candidate is usable."""
+    usable = [c for c in candidates if c.usable]
+    if not usable:
+        # Every upstream of the model is marked down or loading: try one anyway (it may be back; if not, the
+        # client gets its real error rather than a guess), the first in configuration order.
+        fallback = [c for c in candidates if c.ready]
+        return Choice(fallback[0].name, "every upstream of the model is down or loading; trying it anyway") \
+            if fallback else None
+    if affine is not None:
+        for c in usable:
+            if c.name == affine:
+                if not c.full:
+                    return Choice(c.name, "conversation affinity (its prompt cache)")
+                break
+    order = {c.name: i for i, c in enumerate(candidates)}
+    best = min(usable, key=lambda c: (c.full, c.in_flight, -(c.idle_slots or 0), order[c.name]))
+    if len(usable) == 1:
+        reason = "the only upstream up for the model"
+    elif affine is not None and affine in {c.name for c in usable}:
+        reason = f"least busy ({best.in_flight} in flight); {affine} is full"
+    else:
+        reason = f"least busy ({best.in_flight} in flight, {best.idle_slots if best.idle_slots is not None else '?'} " \
+                 "idle slots)"
+    return Choice(best.name, reason)
+
+
+def conversation_key(model: str, messages: Any) -> str | None:
+    """A key shared by the turns of one conversation: the model, the first system message and the first user
+    message (what stays the same as a conversation grows). ``None`` when there is no user message yet."""
+    if not isinstance(messages, list):
+        return None
+    system = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "system"), None)
+    user = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"), None)
+    if user is None:
+        return None
+    digest = hashlib.blake2b(jsonutil.dumps([model, system, user]), digest_size=12)
+    return digest.hexdigest()
+
+
+class AffinityMap:
+    """Conversation key → the upstream that last served it, the newest ``limit`` conversations (LRU)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._map: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, key: str | None) -> str | None:
+        if key is None:
+            return None
+        name = self._map.get(key)
+        if name is not None:
+            self._map.move_to_end(key)
+        return name
+
+    def put(self, key: str | None, name: str) -> None:
+        if key is None:
+            return
+        self._map[key] = name
+        self._map.move_to_end(key)
+        while len(self._map) > self.limit:
+            self._map.popitem(last=False)
+
+    def forget(self, name: str) -> None:
+        """An upstream went down: its conversations may go elsewhere (and stay there)."""
+        for key in [k for k, v in self._map.items() if v == name]:
+            del self._map[key]
