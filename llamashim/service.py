@@ -161,6 +161,8 @@ def build_service(config: Config, reactor: Any) -> MultiService:
     flow = ChatFlow(upstreams, chat_settings(config))
     deps = RouteDeps(config, upstreams, flow, slots, reactor)
     metrics = Metrics() if config.metrics.enabled else None
+    if metrics is not None:
+        metrics.watch_upstreams(lambda: upstreams.members.values())
     registry = default_registry()
     routes = [factory(deps) for factory in ROUTES]
     recent = RecentRequests(reactor.seconds)  # /status: the recent requests and token rates

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("ascii")
 
@@ -41,5 +46,32 @@ class Metrics:
         )
         self.bytes_out = Counter("llamashim_response_bytes", "Response body bytes sent to clients", registry=r)
 
+        self.upstream_requests = Counter(
+            "llamashim_upstream_requests", "Requests by the upstream that served them", ["upstream", "status"],
+            registry=r,
+        )
+
+    def watch_upstreams(self, members: Callable[[], Iterable[Any]]) -> None:
+        """Per-upstream gauges read at scrape time: in flight, up, idle and total slots."""
+        self.registry.register(_UpstreamCollector(members))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _UpstreamCollector(Collector):
+    def __init__(self, members: Callable[[], Iterable[Any]]) -> None:
+        self.members = members
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        in_flight = GaugeMetricFamily("llamashim_upstream_in_flight", "Requests at this upstream now",
+                                      labels=["upstream"])
+        up = GaugeMetricFamily("llamashim_upstream_up", "1 when the upstream takes requests", labels=["upstream"])
+        idle = GaugeMetricFamily("llamashim_upstream_idle_slots", "Idle slots at the last look (/slots)",
+                                 labels=["upstream"])
+        for member in self.members():
+            in_flight.add_metric([member.name], member.in_flight)
+            up.add_metric([member.name], 1.0 if member.why_not() is None and not member.loading else 0.0)
+            if member.idle_slots is not None:
+                idle.add_metric([member.name], member.idle_slots)
+        yield from (in_flight, up, idle)

@@ -23,6 +23,7 @@ from llamashim.dialects.base import DialectRegistry
 from llamashim.dialects.openai_chat.dialect import OPENAI
 from llamashim.errors import ShimError
 from llamashim.ops.metrics import Metrics
+from llamashim.ops.recent import RecentRequests, Served
 from llamashim.web.context import RequestContext, owner_of
 from llamashim.web.gate import Gate
 from llamashim.web.respond import end_with_error
@@ -73,7 +74,8 @@ class ShimRequest(server.Request):
         super().write(data)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        if not self.finished and self.channel is not None:
+        # A refused body has its own log line (log_refusal); the connection it closes is no client abort.
+        if not self.finished and self.channel is not None and not self._refused:
             self._site.log(self, aborted=True)
         super().connectionLost(reason)
 
@@ -231,6 +233,7 @@ class ShimSite(server.Site):
         header_timeout: float | None = 30.0,
         metrics: Metrics | None = None,
         dialects: DialectRegistry | None = None,
+        recent: RecentRequests | None = None,
     ) -> None:
         # Never parse bodies as HTML forms: every route reads JSON, and the form check costs ~0.1 ms a request.
         super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
@@ -243,6 +246,7 @@ class ShimSite(server.Site):
         self.idle_waiters: list[Deferred[None]] = []
         self.metrics: Metrics | None = metrics
         self.dialects = dialects or DialectRegistry(OPENAI)
+        self.recent = recent  # the status page's ring of recent requests (llamashim.ops.recent)
         if metrics is not None:
             metrics.buffered.set_function(self.buffered_bytes)
 
@@ -256,11 +260,13 @@ class ShimSite(server.Site):
         started = ctx.started or now
         ttfb = "-" if ctx.upstream_ttfb is None else f"{ctx.upstream_ttfb * 1000:.1f}ms"
         status = "aborted" if aborted else str(request.code)
+        # A client that left before its request was complete has no request path yet: the channel's is it.
+        path = request.path if request.path is not None else compat.channel_path(request.channel)
         access_log.info(
             "{method} {path} {status} {bytes}B {duration_ms}ms dialect={dialect} upstream={upstream} "
             "upstream_ttfb={ttfb} id={request_id}",
             method=request.method.decode("latin-1"),
-            path=request.path.decode("latin-1"),
+            path=path.decode("latin-1"),
             status=status,
             bytes=request.sentLength,
             duration_ms=f"{(now - started) * 1000:.1f}",
@@ -269,11 +275,21 @@ class ShimSite(server.Site):
             ttfb=ttfb,
             request_id=ctx.request_id.decode("ascii", "replace"),
         )
+        if self.recent is not None:  # what the status page lists: never a path, a body or a key
+            usage = ctx.usage
+            self.recent.record(Served(
+                at=now, method=request.method.decode("latin-1"), route=ctx.route, dialect=ctx.dialect.name,
+                status=status, duration=now - started, upstream=ctx.upstream,
+                prompt_tokens=usage[0] if usage else None, completion_tokens=usage[1] if usage else None,
+                streamed=ctx.streaming,
+            ))
         m = self.metrics
         if m is None:
             return
         route = ctx.route
         m.requests.labels(route, status, ctx.dialect.name).inc()
+        if ctx.upstream is not None:
+            m.upstream_requests.labels(ctx.upstream, status).inc()
         m.duration.labels(route).observe(now - started)
         m.bytes_out.inc(request.sentLength)
         if aborted:
