@@ -13,10 +13,10 @@ from llamashim.dialects.anthropic.routes import AnthropicRoutes
 from llamashim.dialects.base import DialectRegistry
 from llamashim.dialects.ollama.routes import OllamaRoutes
 from llamashim.dialects.openai_chat.dialect import OPENAI
-from llamashim.dialects.openai_chat.routes import OpenAIChatRoutes
+from llamashim.dialects.openai_chat.routes import OpenAIChatRoutes, OpenAIEmbeddingsRoutes
 from llamashim.dialects.responses.routes import ResponsesRoutes
 
-ROUTES: tuple[Any, ...] = (OpenAIChatRoutes, OllamaRoutes, ResponsesRoutes, AnthropicRoutes)
+ROUTES: tuple[Any, ...] = (OpenAIChatRoutes, OpenAIEmbeddingsRoutes, OllamaRoutes, ResponsesRoutes, AnthropicRoutes)
 
 
 def default_registry() -> DialectRegistry:

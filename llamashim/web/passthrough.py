@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.server import Request
 
+from llamashim import jsonutil
+from llamashim.chat.flow import forwarded_headers
 from llamashim.stream.relay import Identity, relay
 from llamashim.upstream.body import BytesProducer
 from llamashim.upstream.client import UpstreamClient
@@ -27,3 +31,17 @@ async def pass_through(request: Request, upstream: UpstreamClient, clock: IReact
     if response.length is not UNKNOWN_LENGTH:
         request.setHeader(b"content-length", b"%d" % response.length)
     await relay(request, response, Identity(), clock, upstream.idle_timeout)
+
+
+async def relay_json_request(
+    request: Request, client: UpstreamClient, path: bytes, body: dict[str, Any], clock: IReactorTime
+) -> None:
+    """POST ``body`` (as compact JSON) to ``path`` upstream and relay the answer as it comes, status included."""
+    headers = forwarded_headers(request)
+    response = await client.request(b"POST", path, headers, BytesProducer(jsonutil.dumps(body)))
+    request.setResponseCode(response.code, response.phrase)
+    for name, values in end_to_end(response.headers).getAllRawHeaders():
+        request.responseHeaders.setRawHeaders(name, values)
+    if response.length is not UNKNOWN_LENGTH:
+        request.setHeader(b"content-length", b"%d" % response.length)
+    await relay(request, response, Identity(), clock, client.idle_timeout)

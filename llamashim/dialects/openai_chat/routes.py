@@ -10,7 +10,9 @@ from twisted.web.server import Request
 from llamashim.chat.call import ChatCall
 from llamashim.dialects.openai_chat.dialect import OPENAI, encode_openai_items
 from llamashim.stream.reasoning import mode_for_request
+from llamashim.web.context import context_of
 from llamashim.web.deps import RouteDeps
+from llamashim.web.passthrough import relay_json_request
 from llamashim.web.respond import read_json_object
 from llamashim.web.routing import answer_errors, api_route
 
@@ -45,3 +47,35 @@ class OpenAIChatRoutes:
     async def chat(self, request: Request) -> bytes | None:
         body = read_json_object(request, self.deps.config.limits.max_json_depth)
         return await self.deps.flow.run(request, chat_call(self.deps, request, body))
+
+
+class OpenAIEmbeddingsRoutes:
+    """``POST /v1/embeddings`` (and ``/embeddings``): routed by ``model`` like chat, relayed as the upstream answers."""
+
+    app = Klein()
+    answer_errors(app)
+    dialect = OPENAI
+    mounts = (b"/v1/embeddings", b"/embeddings")
+
+    def __init__(self, deps: RouteDeps) -> None:
+        self.deps = deps
+        self.slots = deps.slots
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    @api_route(app, "/", route="embeddings")
+    async def embeddings(self, request: Request) -> None:
+        body = read_json_object(request, self.deps.config.limits.max_json_depth)
+        upstreams = self.deps.upstreams
+        await upstreams.ensure_index()
+        model = body.get("model")
+        pick = upstreams.pick(model if isinstance(model, str) and model else None)
+        context_of(request).upstream = pick.member.name
+        if pick.served.id:
+            body = {**body, "model": pick.served.id}
+        upstreams.started(pick)
+        try:
+            await relay_json_request(request, pick.member.client, b"/v1/embeddings", body, self.deps.clock)
+        finally:
+            upstreams.ended(pick)
