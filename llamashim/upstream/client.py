@@ -186,6 +186,8 @@ class UpstreamClient(Service):
         reasons = [failure]
         if isinstance(failure.value, ResponseNeverReceived):
             reasons = list(failure.value.reasons)
+            if reasons and all(r.check(CancelledError) for r in reasons):
+                return Failure(CancelledError())  # the client went away while we waited for the headers
         for reason in reasons:
             tls = describe_tls_failure(reason)
             if tls:

@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from llamashim.errors import ShimError
 from llamashim.upstream.limiter import UpstreamSlots
 from llamashim.web.context import context_of
-from llamashim.web.respond import end_with_error
+from llamashim.web.respond import end_with_error, send_json
 
 log = Logger(namespace="llamashim.routes")
 T = TypeVar("T")
@@ -86,7 +86,7 @@ def answer_errors(app: Klein) -> None:
         answer_error(request, failure.value)
 
     @app.handle_errors(HTTPException)  # type: ignore[arg-type]
-    def routing_miss(_instance: Any, request: Request, failure: Failure) -> None:
+    def routing_miss(_instance: Any, request: Request, failure: Failure) -> bytes:
         miss = failure.value
         assert isinstance(miss, HTTPException)
         if isinstance(miss, MethodNotAllowed):
@@ -95,4 +95,6 @@ def answer_errors(app: Klein) -> None:
                             f"{request.path.decode('latin-1')} (allowed: {allowed})")
         else:
             err = ShimError(miss.code or 404, f"no route for {request.path.decode('latin-1')}")
-        answer_error(request, err)
+        # A miss is raised before Klein watches notifyFinish, so Klein finishes the request after this handler
+        # whatever it did: return the body and let Klein write it (finishing here too finishes twice).
+        return send_json(request, context_of(request).dialect.error_body(err), err.status)

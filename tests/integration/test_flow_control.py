@@ -1,9 +1,12 @@
-"""Backpressure and cancellation over real loopback sockets: client → llamashim → upstream.
+"""Backpressure and cancellation: client → llamashim → upstream, over real loopback sockets where the wire matters.
 
-* A client that stops reading pauses the upstream read (the upstream sees ``pauseProducing``), and llamashim holds
-  no more than a socket buffer's worth of the stream meanwhile; once the client reads again every byte arrives.
+* A client that stops reading keeps the upstream paused (it sees ``pauseProducing`` and stays paused, measured on
+  bytes llamashim relays to another client meanwhile), and llamashim holds little of the stream; once the client
+  reads again every byte arrives. Without the producer registration in ``StreamRelay`` this fails.
 * A client that vanishes — mid-stream, before the upstream answered, or while a non-streamed answer is awaited —
-  makes llamashim close the upstream connection at once (the upstream sees its request's connection lost).
+  makes llamashim close the upstream connection at once (the upstream sees its request's connection lost). On TCP,
+  Twisted itself stops a registered producer when the client's connection is lost; the in-memory test (whose
+  transports do not) pins ``StreamRelay``'s own cancel path, and fails without its ``pump.stop()``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from llamashim import jsonutil
+from llamashim import compat, jsonutil
+from llamashim.testing.fake_llama import FakeLlama
+from llamashim.testing.memory import memory_shim
 from tests.integration.support import (
     Shim,
     config,
+    fetch,
     http_request,
     listen,
     raw_connect,
@@ -33,25 +39,43 @@ from tests.integration.support import (
 
 BLOCK = 64 * 1024
 TOTAL = 20 * 1024 * 1024
+METADATA = (b"/v1/models", b"/props", b"/slots", b"/health")
+STEADY = 4 * 1024 * 1024  # bytes another client reads through llamashim while the slow client's upstream stays paused
 
 
 @implementer(IPushProducer)
 class BigBody:
-    """Writes ``TOTAL`` bytes as fast as the transport takes them; honours pause/resume; records what it saw."""
+    """Writes ``total`` bytes as fast as the transport takes them; honours pause/resume; records what it saw."""
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, total: int) -> None:
         self.request = request
+        self.total = total
         self.written = 0
         self.paused = False
         self.pauses = 0
-        self.first_pause: Deferred[int] = Deferred()
+        self.resumes = 0
         self.stopped = False
         self.scheduled = False
         self.done: Deferred[None] = Deferred()
+        self._changes: list[Deferred[None]] = []
 
     def start(self) -> None:
         self.request.registerProducer(self, True)
         self._schedule()
+
+    def changed(self) -> Deferred[None]:
+        """Fires at the next pause or resume, or at the end."""
+        d: Deferred[None] = Deferred()
+        if self.done.called:
+            d.callback(None)
+        else:
+            self._changes.append(d)
+        return d
+
+    def _changed(self) -> None:
+        waiting, self._changes = self._changes, []
+        for d in waiting:
+            d.callback(None)
 
     def _schedule(self) -> None:
         if not self.scheduled:
@@ -60,50 +84,65 @@ class BigBody:
 
     def _pump(self) -> None:
         self.scheduled = False
-        while not self.paused and not self.stopped and self.written < TOTAL:
+        while not self.paused and not self.stopped and self.written < self.total:
             self.request.write(b"x" * BLOCK)
             self.written += BLOCK
-        if self.written >= TOTAL and not self.stopped:
+        if self.written >= self.total and not self.stopped:
             self.stopped = True
             self.request.unregisterProducer()
             self.request.finish()
             self.done.callback(None)
+            self._changed()
 
     def pauseProducing(self) -> None:
         self.paused = True
         self.pauses += 1
-        if not self.first_pause.called:
-            self.first_pause.callback(self.written)
+        self._changed()
 
     def resumeProducing(self) -> None:
         self.paused = False
+        self.resumes += 1
+        self._changed()
         self._schedule()
 
     def stopProducing(self) -> None:
         self.stopped = True
 
+    @property
+    def unsent(self) -> int:
+        """Bytes the upstream's own transport holds, not yet taken by its socket."""
+        channel: Any = self.request.channel
+        return compat.buffered_bytes(channel.transport) if channel is not None else 0
+
 
 class Upstream(Resource):
-    """The upstream end of these tests: a huge body, a paced endless SSE stream, or no answer at all."""
+    """The upstream end of these tests: huge bodies (``/big?bytes=N``), a paced endless SSE stream, or no answer."""
 
     isLeaf = True
 
     def __init__(self) -> None:
         super().__init__()
+        self.bodies: list[BigBody] = []
         self.big_ready: Deferred[BigBody] = Deferred()
         self.lost: Deferred[float] = Deferred()
         self.arrived: Deferred[str] = Deferred()
         self.mode = "stream"
+        self.metadata = FakeLlama(reactor, model="m").resource()
 
     def render(self, request: Request) -> Any:
+        if request.method == b"GET" and request.path in METADATA:
+            return self.metadata.render(request)  # llamashim's own reads of the upstream's models and health
         request.notifyFinish().addErrback(lambda _: self.lost.callback(reactor.seconds()))
         if not self.arrived.called:
             self.arrived.callback(request.path.decode())
         if request.path == b"/big":
+            size = int((request.args.get(b"bytes") or [b"%d" % TOTAL])[0])
             request.setHeader(b"content-type", b"application/octet-stream")
-            big = BigBody(request)
+            big = BigBody(request, size)
+            self.bodies.append(big)
             big.start()
-            self.big_ready.callback(big)
+            if not self.big_ready.called:
+                self.big_ready.callback(big)
             return NOT_DONE_YET
         if self.mode == "hang":
             return NOT_DONE_YET  # never a header, never a byte
@@ -140,23 +179,45 @@ async def teardown(shim: Shim, port: Any) -> None:
     await port.stopListening()
 
 
+async def until_upstream_stays_paused(shim: Shim, big: BigBody) -> int:
+    """Wait until the upstream *stays* paused, measured on bytes, not time: it is paused with its own write buffer
+    full, and it stays so — not one resume — while llamashim relays ``STEADY`` bytes to another client that reads
+    (llamashim's reactor kept reading sockets all along). Returns how many rounds that took. Fails at once if the
+    upstream wrote its whole body while the client was not reading: then llamashim buffered it."""
+    for rounds in range(1, 50):
+        if big.done.called:
+            raise AssertionError(f"the upstream wrote all {big.written} bytes to a client that was not reading")
+        if not big.paused:
+            await timeout(big.changed(), 20)
+            continue
+        resumes = big.resumes
+        status, _, body = await fetch(f"{shim.url}/big?bytes={STEADY}")
+        assert status == 200 and len(body) == STEADY
+        if big.paused and big.resumes == resumes and big.unsent > 0:
+            return rounds
+    raise AssertionError(f"the upstream never stayed paused ({big.pauses} pauses, {big.resumes} resumes)")
+
+
 @pytest_twisted.ensureDeferred
 async def test_slow_client_pauses_upstream_and_loses_nothing() -> None:
+    """A client that stops reading keeps the upstream paused (llamashim holds < 2 MiB of a 20 MiB body meanwhile);
+    once it reads again every byte arrives."""
     up, shim, port = await setup()
     try:
-        client = await raw_connect(shim.url, http_request("GET", "/big"), rcvbuf=32 * 1024)
+        request = http_request("GET", "/big", headers={"Connection": "close"})  # the end is the connection's end
+        client = await raw_connect(shim.url, request, rcvbuf=32 * 1024)
         client.transport.pauseProducing()  # the client stops reading
         big = await timeout(up.big_ready)
-        written_at_pause = await timeout(big.first_pause, 20)
-        # While paused, what the upstream has produced is bounded by socket buffers, far from the 20 MB.
-        assert written_at_pause < TOTAL // 2, written_at_pause
-        # llamashim itself holds at most a little in its write buffers for this client.
-        held = _buffered_in_shim(shim)
-        assert held <= 2 * 1024 * 1024, held
+        await until_upstream_stays_paused(shim, big)
+        # What the upstream produced is what the sockets on the way hold, far from the 20 MiB.
+        assert big.written < TOTAL // 2, big.written
+        # llamashim itself holds at most a little in user space for this client.
+        held = shim.site.buffered_bytes()
+        assert held < 2 * 1024 * 1024, held
         client.transport.resumeProducing()
-        await timeout(client.wait_for(lambda b: _body_len(b) >= TOTAL), 60)
+        await timeout(client.closed, 60)
         assert _body_len(bytes(client.received)) == TOTAL
-        assert big.pauses >= 1
+        await timeout(big.done)
     finally:
         await teardown(shim, port)
 
@@ -177,14 +238,6 @@ def _body_len(raw: bytes) -> int:
             total += size
             pos = end + 2 + size + 2
     return len(rest)
-
-
-def _buffered_in_shim(shim: Shim) -> int:
-    total = 0
-    for proto in getattr(shim.site, "open_channels", ()):
-        t = proto.transport
-        total += len(getattr(t, "dataBuffer", b"")) + sum(len(x) for x in getattr(t, "_tempDataBuffer", []))
-    return total
 
 
 CHAT = jsonutil.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
@@ -217,3 +270,25 @@ async def test_client_leaving_closes_the_upstream_at_once(moment: str, mode: str
         assert closed_at - left < 0.5, moment
     finally:
         await teardown(shim, port)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/chat"])
+def test_client_leaving_mid_stream_closes_the_upstream_in_memory(path: str) -> None:
+    """In memory, on one clock: a client that leaves mid-stream has its upstream connection closed on the next
+    flush — no time passes — while the upstream still had most of its answer to send."""
+    shim = memory_shim(tools={"streaming": "native"})
+    fake = shim.fake
+    assert fake is not None
+    fake.content = [f"t{i} " for i in range(100)]
+    fake.chunk_interval = 1.0
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    exchange = shim.request("POST", path, body)
+    shim.advance(3.0)
+    assert exchange.code == 200 and exchange.body and not exchange.ended
+    seen = fake.chat_requests()[-1]
+    assert not seen.lost.called
+    exchange.abort()
+    shim.flush()
+    assert seen.lost.called and not seen.done.called
+    assert fake.active == 0
+    assert shim.upstream_agent.open_connections == 0
