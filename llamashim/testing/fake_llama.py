@@ -9,7 +9,12 @@ misbehave on demand. Every knob is an attribute, so a test may change it between
     fake.content = ["Hel", "lo"]
     fake.tool_calls = [("get_weather", '{"city": "Paris"}')]
     fake.fault = "drop_mid_stream"
+    fake.fim_tokens = False  # /infill refuses, as llama-server does for a model without FIM tokens
     site = Site(fake.resource())
+
+Besides chat it answers llama-server's own ``/completion`` and ``/infill`` (the same ``content`` pieces, in their
+native shape: SSE events with ``content``/``stop``, the last one ``stop: true`` with ``stop_type``, token counts and
+``timings``, no ``[DONE]``).
 
 Run it standalone (for the benchmark or by hand): ``python -m llamashim.testing.fake_llama --port 8080``.
 """
@@ -24,9 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
 MODEL = "/models/fake-model-7B.Q4_K_M.gguf"
 FAULTS = (
@@ -71,6 +77,7 @@ class FakeLlama:
         self.tool_calls: list[tuple[str, str]] = []  # (name, arguments JSON text)
         self.finish_reason: str | None = None  # default: "tool_calls" with tool calls, else "stop"
         self.arg_piece = 4  # characters per streamed argument fragment
+        self.fim_tokens = True  # the model has FIM tokens (False: /infill answers llama-server's 501)
         # behaviour
         self.chunk_interval = 0.0  # seconds between streamed chunks (through the injected clock)
         self.fault: str | None = None
@@ -86,6 +93,10 @@ class FakeLlama:
         # observations
         self.requests: list[Seen] = []
         self._arrivals: list[Deferred[Seen]] = []
+        self._pause_waiters: list[Deferred[None]] = []
+        self.pauses = 0  # times a reader's backpressure paused a stream
+        self.resumes = 0
+        self.streams: list[_Streamer] = []  # every streamed answer (``sent``: frames written, ``paused``)
         self.active = 0
         self._created = 1795532742
 
@@ -100,6 +111,18 @@ class FakeLlama:
         d: Deferred[Seen] = Deferred()
         self._arrivals.append(d)
         return d
+
+    def stream_paused(self) -> Deferred[None]:
+        """Fires the next time a reader's backpressure pauses one of the fake's streams."""
+        d: Deferred[None] = Deferred()
+        self._pause_waiters.append(d)
+        return d
+
+    def _stream_paused(self) -> None:
+        self.pauses += 1
+        waiters, self._pause_waiters = self._pause_waiters, []
+        for d in waiters:
+            d.callback(None)
 
     def chat_requests(self) -> list[Seen]:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
@@ -151,6 +174,8 @@ class FakeLlama:
             ("POST", "/v1/embeddings"): self._embeddings,
             ("POST", "/v1/completions"): self._completions,
             ("POST", "/tokenize"): self._tokenize,
+            ("POST", "/completion"): self._completion,
+            ("POST", "/infill"): self._infill,
         }
 
     # -- simple endpoints ----------------------------------------------------------------------------------------
@@ -329,6 +354,12 @@ class FakeLlama:
         body = seen.body if isinstance(seen.body, dict) else {}
         if not isinstance(seen.body, dict):
             return self._error(request, 400, "Failed to parse the request body as JSON", "invalid_request_error")
+        return self._generate(request, body, self._answer)
+
+    def _generate(
+        self, request: Request, body: dict[str, Any], answer: Callable[[Request, dict[str, Any], bool], None]
+    ) -> bytes | int:
+        """The scripted failures before an answer, then ``answer`` (now, or after ``slow_headers`` seconds)."""
         if self.status_override is not None:
             return self._error(request, self.status_override, "scripted failure", "server_error")
         stream = bool(body.get("stream"))
@@ -341,10 +372,10 @@ class FakeLlama:
         if self.old_build == "refuse_stream_tools" and stream and body.get("tools"):
             return self._error(request, 500, "Cannot use tools with stream", "server_error")
         if self.fault == "slow_headers":
-            pending = self.clock.callLater(self.slow_headers, self._answer, request, body, stream)
+            pending = self.clock.callLater(self.slow_headers, answer, request, body, stream)
             request.notifyFinish().addErrback(lambda _: pending.cancel() if pending.active() else None)
             return NOT_DONE_YET
-        self._answer(request, body, stream)
+        answer(request, body, stream)
         return NOT_DONE_YET
 
     def _answer(self, request: Request, body: dict[str, Any], stream: bool) -> None:
@@ -362,9 +393,71 @@ class FakeLlama:
         request.setHeader(b"cache-control", b"no-cache")
         _Streamer(self, request, frames).start()
 
+    # -- /completion and /infill -----------------------------------------------------------------------------------
 
+    def _completion(self, request: Request, seen: Seen) -> bytes | int:
+        if not isinstance(seen.body, dict):
+            return self._error(request, 400, "Failed to parse the request body as JSON", "invalid_request_error")
+        if "prompt" not in seen.body:
+            return self._error(request, 400, "[json.exception.out_of_range.403] key 'prompt' not found",
+                               "invalid_request_error")
+        return self._generate(request, seen.body, self._native_answer)
+
+    def _infill(self, request: Request, seen: Seen) -> bytes | int:
+        if not self.fim_tokens:  # llama-server checks the vocabulary before it reads the body
+            return self._error(request, 501, "Infill is not supported by this model: prefix token is missing. "
+                               "suffix token is missing. middle token is missing. ", "not_supported_error")
+        if not isinstance(seen.body, dict):
+            return self._error(request, 400, "Failed to parse the request body as JSON", "invalid_request_error")
+        for name in ("input_prefix", "input_suffix"):
+            if name not in seen.body:
+                return self._error(request, 400, f"[json.exception.out_of_range.403] key '{name}' not found",
+                                   "invalid_request_error")
+        if "input_extra" in seen.body and not isinstance(seen.body["input_extra"], list):
+            return self._error(request, 400, '"input_extra" must be an array of {"filename": string, "text": string}',
+                               "invalid_request_error")
+        return self._generate(request, seen.body, self._native_answer)
+
+    def native_final(self, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+        """The last event of a ``/completion``/``/infill`` stream (``stream``), or the whole non-streamed answer."""
+        n = len(self.content)
+        return {
+            "index": 0, "content": "" if stream else "".join(self.content), "tokens": [], "id_slot": 0, "stop": True,
+            "model": self.model, "tokens_predicted": n, "tokens_evaluated": 12,
+            "generation_settings": {"temperature": body.get("temperature", 0.8), "n_predict": body.get("n_predict", -1),
+                                    "stream": stream},
+            "prompt": body.get("prompt") or body.get("input_prefix") or "", "has_new_line": False, "truncated": False,
+            "stop_type": "limit" if self.finish_reason == "length" else "eos", "stopping_word": "",
+            "tokens_cached": 12 + n, "timings": {**self._timings(), "predicted_n": n, "predicted_ms": 10.0 * n},
+        }
+
+    def native_frames(self, body: dict[str, Any]) -> list[bytes]:
+        """The SSE events of a streamed ``/completion``/``/infill`` answer, as llama-server writes them."""
+        out = [
+            b"data: " + dumps({"index": 0, "content": piece, "tokens": [1000 + i], "stop": False, "id_slot": -1,
+                               "tokens_predicted": i + 1, "tokens_evaluated": 12}) + b"\n\n"
+            for i, piece in enumerate(self.content)
+        ]
+        out.append(b"data: " + dumps(self.native_final(body, True)) + b"\n\n")
+        return out
+
+    def _native_answer(self, request: Request, body: dict[str, Any], stream: bool) -> None:
+        if request._disconnected:  # type: ignore[attr-defined]
+            return
+        if not stream:
+            request.write(self._json(request, self.native_final(body, False)))
+            request.finish()
+            return
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"text/event-stream")
+        request.setHeader(b"cache-control", b"no-cache")
+        _Streamer(self, request, self.native_frames(body)).start()
+
+
+@implementer(IPushProducer)
 class _Streamer:
-    """Writes frames with pacing and the scripted mid-stream fault."""
+    """Writes frames with pacing and the scripted mid-stream fault; a push producer, so a reader that stops reading
+    pauses it (as a real llama-server blocks in its socket send) instead of piling bytes up in its transport."""
 
     def __init__(self, fake: FakeLlama, request: Request, frames: list[bytes]) -> None:
         self.fake = fake
@@ -373,6 +466,7 @@ class _Streamer:
         self.sent = 0
         self.timer: IDelayedCall | None = None
         self.gone = False
+        self.paused = False
         request.notifyFinish().addErrback(self._lost)
 
     def _lost(self, _: Any) -> None:
@@ -381,19 +475,46 @@ class _Streamer:
             self.timer.cancel()
 
     def start(self) -> None:
+        self.fake.streams.append(self)
+        self.request.registerProducer(self, True)
+        self._run()
+
+    def _run(self) -> None:
         if self.fake.chunk_interval > 0:
             self._next()
         else:
-            while not self.gone and not self.request.finished and self.sent <= len(self.frames):
+            while not self.gone and not self.paused and not self.request.finished:
                 if not self._step():
                     break
 
     def _next(self) -> None:
         self.timer = None
-        if self.gone:
+        if self.gone or self.paused:
             return
         if self._step():
             self.timer = self.fake.clock.callLater(self.fake.chunk_interval, self._next)
+
+    # IPushProducer
+
+    def pauseProducing(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.fake._stream_paused()
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.fake.resumes += 1
+            if self.timer is None and not self.gone and not self.request.finished:
+                self._run()
+
+    def stopProducing(self) -> None:
+        self._lost(None)
+
+    def _end(self) -> None:
+        if self.request.producer is not None:
+            self.request.unregisterProducer()
+        self.request.finish()
 
     def _step(self) -> bool:
         """Send one frame (or the fault); False when the response is over."""
@@ -401,6 +522,8 @@ class _Streamer:
         if fault in ("drop_mid_stream", "data_error", "legacy_error", "garbage") and self.sent == self.fake.fault_after:
             if fault == "drop_mid_stream":
                 assert self.request.channel is not None
+                if self.request.producer is not None:
+                    self.request.unregisterProducer()  # a transport with a producer waits for it before closing
                 self.request.channel.transport.loseConnection()  # type: ignore[union-attr]
                 return False
             if fault == "data_error":
@@ -410,10 +533,10 @@ class _Streamer:
                 self.request.write(b'error: {"code":500,"message":"fake legacy failure","type":"server_error"}\n\n')
             else:
                 self.request.write(b"data: \x00\x01 garbage {{{\n\n")
-            self.request.finish()
+            self._end()
             return False
         if self.sent >= len(self.frames):
-            self.request.finish()
+            self._end()
             return False
         self.request.write(self.frames[self.sent])
         self.sent += 1

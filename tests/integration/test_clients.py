@@ -185,7 +185,7 @@ async def test_ollama_client_against_the_fake() -> None:
     try:
         client = ollama.Client(host=shim.url, timeout=20)
         listed = await in_thread(client.list)
-        assert [m.model for m in listed.models] == [fake.model]
+        assert [m.model for m in listed.models] == ["fake-model-7B.Q4_K_M"]  # one friendly name: name == model
         shown = await in_thread(lambda: client.show("fake-model-7B.Q4_K_M:latest"))
         assert shown.capabilities is not None and "tools" in shown.capabilities
         assert shown.modelinfo is not None and shown.modelinfo["llama.context_length"] == 4096
@@ -212,6 +212,6 @@ async def test_ollama_client_against_the_fake() -> None:
         emb = await in_thread(lambda: client.embed(model="fake-model-7B.Q4_K_M", input=["a", "b"]))
         assert len(emb.embeddings) == 2
         ps = await in_thread(client.ps)
-        assert ps.models[0].model == fake.model
+        assert ps.models[0].model == "fake-model-7B.Q4_K_M"
     finally:
         await teardown(shim, port)

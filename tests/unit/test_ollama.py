@@ -15,6 +15,7 @@ from ollama._types import ChatResponse, EmbedResponse, ListResponse, ProcessResp
 from llamashim.dialects.ollama import mapping as ollama
 from llamashim.errors import BadRequest
 from llamashim.stream.items import Chunk, Done, StreamError
+from llamashim.upstream.models import ModelIndex
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PROPS = json.loads((FIXTURES / "real_props.json").read_text())
@@ -58,12 +59,12 @@ def test_chat_request_mapping() -> None:
 
 
 def test_generate_request_mapping() -> None:
-    """A generate body maps to system and user messages, json format and input_suffix; stream false, no options."""
+    """A templated generate body maps to system and user messages and json format; stream false, no options."""
     out, _ = ollama.generate_request_to_openai(
-        {"model": "m", "prompt": "hi", "system": "sys", "suffix": "end", "format": "json", "stream": False}, ident
+        {"model": "m", "prompt": "hi", "system": "sys", "format": "json", "stream": False}, ident
     )
     assert out["messages"] == [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}]
-    assert out["response_format"] == {"type": "json_object"} and out["input_suffix"] == "end"
+    assert out["response_format"] == {"type": "json_object"} and "input_suffix" not in out
     assert out["stream"] is False and "stream_options" not in out
 
 
@@ -145,23 +146,33 @@ def test_non_streamed_reply() -> None:
     assert parsed.prompt_eval_count == reply["usage"]["prompt_tokens"]
 
 
+def index_of(models_json: Any, props: Any = PROPS) -> ModelIndex:
+    index = ModelIndex()
+    index.set_upstream("u", models_json, props)
+    return index
+
+
 def test_metadata_from_a_real_server() -> None:
-    """Tags, show and ps from real llama-server metadata validate; capabilities follow props; unknown is None."""
-    tags = ListResponse.model_validate(ollama.tags_body(MODELS, PROPS))
-    assert tags.models[0].model == MODEL_ID
-    assert ollama.tags_body(MODELS, PROPS)["models"][0]["name"] == "SmolLM2-135M-Instruct.Q4_1"
-    shown = ollama.show_body(MODEL_ID, PROPS, MODELS)
-    assert shown is not None
+    """Tags, show and ps from real llama-server metadata validate, under one friendly name for name and model;
+    capabilities follow props; parameters carry num_ctx, the stop string and the default sampling settings."""
+    models = index_of(MODELS).models()
+    tags = ListResponse.model_validate(ollama.tags_body(models, lambda m: PROPS))
+    assert tags.models[0].model == "SmolLM2-135M-Instruct.Q4_1"
+    assert ollama.tags_body(models, lambda m: PROPS)["models"][0]["name"] == "SmolLM2-135M-Instruct.Q4_1"
+    shown = ollama.show_body(models[0], PROPS)
     parsed = ShowResponse.model_validate(shown)
     assert parsed.capabilities == ["completion", "tools"]
     assert parsed.modelinfo is not None
     assert parsed.modelinfo["llama.context_length"] == PROPS["default_generation_settings"]["n_ctx"]
     assert parsed.modelinfo["general.basename"] == "SmolLM2-135M-Instruct.Q4_1"
+    params = dict(line.split(None, 1) for line in (parsed.parameters or "").splitlines())
+    assert params["num_ctx"] == str(PROPS["default_generation_settings"]["n_ctx"])
+    assert "temperature" in params and params["stop"] == json.dumps(PROPS["eos_token"])
     no_tools = {**PROPS, "chat_template_caps": {"supports_tools": False}, "modalities": {"vision": True}}
     assert ollama.capabilities(no_tools) == ["completion", "vision"]
-    assert ollama.show_body("nope", PROPS, MODELS) is None
-    ps = ProcessResponse.model_validate(ollama.ps_body(MODELS, PROPS))
-    assert ps.models[0].model == MODEL_ID
+    ps = ProcessResponse.model_validate(ollama.ps_body(models, lambda m: PROPS))
+    assert ps.models[0].model == "SmolLM2-135M-Instruct.Q4_1"
+    assert ps.models[0].context_length == PROPS["default_generation_settings"]["n_ctx"]
 
 
 @pytest.mark.parametrize(
@@ -169,19 +180,22 @@ def test_metadata_from_a_real_server() -> None:
     [MODELS, {"data": MODELS["data"]}, MODELS["data"], {"models": MODELS["models"]}],
 )
 def test_every_models_shape(shape: Any) -> None:
-    """Every /v1/models shape llama-server may send is normalised to an OpenAI list with the model id."""
-    listed = ollama.normalise_openai_models(shape)
-    assert listed["object"] == "list" and listed["data"][0]["id"] == MODEL_ID
+    """Every /v1/models shape llama-server may send gives the same one model under its friendly name."""
+    assert index_of(shape).names() == ["SmolLM2-135M-Instruct.Q4_1"]
 
 
-def test_resolve_model() -> None:
-    """Names resolve to upstream ids by basename, ignoring :latest; unknown ones pass through; one model wins."""
-    ids = ["/m/a.gguf", "/m/b.gguf"]
-    assert ollama.resolve_model("a", ids) == "/m/a.gguf"
-    assert ollama.resolve_model("a:latest", ids) == "/m/a.gguf"
-    assert ollama.resolve_model("/m/b.gguf:latest", ids) == "/m/b.gguf"
-    assert ollama.resolve_model("c", ids) == "c"
-    assert ollama.resolve_model("anything", ["/m/only.gguf"]) == "/m/only.gguf"
+def test_router_mode_ps_lists_only_loaded_models() -> None:
+    """A router-mode upstream's unloaded models are in /api/tags but not in /api/ps."""
+    router = {"data": [{"id": "alpha", "status": {"value": "loaded"}}, {"id": "beta", "status": {"value": "unloaded"}}]}
+    models = index_of(router, None).models()
+    assert [m["name"] for m in ollama.tags_body(models, lambda m: None)["models"]] == ["alpha", "beta"]
+    assert [m["name"] for m in ollama.ps_body(models, lambda m: None)["models"]] == ["alpha"]
+
+
+def test_load_and_unload_replies() -> None:
+    """An empty chat or generate answers Ollama's load / unload reply, valid for the ollama package."""
+    ChatResponse.model_validate(ollama.load_reply("m", 0.0, False, "unload"))
+    assert ollama.load_reply("m", 0.0, True, "load")["done_reason"] == "load"
 
 
 def test_embeddings() -> None:
@@ -189,9 +203,9 @@ def test_embeddings() -> None:
     reply = {"data": [{"embedding": [0.1, 0.2]}, {"embedding": [0.3, 0.4]}], "usage": {"prompt_tokens": 2}}
     EmbedResponse.model_validate(ollama.embed_body(reply, "m", legacy=False))
     assert ollama.embed_body(reply, "m", legacy=True) == {"embedding": [0.1, 0.2]}
-    assert ollama.embed_request({"model": "m", "input": ["a"]}, ident, False) == {"model": "m", "input": ["a"]}
+    assert ollama.embed_request({"model": "m", "input": ["a"]}, False) == {"model": "m", "input": ["a"]}
     with pytest.raises(BadRequest):
-        ollama.embed_request({"model": "m", "prompt": ["a"]}, ident, True)
+        ollama.embed_request({"model": "m", "prompt": ["a"]}, True)
 
 
 def test_llama_server_sampling_options_pass_through() -> None:

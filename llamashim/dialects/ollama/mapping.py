@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import base64
 import datetime
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from llamashim import jsonutil
 from llamashim.errors import BadRequest
-from llamashim.jsonutil import obj
+from llamashim.jsonutil import arr, obj
 from llamashim.stream.deltas import DeltaEncoder, ToolCallDelta, UsageDelta, usage_delta
 from llamashim.stream.items import StreamError
+from llamashim.upstream.models import Model
 
 Resolve = Callable[[str], str]
+
+
+def as_given(name: str) -> str:
+    """The model name as the client sent it: the shared flow's model index resolves it."""
+    return name
 
 # Ollama option → OpenAI / llama-server request field.
 OPTION_MAP = {
@@ -56,57 +61,9 @@ def now_iso(seconds: float) -> str:
 # -- model names ------------------------------------------------------------------------------------------------
 
 
-def friendly_name(model_id: str) -> str:
-    """``/models/Qwen2.5-7B-Q4.gguf`` → ``Qwen2.5-7B-Q4``."""
-    base = os.path.basename(model_id.rstrip("/")) or model_id
-    return base[: -len(".gguf")] if base.lower().endswith(".gguf") else base
-
-
-def resolve_model(requested: str, ids: Iterable[str]) -> str:
-    """Map a requested name (upstream id, friendly name, either with ``:latest``) to the upstream id."""
-    known = list(ids)
-    name = requested[: -len(":latest")] if requested.endswith(":latest") else requested
-    for model_id in known:
-        if name in (model_id, friendly_name(model_id)):
-            return model_id
-    if len(known) == 1:
-        return known[0]
-    return name
-
-
-def model_entries(models_json: Any) -> list[dict[str, Any]]:
-    """The upstream's models as OpenAI entries, whatever shape its ``/v1/models`` has."""
-    if isinstance(models_json, list):
-        data = models_json
-    elif isinstance(models_json, dict):
-        listed = models_json.get("data")
-        if isinstance(listed, list):
-            data = listed
-        else:
-            data = [
-                {"id": m.get("model") or m.get("name"), **{k: v for k, v in m.items() if k not in ("model", "name")}}
-                for m in models_json.get("models") or []
-                if isinstance(m, dict)
-            ]
-    else:
-        data = []
-    out = []
-    for entry in data:
-        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-            out.append({"object": "model", "owned_by": "llamacpp", **entry})
-    return out
-
-
-def normalise_openai_models(value: Any) -> dict[str, Any]:
-    """``/v1/models`` always in OpenAI's list shape, the upstream's extra fields (meta, aliases) kept."""
-    return {"object": "list", "data": model_entries(value)}
-
-
-# -- requests ---------------------------------------------------------------------------------------------------
-
-
-def _options(body: dict[str, Any], out: dict[str, Any]) -> list[str]:
-    """Map ``options`` into ``out``; returns the names of options that have no upstream equivalent."""
+def map_options(body: dict[str, Any], out: dict[str, Any], option_map: dict[str, str] = OPTION_MAP) -> list[str]:
+    """Map ``options`` into ``out`` (Ollama name → ``option_map``'s field, llama-server's own sampling fields as they
+    are); returns the names of options that have no upstream equivalent."""
     options = body.get("options")
     if options is None:
         return []
@@ -114,7 +71,7 @@ def _options(body: dict[str, Any], out: dict[str, Any]) -> list[str]:
         raise BadRequest("options must be an object")
     ignored = []
     for key, value in options.items():
-        target = OPTION_MAP.get(key)
+        target = option_map.get(key)
         if target is None and key in LLAMA_SERVER_OPTIONS:
             target = key
         if target is None:
@@ -126,16 +83,24 @@ def _options(body: dict[str, Any], out: dict[str, Any]) -> list[str]:
     return ignored
 
 
-def _format(body: dict[str, Any], out: dict[str, Any]) -> None:
+def ollama_format(body: dict[str, Any]) -> str | dict[str, Any] | None:
+    """``format``: ``"json"``, a JSON schema object, or ``None`` (absent or empty); anything else is a 400."""
     fmt = body.get("format")
     if fmt in (None, ""):
-        return
+        return None
+    if fmt == "json":
+        return "json"
+    if isinstance(fmt, dict):
+        return fmt
+    raise BadRequest('format must be "json" or a JSON schema object')
+
+
+def _format(body: dict[str, Any], out: dict[str, Any]) -> None:
+    fmt = ollama_format(body)
     if fmt == "json":
         out["response_format"] = {"type": "json_object"}
     elif isinstance(fmt, dict):
         out["response_format"] = {"type": "json_schema", "json_schema": {"name": "response", "schema": fmt}}
-    else:
-        raise BadRequest('format must be "json" or a JSON schema object')
 
 
 def _image_part(image: Any, where: str) -> dict[str, Any]:
@@ -220,23 +185,36 @@ def _link_tool_results(messages: list[dict[str, Any]]) -> None:
                     break
 
 
-def _common(body: dict[str, Any], model: str, out: dict[str, Any]) -> list[str]:
-    out["model"] = model
+def wants_stream(body: dict[str, Any]) -> bool:
+    """``stream`` (Ollama streams unless it is ``false``)."""
     stream = body.get("stream", True)
+    if stream is None:
+        return True
     if not isinstance(stream, bool):
         raise BadRequest("stream must be true or false")
+    return stream
+
+
+def required_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model is required")
+    return model
+
+
+def _common(body: dict[str, Any], model: str, out: dict[str, Any]) -> list[str]:
+    out["model"] = model
+    stream = wants_stream(body)
     out["stream"] = stream
     if stream:
         out["stream_options"] = {"include_usage": True}
     _format(body, out)
-    return _options(body, out)
+    return map_options(body, out)
 
 
-def chat_request_to_openai(body: dict[str, Any], resolve: Resolve) -> tuple[dict[str, Any], list[str]]:
+def chat_request_to_openai(body: dict[str, Any], resolve: Resolve = as_given) -> tuple[dict[str, Any], list[str]]:
     """An ``/api/chat`` body → (OpenAI chat request, names of ignored options)."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("model is required")
+    model = required_model(body)
     messages = body.get("messages") or []
     if not isinstance(messages, list):
         raise BadRequest("messages must be a list")
@@ -250,17 +228,15 @@ def chat_request_to_openai(body: dict[str, Any], resolve: Resolve) -> tuple[dict
     return out, ignored
 
 
-def generate_request_to_openai(body: dict[str, Any], resolve: Resolve) -> tuple[dict[str, Any], list[str]]:
-    """An ``/api/generate`` body → (OpenAI chat request, ignored options).
+def generate_request_to_openai(body: dict[str, Any], resolve: Resolve = as_given) -> tuple[dict[str, Any], list[str]]:
+    """An ``/api/generate`` body without ``raw`` or ``suffix`` → (OpenAI chat request, ignored options).
 
-    ``system`` becomes a system message and ``prompt`` (with ``images``) the user message. ``raw: true`` asks for no
-    chat template; llama-server's chat endpoint always applies one, so the prompt is sent as the sole user message.
-    ``suffix`` (fill-in-the-middle) has no chat equivalent; it is passed on as llama-server's ``input_suffix``
-    field, which its fill-in-the-middle capable builds use and others ignore.
+    ``system`` becomes a system message and ``prompt`` (with ``images``) the user message, so the upstream applies
+    the model's chat template as Ollama applies its own. ``raw: true`` and ``suffix`` (fill-in-the-middle) do not
+    come here: :mod:`llamashim.dialects.ollama.completion` sends them to llama-server's ``/completion`` and
+    ``/infill``.
     """
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("model is required")
+    model = required_model(body)
     prompt = body.get("prompt") or ""
     if not isinstance(prompt, str):
         raise BadRequest("prompt must be a string")
@@ -273,9 +249,6 @@ def generate_request_to_openai(body: dict[str, Any], resolve: Resolve) -> tuple[
         user = _message({"role": "user", "content": prompt, "images": body["images"]}, 0)
     messages.append(user)
     out: dict[str, Any] = {"messages": messages}
-    suffix = body.get("suffix")
-    if isinstance(suffix, str) and suffix:
-        out["input_suffix"] = suffix
     ignored = _common(body, resolve(model), out)
     return out, ignored
 
@@ -283,7 +256,7 @@ def generate_request_to_openai(body: dict[str, Any], resolve: Resolve) -> tuple[
 # -- responses ------------------------------------------------------------------------------------------------
 
 
-def _counts(usage: UsageDelta | None) -> dict[str, int]:
+def counts(usage: UsageDelta | None) -> dict[str, int]:
     """Ollama's counts and nanosecond durations from the usage and llama-server's timings."""
     u = usage or UsageDelta(0, 0)
     prompt_ms, predicted_ms = u.prompt_ms or 0.0, u.predicted_ms or 0.0
@@ -401,7 +374,7 @@ class OllamaChatEncoder(DeltaEncoder):
             line["message"] = message
         line["done"] = True
         line["done_reason"] = _done_reason(self.finish)
-        line.update(_counts(self.usage))
+        line.update(counts(self.usage))
         return self._line(line)
 
     def on_error(self, err: StreamError) -> bytes:
@@ -422,11 +395,19 @@ def chat_reply_to_ollama(reply: dict[str, Any], model: str, now: float, generate
         out["message"]["tool_calls"] = _ollama_calls(msg["tool_calls"])
     out["done"] = True
     out["done_reason"] = _done_reason(choice.get("finish_reason"))
-    out.update(_counts(usage_delta(reply.get("usage"), reply.get("timings"))))
+    out.update(counts(usage_delta(reply.get("usage"), reply.get("timings"))))
     return out
 
 
 # -- metadata -----------------------------------------------------------------------------------------------------
+
+
+def load_reply(model: str, now: float, generate: bool, done_reason: str) -> dict[str, Any]:
+    """The answer to Ollama's load (``done_reason: "load"``) or unload (``"unload"``) request: no text."""
+    out = _with_text({"model": model, "created_at": now_iso(now)}, "", "", generate)
+    out["done"] = True
+    out["done_reason"] = done_reason
+    return out
 
 
 def version_body(version: str) -> dict[str, Any]:
@@ -459,23 +440,26 @@ def architecture(entry: dict[str, Any], props: dict[str, Any] | None) -> str:
     return "llama"
 
 
-def tags_body(models_json: Any, props: dict[str, Any] | None) -> dict[str, Any]:
-    models = []
-    for entry in model_entries(models_json):
-        meta = obj(entry.get("meta"))
-        size = meta.get("size") if isinstance(meta.get("size"), int) else 0
+def _size(entry: dict[str, Any]) -> int:
+    meta = obj(entry.get("meta"))
+    return meta["size"] if isinstance(meta.get("size"), int) else 0
+
+
+def tags_body(models: Iterable[Model], props_of: Callable[[Model], dict[str, Any] | None]) -> dict[str, Any]:
+    """``/api/tags``: every model of every upstream, ``name`` and ``model`` both its one friendly name."""
+    out = []
+    for model in models:
+        entry = model.first().entry
         created = entry.get("created") if isinstance(entry.get("created"), (int, float)) else 0
-        models.append(
-            {
-                "name": friendly_name(entry["id"]),
-                "model": entry["id"],
-                "modified_at": now_iso(float(created or 0)),
-                "size": size,
-                "digest": "",
-                "details": _details(entry, props),
-            }
-        )
-    return {"models": models}
+        out.append({
+            "name": model.name,
+            "model": model.name,
+            "modified_at": now_iso(float(created or 0)),
+            "size": _size(entry),
+            "digest": "",
+            "details": _details(entry, props_of(model)),
+        })
+    return {"models": out}
 
 
 def context_length(entry: dict[str, Any], props: dict[str, Any] | None) -> int:
@@ -489,7 +473,15 @@ def context_length(entry: dict[str, Any], props: dict[str, Any] | None) -> int:
     return 4096
 
 
-def capabilities(props: dict[str, Any] | None) -> list[str]:
+# What /api/show's ``template`` gains for a model that fills in the middle: Ollama's clients (Continue among them)
+# take a ``.Suffix`` in the template, or the ``insert`` capability, to mean that ``suffix`` works. The prompt is
+# assembled by llama-server's /infill from the model's own FIM tokens; this line says so in Ollama's template syntax.
+INSERT_TEMPLATE = "{{- if .Suffix }}<FIM_PRE>{{ .Prompt }}<FIM_SUF>{{ .Suffix }}<FIM_MID>{{- end }}"
+
+
+def capabilities(props: dict[str, Any] | None, fim: bool = False) -> list[str]:
+    """``completion`` always, ``insert`` when the model fills in the middle (``fim``), ``tools`` when its chat
+    template supports tools, ``vision`` when it has vision."""
     props = props or {}
     caps = ["completion"]
     template_caps = props.get("chat_template_caps")
@@ -497,23 +489,64 @@ def capabilities(props: dict[str, Any] | None) -> list[str]:
         template_caps.get("supports_tools") or template_caps.get("supports_tool_calls")
     ):
         caps.append("tools")
+    if fim:
+        caps.append("insert")
     modalities = props.get("modalities")
     if isinstance(modalities, dict) and modalities.get("vision"):
         caps.append("vision")
     return caps
 
 
-def show_body(model_id: str, props: dict[str, Any] | None, models_json: Any) -> dict[str, Any] | None:
-    """``/api/show`` for the upstream model ``model_id`` (``None``: no such model)."""
-    entry = next((e for e in model_entries(models_json) if e["id"] == model_id), None)
-    if entry is None:
-        return None
+# llama-server's default sampling settings (``/props`` default_generation_settings.params) → Ollama parameter names.
+PARAMETER_NAMES = {
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+    "repeat_last_n": "repeat_last_n",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "typical_p": "typical_p",
+    "seed": "seed",
+}
+
+
+def _number_text(value: float | int) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def parameters_text(entry: dict[str, Any], props: dict[str, Any] | None) -> str:
+    """``/api/show``'s ``parameters`` in Ollama's text form: ``num_ctx`` (the per-slot context), ``stop`` for the
+    template's end-of-turn strings, and llama-server's default sampling settings."""
+    lines = [f"num_ctx                        {context_length(entry, props)}"]
+    settings = obj(obj(props).get("default_generation_settings"))
+    params = obj(settings.get("params"))
+    stops = [s for s in arr(params.get("stop")) if isinstance(s, str) and s]
+    eos = obj(props).get("eos_token")
+    if isinstance(eos, str) and eos and eos not in stops:
+        stops.append(eos)
+    lines += [f"stop                           {jsonutil.dumps(stop).decode()}" for stop in stops]
+    for key, name in PARAMETER_NAMES.items():
+        value = params.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not (key == "seed" and value < 0):
+            lines.append(f"{name:<31}{_number_text(value)}")
+    return "\n".join(lines)
+
+
+def show_body(model: Model, props: dict[str, Any] | None, fim: bool = False) -> dict[str, Any]:
+    """``/api/show`` for one model (its first upstream's metadata); ``fim``: it fills in the middle (``insert``
+    capability, :data:`INSERT_TEMPLATE` in ``template``)."""
+    served = model.first()
+    entry = served.entry
     arch = architecture(entry, props)
     meta = obj(entry.get("meta"))
     info: dict[str, Any] = {
         "general.architecture": arch,
-        "general.basename": friendly_name(model_id),
-        "general.name": friendly_name(model_id),
+        "general.basename": model.name,
+        "general.name": model.name,
         f"{arch}.context_length": context_length(entry, props),
     }
     if isinstance(meta.get("n_params"), int):
@@ -521,38 +554,43 @@ def show_body(model_id: str, props: dict[str, Any] | None, models_json: Any) -> 
     if isinstance(meta.get("n_embd"), int):
         info[f"{arch}.embedding_length"] = meta["n_embd"]
     template = (props or {}).get("chat_template")
+    template = template if isinstance(template, str) else ""
+    if fim:
+        template = f"{template}\n{INSERT_TEMPLATE}" if template else INSERT_TEMPLATE
     return {
-        "modelfile": f"FROM {model_id}\n",
-        "parameters": "",
-        "template": template if isinstance(template, str) else "",
+        "modelfile": f"FROM {served.id}\n",
+        "parameters": parameters_text(entry, props),
+        "template": template,
         "details": _details(entry, props),
         "model_info": info,
-        "capabilities": capabilities(props),
+        "capabilities": capabilities(props, fim),
         "modified_at": now_iso(float(entry.get("created") or 0)),
     }
 
 
-def ps_body(models_json: Any, props: dict[str, Any] | None) -> dict[str, Any]:
-    models = []
-    for entry in model_entries(models_json):
-        meta = obj(entry.get("meta"))
-        size = meta.get("size") if isinstance(meta.get("size"), int) else 0
-        models.append(
-            {
-                "name": friendly_name(entry["id"]),
-                "model": entry["id"],
-                "size": size,
-                "digest": "",
-                "details": _details(entry, props),
-                "expires_at": "2999-12-31T23:59:59Z",
-                "size_vram": 0,
-                "context_length": context_length(entry, props),
-            }
-        )
-    return {"models": models}
+def ps_body(models: Iterable[Model], props_of: Callable[[Model], dict[str, Any] | None]) -> dict[str, Any]:
+    """``/api/ps``: the models loaded now (a router-mode upstream's unloaded ones are left out), each with the real
+    per-slot context."""
+    out = []
+    for model in models:
+        if model.served and all(s.status not in ("", "loaded") for s in model.served):
+            continue
+        entry = model.first().entry
+        props = props_of(model)
+        out.append({
+            "name": model.name,
+            "model": model.name,
+            "size": _size(entry),
+            "digest": "",
+            "details": _details(entry, props),
+            "expires_at": "2999-12-31T23:59:59Z",
+            "size_vram": 0,
+            "context_length": context_length(entry, props),
+        })
+    return {"models": out}
 
 
-def embed_request(body: dict[str, Any], resolve: Resolve, legacy: bool) -> dict[str, Any]:
+def embed_request(body: dict[str, Any], legacy: bool) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("model is required")
@@ -563,7 +601,7 @@ def embed_request(body: dict[str, Any], resolve: Resolve, legacy: bool) -> dict[
         inputs = value
     else:
         raise BadRequest("prompt must be a string" if legacy else "input must be a string or a list of strings")
-    return {"model": resolve(model), "input": inputs}
+    return {"model": model, "input": inputs}
 
 
 def embed_body(reply: Any, model: str, legacy: bool) -> dict[str, Any]:

@@ -1,7 +1,12 @@
 """The Ollama API routes (``/api/*``): the I/O around :mod:`llamashim.dialects.ollama.mapping`'s pure mapping.
 
 ``/api/chat`` and ``/api/generate`` run through the shared :class:`llamashim.chat.flow.ChatFlow` — tool conformance,
-stream synthesis and reasoning routing included — with the Ollama NDJSON encoder at the end.
+stream synthesis and reasoning routing included — with the Ollama NDJSON encoder at the end. ``/api/generate`` with a
+``suffix`` (fill-in-the-middle) or ``raw: true`` is no chat: it goes to llama-server's ``/infill`` or ``/completion``
+(:mod:`llamashim.dialects.ollama.completion`), streamed through the same :class:`~llamashim.stream.relay.StreamRelay`
+(backpressure, cancellation, idle timeout, drain), on the upstream the model index picks for the model. ``/api/show``
+says ``insert`` for a model that fills in the middle, asked of its llama-server once per upstream and model
+(:data:`~llamashim.dialects.ollama.completion.FIM_PROBE`).
 """
 
 from __future__ import annotations
@@ -10,24 +15,32 @@ from typing import Any
 
 from klein import Klein
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from llamashim import jsonutil
 from llamashim.chat.call import ChatCall
 from llamashim.chat.flow import forwarded_headers
+from llamashim.dialects.ollama import completion
 from llamashim.dialects.ollama import mapping as ollama
-from llamashim.dialects.ollama.dialect import OLLAMA
+from llamashim.dialects.ollama.dialect import NDJSON, OLLAMA
 from llamashim.dialects.openai_chat.routes import chat_call
 from llamashim.errors import ShimError
+from llamashim.jsonutil import obj
 from llamashim.stream.reasoning import separate_mode
-from llamashim.stream.relay import json_reply
+from llamashim.stream.relay import collect_body, json_reply, relay
 from llamashim.upstream.body import BytesProducer
+from llamashim.upstream.client import UpstreamClient
+from llamashim.upstream.models import Model, props_of
+from llamashim.upstream.set import UpstreamSet
+from llamashim.web.context import context_of
 from llamashim.web.deps import RouteDeps
-from llamashim.web.respond import read_json_object, send_json
+from llamashim.web.respond import read_json_object, send_json, start_stream
 from llamashim.web.routing import answer_errors, api_route
 
 METADATA_TTL = 5.0  # seconds the upstream's /props and /v1/models are reused between metadata calls
 READ = ("GET", "HEAD")
+UNLOAD = (0, "0", "0s", "0m")  # keep_alive values that mean "unload now"
 
 
 class OllamaRoutes:
@@ -41,7 +54,8 @@ class OllamaRoutes:
         self.deps = deps
         self.slots = deps.slots
         self.config = deps.config
-        self._cache: dict[bytes, tuple[float, Any]] = {}
+        self._fim: dict[tuple[str, str], bool] = {}
+        self._told_num_ctx: set[str] = set()  # (upstream, model id) → fills in the middle (FIM_PROBE's answer)
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -54,13 +68,14 @@ class OllamaRoutes:
 
     @api_route(app, "/tags", route="ollama_tags", methods=READ)
     async def tags(self, request: Request) -> bytes:
-        models, props = await self._models(request), await self._props(request)
-        return send_json(request, ollama.tags_body(models, props))
+        """Every model of every upstream, under its one friendly name (``name`` and ``model`` alike)."""
+        upstreams = await self._index()
+        return send_json(request, ollama.tags_body(upstreams.index.models(), self._props_of))
 
     @api_route(app, "/ps", route="ollama_ps", methods=READ)
     async def ps(self, request: Request) -> bytes:
-        models, props = await self._models(request), await self._props(request)
-        return send_json(request, ollama.ps_body(models, props))
+        upstreams = await self._index()
+        return send_json(request, ollama.ps_body(upstreams.index.models(), self._props_of))
 
     @api_route(app, "/show", route="ollama_show")
     async def show(self, request: Request) -> bytes:
@@ -68,11 +83,10 @@ class OllamaRoutes:
         requested = body.get("model") or body.get("name")
         if not isinstance(requested, str) or not requested:
             raise ShimError(400, "model is required")
-        resolve = await self._resolver(request)
-        shown = ollama.show_body(resolve(requested), await self._props(request), await self._models(request))
-        if shown is None:
-            raise ShimError(404, f"model '{requested}' not found")
-        return send_json(request, shown)
+        upstreams = await self._index()
+        model = upstreams.resolve(requested).model  # as a chat would: friendly name, id, :latest, alias; else 404
+        fim = await self._fills_in_the_middle(request, model.name)
+        return send_json(request, ollama.show_body(model, self._props_of(model), fim))
 
     # -- chat, generate, embeddings ------------------------------------------------------------------------------
 
@@ -86,6 +100,8 @@ class OllamaRoutes:
     @api_route(app, "/generate", route="ollama_generate")
     async def generate(self, request: Request) -> bytes | None:
         body = read_json_object(request, self.config.limits.max_json_depth)
+        if completion.is_native(body):
+            return await self._native(request, body)
         return await self._chat(request, body, generate=True)
 
     @api_route(app, "/embed", route="ollama_embed")
@@ -98,42 +114,70 @@ class OllamaRoutes:
 
     # -- internals -----------------------------------------------------------------------------------------------
 
-    async def _get_json(self, request: Request, path: bytes) -> Any:
-        now = self.deps.clock.seconds()
-        cached = self._cache.get(path)
-        if cached is not None and now - cached[0] < METADATA_TTL:
-            return cached[1]
-        upstream = self.deps.upstream
-        response = await upstream.get(path, forwarded_headers(request))
-        value = await json_reply(response, self.deps.clock, upstream.idle_timeout, path.decode(), 16 * 1024 * 1024)
-        self._cache[path] = (now, value)
-        return value
+    async def _index(self) -> UpstreamSet:
+        """The upstreams, their model index no older than METADATA_TTL seconds."""
+        upstreams = self.deps.upstreams
+        await upstreams.ensure_index(max_age=METADATA_TTL)
+        return upstreams
 
-    async def _models(self, request: Request) -> Any:
-        return await self._get_json(request, b"/v1/models")
+    def _props_of(self, model: Model) -> dict[str, Any] | None:
+        return props_of(model, self.deps.upstreams.props_by_upstream())
 
-    async def _props(self, request: Request) -> dict[str, Any] | None:
-        try:
-            value = await self._get_json(request, b"/props")
-        except ShimError as e:
-            if e.status in (404, 501):
-                return None  # an upstream without /props: metadata from /v1/models alone
-            raise
-        return value if isinstance(value, dict) else None
+    def _options_seen(self, model: str, body: dict[str, Any]) -> None:
+        """``options.num_ctx`` cannot change llama-server's per-slot context: said once per model when it asks for
+        more than there is (``/api/show`` and ``/api/ps`` report the real value so the client can adapt)."""
+        asked = obj(body.get("options")).get("num_ctx")
+        if not isinstance(asked, int) or model in self._told_num_ctx:
+            return
+        found = self.deps.upstreams.index.find(model)
+        if found is None:
+            return
+        real = ollama.context_length(found.first().entry, self._props_of(found))
+        if asked > real:
+            self._told_num_ctx.add(model)
+            self.log.info("{model}: options.num_ctx {asked} asked, but the upstream's per-slot context is {real} "
+                          "(fixed when llama-server starts: -c / -np)", model=model, asked=asked, real=real)
 
-    async def _resolver(self, request: Request) -> Any:
-        ids = [e["id"] for e in ollama.model_entries(await self._models(request))]
-        return lambda name: ollama.resolve_model(name, ids)
+    async def _keep_alive(self, model: str, body: dict[str, Any]) -> None:
+        """``keep_alive: 0`` unloads the model from a router-mode upstream (``/models/unload``); elsewhere
+        llama-server keeps its one model loaded, so it is accepted and ignored."""
+        keep = body.get("keep_alive")
+        if keep is None:
+            return
+        if keep not in UNLOAD:
+            self.log.debug("keep_alive {keep!r} accepted and ignored", keep=keep)
+            return
+        upstreams = self.deps.upstreams
+        found = upstreams.index.find(model)
+        for served in found.served if found is not None else ():
+            member = upstreams.members[served.upstream]
+            if not member.router:
+                continue
+            try:
+                response = await member.client.request(
+                    b"POST", b"/models/unload", Headers({b"content-type": [b"application/json"]}),
+                    BytesProducer(jsonutil.dumps({"model": served.id})))
+                await collect_body(response, self.deps.clock, member.client.idle_timeout, 1024 * 1024)
+                self.log.info("keep_alive 0: unloaded {model} from {upstream} (HTTP {code})", model=served.id,
+                              upstream=member.name, code=response.code)
+            except ShimError as e:
+                self.log.warn("keep_alive 0: could not unload {model} from {upstream}: {message}", model=served.id,
+                              upstream=member.name, message=e.message)
 
     async def _chat(self, request: Request, body: dict[str, Any], generate: bool) -> bytes | None:
-        resolve = await self._resolver(request)
         mapper = ollama.generate_request_to_openai if generate else ollama.chat_request_to_openai
-        chat_body, ignored = mapper(body, resolve)
+        chat_body, ignored = mapper(body)
+        ignored = [name for name in ignored if name != "num_ctx"]
         if ignored:
             self.log.debug("ignored Ollama options with no llama-server equivalent: {names}", names=", ".join(ignored))
-        if body.get("keep_alive") is not None:
-            self.log.debug("keep_alive accepted and ignored (llama-server keeps its model loaded)")
         model_name = body["model"]
+        await self._index()
+        self._options_seen(model_name, body)
+        if not (body.get("prompt") if generate else body.get("messages")):
+            # Ollama's load / unload request: nothing to answer, only the model to (un)load.
+            await self._keep_alive(model_name, body)
+            done = "unload" if body.get("keep_alive") in UNLOAD else "load"
+            return send_json(request, ollama.load_reply(model_name, self.deps.clock.seconds(), generate, done))
         clock = self.deps.clock
 
         def reply(answer: dict[str, Any]) -> dict[str, Any]:
@@ -148,15 +192,114 @@ class OllamaRoutes:
             include_usage=True,
             model=model_name,
         )
-        return await self.deps.flow.run(request, call)
+        answer = await self.deps.flow.run(request, call)
+        await self._keep_alive(model_name, body)
+        return answer
+
+    async def _native(self, request: Request, body: dict[str, Any]) -> bytes | None:
+        """``/api/generate`` with ``suffix`` or ``raw``: llama-server's ``/infill`` or ``/completion`` on the upstream
+        serving the model (chosen like a chat's), streamed as Ollama NDJSON through the relay, or one reply."""
+        native = completion.native_request(body, lambda name: name)  # the model index resolves the name
+        if native.ignored:
+            self.log.debug("ignored Ollama options with no llama-server equivalent: {names}",
+                           names=", ".join(native.ignored))
+        if native.unused:
+            self.log.debug("{fields} not used by a raw or fill-in-the-middle generate", fields=", ".join(native.unused))
+        upstreams = await self._index()
+        self._options_seen(native.model, body)
+        pick = upstreams.pick(native.model)
+        ctx = context_of(request)
+        ctx.upstream = pick.member.name
+        upstream_body = {**native.body, "model": pick.served.id} if pick.served.id else native.body
+        data = jsonutil.dumps(upstream_body)
+        self.deps.flow.verbose("request", data)
+        upstreams.started(pick)
+        try:
+            return await self._native_on(request, native, pick.member.client, data)
+        finally:
+            upstreams.ended(pick)
+
+    async def _native_on(
+        self, request: Request, native: completion.NativeRequest, upstream: UpstreamClient, data: bytes
+    ) -> bytes | None:
+        clock = self.deps.clock
+        ctx = context_of(request)
+        started = clock.seconds()
+        response = await upstream.request(b"POST", native.path, forwarded_headers(request), BytesProducer(data))
+        ctx.upstream_ttfb = clock.seconds() - started
+        max_bytes = self.deps.flow.settings.max_reply_bytes
+        if response.code != 200:
+            error_body = await collect_body(response, clock, upstream.idle_timeout, max_bytes)
+            raise completion.upstream_failure(response.code, error_body, native.model, native.infill)
+        ctype = response.headers.getRawHeaders(b"content-type", [b""])[0]
+        transform = completion.CompletionStream(native.model, clock.seconds)
+        if not native.stream or b"text/event-stream" not in ctype:
+            reply = await json_reply(response, clock, upstream.idle_timeout, native.path.decode(), max_bytes)
+            if not isinstance(reply, dict):
+                raise ShimError(502, f"upstream {native.path.decode()} answer is not a JSON object", "upstream_error")
+            usage = completion.completion_usage(reply)
+            ctx.usage = (usage.prompt_tokens, usage.completion_tokens)
+            if not native.stream:
+                return send_json(request, completion.reply_to_ollama(reply, native.model, clock.seconds()))
+            start_stream(request, NDJSON)  # a stream request answered with one reply: the same lines at once
+            request.write(transform.event({**reply, "stop": True}))
+            request.finish()
+            return None
+        start_stream(request, NDJSON)
+        ctx.terminal_frame = lambda err: transform.fail(err.message, err.type, err.code)
+        try:
+            await relay(request, response, transform, clock, upstream.idle_timeout)
+        finally:
+            ctx.usage = transform.usage
+        return None
+
+    async def _fills_in_the_middle(self, request: Request, model_id: str) -> bool:
+        """Whether the model has FIM tokens: its upstream's answer to FIM_PROBE, kept per upstream and model."""
+        upstreams = self.deps.upstreams
+        try:
+            await upstreams.ensure_index()
+            pick = upstreams.pick(model_id)
+        except ShimError as e:
+            self.log.debug("no upstream to ask whether {model} fills in the middle: {message}", model=model_id,
+                           message=e.message)
+            return False
+        key = (pick.member.name, pick.served.id or model_id)
+        known = self._fim.get(key)
+        if known is not None:
+            return known
+        upstream = pick.member.client
+        probe = jsonutil.dumps({**completion.FIM_PROBE, "model": key[1]})
+        try:
+            response = await upstream.request(b"POST", completion.INFILL, forwarded_headers(request),
+                                              BytesProducer(probe))
+            answer = await collect_body(response, self.deps.clock, upstream.idle_timeout, 1024 * 1024)
+        except ShimError as e:
+            self.log.debug("could not ask {model} about fill-in-the-middle: {message}", model=model_id,
+                           message=e.message)
+            return False
+        fim = completion.probe_result(response.code, answer)
+        if fim is None:
+            self.log.debug("could not tell whether {model} fills in the middle (HTTP {status})", model=model_id,
+                           status=response.code)
+            return False
+        self._fim[key] = fim
+        return fim
 
     async def _embed(self, request: Request, legacy: bool) -> bytes:
         body = read_json_object(request, self.config.limits.max_json_depth)
-        resolve = await self._resolver(request)
-        req = ollama.embed_request(body, resolve, legacy)
-        upstream = self.deps.upstream
-        response = await upstream.request(
-            b"POST", b"/v1/embeddings", forwarded_headers(request), BytesProducer(jsonutil.dumps(req))
-        )
-        reply = await json_reply(response, self.deps.clock, upstream.idle_timeout, "/v1/embeddings")
+        req = ollama.embed_request(body, legacy)
+        upstreams = await self._index()
+        pick = upstreams.pick(req["model"])
+        context_of(request).upstream = pick.member.name
+        if pick.served.id:
+            req["model"] = pick.served.id
+        upstream = pick.member.client
+        upstreams.started(pick)
+        try:
+            response = await upstream.request(
+                b"POST", b"/v1/embeddings", forwarded_headers(request), BytesProducer(jsonutil.dumps(req))
+            )
+            reply = await json_reply(response, self.deps.clock, upstream.idle_timeout, "/v1/embeddings")
+        finally:
+            upstreams.ended(pick)
         return send_json(request, ollama.embed_body(reply, body["model"], legacy))
