@@ -1,7 +1,9 @@
 """``twistd llamashim``: the command-line options and ``makeService``.
 
 Configuration errors are reported by :func:`makeService` as one line on stderr and exit status 2 — not through
-``usage.UsageError``, which would make twistd print its whole help page after the message.
+``usage.UsageError``, which would make twistd print its whole help page after the message. What the machine does
+not allow (a port in use, a missing TLS key, a missing llama-server binary or model: :mod:`llamashim.preflight`) is
+one ``cannot start`` line and exit status 1. Both happen before twistd starts logging, writes a pid file or listens.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, ClassVar
 from twisted.application.service import IService
 from twisted.python import usage
 
+from llamashim import preflight
 from llamashim.config import TOOL_MODES, ConfigError, load_config
 from llamashim.stream.reasoning import MODES as THINKING_MODES
 
@@ -63,10 +66,10 @@ class Options(usage.Options):
         }
 
 
-def fail(message: str) -> None:
-    sys.stderr.write(f"llamashim: configuration error: {message}\n")
+def fail(message: str, status: int = 2, what: str = "configuration error") -> None:
+    sys.stderr.write(f"llamashim: {what}: {message}\n")
     sys.stderr.flush()
-    raise SystemExit(2)
+    raise SystemExit(status)
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -81,6 +84,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
     try:
         config = load_config(options.cli(), os.environ)
+        preflight.check(config)
         for description in config.listen:
             try:
                 serverFromString(reactor, description)
@@ -91,7 +95,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
                 ) from None
             except (ValueError, TypeError, KeyError) as e:
                 raise ConfigError(f"listener {description!r} is not a valid endpoint: {e}") from None
+            except Exception as e:  # e.g. OpenSSL's errors for TLS files the preflight did not foresee
+                raise preflight.StartupError(f"listener {description!r} cannot be set up: {e}") from None
         config.api_keys()  # an unreadable keys file is a start-up error, not a runtime one
     except ConfigError as e:
         fail(str(e))
+    except preflight.StartupError as e:
+        fail(str(e), 1, "cannot start")
     return build_service(config, reactor)

@@ -1,0 +1,137 @@
+"""``GET /status`` (a page for people) and ``GET /status.json`` (what the page draws, for machines too).
+
+The JSON says what this llamashim is doing: each upstream with its health, models and slots (from the
+:class:`~llamashim.upstream.set.UpstreamSet`, which keeps them fresh), the requests running now (read off the
+site that serves the status request), the recent requests and the token-rate samples of
+:class:`~llamashim.ops.recent.RecentRequests`. Never bodies, paths, queries or keys. Both routes sit behind the API
+keys when keys are set (``auth.open_paths`` can open them); the page asks for a key when ``status.json`` answers 401.
+
+The page is one static file (``status.html``): no framework, no build step, a small inline script that polls
+``status.json`` every 2 s and draws an SVG chart. Its Content-Security-Policy allows exactly that script and style
+(by hash) and connections to this origin.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from typing import Any
+
+from klein import Klein
+from twisted.web.resource import IResource
+from twisted.web.server import Request
+
+from llamashim import __version__
+from llamashim.ops.recent import RecentRequests
+from llamashim.upstream.limiter import UpstreamSlots
+from llamashim.upstream.set import Member, UpstreamSet
+from llamashim.web.context import context_of
+from llamashim.web.respond import send_json
+from llamashim.web.routing import answer_errors, api_route
+
+PAGE = resources.files("llamashim.web").joinpath("status.html").read_bytes()
+
+
+def _hashes(tag: str) -> str:
+    blocks = re.findall(rb"<%s>(.*?)</%s>" % (tag.encode(), tag.encode()), PAGE, re.S)
+    return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b).digest()).decode()}'" for b in blocks)
+
+
+CSP = (
+    f"default-src 'none'; script-src {_hashes('script')}; style-src {_hashes('style')}; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+).encode("ascii")
+
+
+def upstream_view(member: Member, now: float) -> dict[str, Any]:
+    """One upstream as the status page shows it (a :class:`~llamashim.upstream.set.Member`)."""
+    why = member.why_not()
+    state = "ok" if why is None and not member.loading else ("loading" if member.loading else "down")
+    supervisor = member.supervisor
+    refreshed = member.last_refresh  # -1e9 until the first refresh
+    return {
+        "name": member.name,
+        "url": member.client.base_url,
+        "state": state,
+        "reason": why or (member.reason if member.loading else None),
+        "models": [m for m in member.models_seen if isinstance(m, str)],
+        "in_flight": member.in_flight,
+        "idle_slots": member.idle_slots,
+        "total_slots": member.total_slots,
+        "supervised": None if supervisor is None else {"state": supervisor.state, "pid": supervisor.pid},
+        "checked_s_ago": round(now - refreshed, 1) if refreshed >= 0 else None,
+    }
+
+
+def active_view(request: Any, now: float) -> dict[str, Any]:
+    """One running request: its id, method, route label, dialect, upstream, whether it streams, for how long and
+    how many bytes went out (no path, no body)."""
+    ctx = context_of(request)
+    return {
+        "id": ctx.request_id.decode("ascii", "replace"),
+        "method": request.method.decode("latin-1"),
+        "route": ctx.route,
+        "dialect": ctx.dialect.name,
+        "upstream": ctx.upstream,
+        "streaming": ctx.streaming,
+        "started": ctx.started,
+        "elapsed_s": round(max(0.0, now - ctx.started), 1) if ctx.started else 0.0,
+        "bytes_sent": request.sentLength,
+    }
+
+
+def snapshot(
+    now: float, started: float, upstreams: Iterable[Member], active: Iterable[Any], recent: RecentRequests,
+    unavailable: str | None = None,
+) -> dict[str, Any]:
+    """The whole ``/status.json`` document."""
+    running = sorted((active_view(r, now) for r in active), key=lambda a: a["started"])
+    return {
+        "llamashim": {"version": __version__, "now": now, "uptime_s": round(now - started, 1),
+                      "requests": recent.total, "unavailable": unavailable},
+        "upstreams": [upstream_view(m, now) for m in upstreams],
+        "active": running,
+        "recent": [r.as_json() for r in recent.requests()],
+        "rate": {"completion_tokens_per_s": recent.rate(60.0)},
+        "series": recent.series(),
+    }
+
+
+class StatusRoutes:
+    """The two status routes, each its own mount (``/status`` and ``/status.json``)."""
+
+    page_app = Klein()
+    answer_errors(page_app)
+    json_app = Klein()
+    answer_errors(json_app)
+
+    def __init__(self, upstreams: UpstreamSet, slots: UpstreamSlots, recent: RecentRequests, clock: Any) -> None:
+        self.upstreams = upstreams
+        self.slots = slots
+        self.recent = recent
+        self.clock = clock
+        self.started = clock.seconds()
+
+    def mounts(self) -> Sequence[tuple[bytes, IResource]]:
+        return [(b"/status", self.page_app.resource()), (b"/status.json", self.json_app.resource())]
+
+    @api_route(page_app, "/", route="status", methods=("GET", "HEAD"), upstream=False)
+    async def page(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"content-security-policy", CSP)
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"referrer-policy", b"no-referrer")
+        return PAGE
+
+    @api_route(json_app, "/", route="status", methods=("GET", "HEAD"), upstream=False)
+    async def data(self, request: Request) -> bytes:
+        site = getattr(request.channel, "site", None)
+        running = [r for r in getattr(site, "in_flight", ()) if r is not request]
+        members = [self.upstreams.members[name] for name in self.upstreams.order]
+        request.setHeader(b"cache-control", b"no-store")
+        value = snapshot(self.clock.seconds(), self.started, members, running, self.recent, self.slots.unavailable())
+        return send_json(request, value)
