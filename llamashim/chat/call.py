@@ -26,8 +26,8 @@ class ChatCall:
     ``body`` is the internal chat request: an OpenAI chat-completions body (tools repaired, ``stream`` set, a
     ``stream_options.include_usage`` when the dialect wants usage). ``reasoning_mode`` is the reasoning router's
     mode for this request (``separate`` keeps reasoning as ``reasoning_content``, which the typed deltas carry as
-    reasoning). ``on_complete`` runs once the whole answer is known and before the client's response is finished
-    (the Responses store writes there, so a follow-up turn never races the write).
+    reasoning). ``on_complete`` runs once the whole answer is known (the Responses store writes there; it answers
+    reads of a write still in flight from memory, so a follow-up turn never races it).
     """
 
     dialect: Dialect

@@ -36,6 +36,7 @@ from llamashim.web.context import context_of
 class StreamTransform(TypingProtocol):
     ended: bool
     error: StreamError | None  # the terminal error that ended the transform, if one did
+    usage: tuple[int, int] | None  # (prompt, completion) tokens, once the stream said
 
     def feed(self, data: bytes) -> bytes: ...
 
@@ -49,6 +50,7 @@ class Identity:
 
     ended = False
     error: StreamError | None = None
+    usage: tuple[int, int] | None = None
 
     def feed(self, data: bytes) -> bytes:
         return data
@@ -284,6 +286,8 @@ class StreamRelay:
             self.done.callback(None)
 
     def _finish(self) -> None:
+        if self.transform.usage is not None:
+            self.ctx.usage = self.transform.usage  # before finish(): the access line and /metrics read it then
         if not self.request.finished and not compat.client_gone(self.request):
             self.request.finish()
 

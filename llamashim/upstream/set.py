@@ -148,10 +148,12 @@ class UpstreamSet(MultiService):
 
     def _refresh_once(self, member: Member) -> Deferred[None]:
         """Fires when a refresh of ``member`` has run: the one already running, or a new one."""
-        if member.in_progress is None:
-            member.in_progress = Deferred.fromCoroutine(self._refresh_and_release(member))
         waiter: Deferred[None] = Deferred()
-        member.waiters.append(waiter)
+        member.waiters.append(waiter)  # before starting: a refresh that ends at once releases it too
+        if member.in_progress is None:
+            running: Deferred[None] = Deferred.fromCoroutine(self._refresh_and_release(member))
+            if not running.called:  # a refresh that ended at once has released everyone already
+                member.in_progress = running
         return waiter
 
     async def _refresh_and_release(self, member: Member) -> None:

@@ -3,9 +3,9 @@
 ``POST /`` translates a Responses request (:mod:`.translate`) onto the shared chat flow — tool repair, tool-call
 conformance, old-build synthesis, reasoning routing, the idle timeout — and answers with Responses events
 (:mod:`.events`) or the response object. With ``store`` (the default), the response, its input items and the
-conversation behind it go to the store (:mod:`.store`) before the client's answer ends, so a follow-up
-``previous_response_id`` never races the write. ``GET``/``DELETE /{id}``, ``GET /{id}/input_items`` and
-``POST /input_tokens`` complete the API.
+conversation behind it go to the store (:mod:`.store`) as the answer ends; the store answers reads of a write
+still in flight from memory, so a follow-up ``previous_response_id`` never races it. ``GET``/``DELETE /{id}``,
+``GET /{id}/input_items`` and ``POST /input_tokens`` complete the API.
 """
 
 from __future__ import annotations

@@ -74,6 +74,9 @@ class ResponseStore(MultiService):
         self.max_age = max_age
         self.max_items = max_items
         self.pool: adbapi.ConnectionPool | None = None
+        # Writes on their way to the database: a follow-up turn can arrive before the thread has run the INSERT
+        # (the stream's last event has reached the client by then), so reads look here first.
+        self._pending: dict[str, tuple[str, Stored]] = {}
         pruner = TimerService(PRUNE_EVERY, self._prune_logged)
         pruner.clock = reactor
         pruner.setServiceParent(self)
@@ -113,15 +116,23 @@ class ResponseStore(MultiService):
         return self.pool.runInteraction(run)  # type: ignore[no-any-return]
 
     async def put(self, owner: str, response: JSON, input_items: list[Any], conversation: list[JSON]) -> None:
-        await self._op(
-            "INSERT OR REPLACE INTO responses (id, owner, created, response, input_items, conversation) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            response["id"], owner, self.reactor.seconds(), jsonutil.dumps(response), jsonutil.dumps(input_items),
-            jsonutil.dumps(conversation),
-        )
+        response_id = response["id"]
+        self._pending[response_id] = (owner, Stored(response, input_items, conversation))
+        try:
+            await self._op(
+                "INSERT OR REPLACE INTO responses (id, owner, created, response, input_items, conversation) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                response_id, owner, self.reactor.seconds(), jsonutil.dumps(response), jsonutil.dumps(input_items),
+                jsonutil.dumps(conversation),
+            )
+        finally:
+            self._pending.pop(response_id, None)
 
     async def get(self, owner: str, response_id: str) -> Stored | None:
         """The stored response ``response_id`` of ``owner``, or ``None`` (unknown, expired or someone else's)."""
+        pending = self._pending.get(response_id)
+        if pending is not None:
+            return pending[1] if pending[0] == owner else None
         rows = await self._run(
             "SELECT response, input_items, conversation FROM responses WHERE id = ? AND owner = ? AND created >= ?",
             response_id, owner, self.reactor.seconds() - self.max_age,
@@ -132,7 +143,15 @@ class ResponseStore(MultiService):
         return Stored(jsonutil.loads(response, 0), jsonutil.loads(items, 0), jsonutil.loads(conversation, 0))
 
     async def delete(self, owner: str, response_id: str) -> bool:
+        pending = self._pending.get(response_id)
+        if pending is not None and pending[0] == owner:
+            await self._wait_written(response_id)
         return await self._op("DELETE FROM responses WHERE id = ? AND owner = ?", response_id, owner) > 0
+
+    async def _wait_written(self, response_id: str) -> None:
+        """Wait for a pending write to land (a DELETE right after the stream ended must find the row)."""
+        while response_id in self._pending:
+            await self._run("SELECT 1")  # queued behind the write on the one connection
 
     async def prune(self) -> int:
         """Drop what is older than ``max_age`` and all but the newest ``max_items``; returns how many went."""
