@@ -389,30 +389,34 @@ def _upstreams(value: Any, where: str, defaults: UpstreamConfig) -> tuple[Upstre
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{where}: expected a non-empty list of upstreams (name, url or spawn, ...)")
     specs: list[UpstreamSpec] = []
+    source = where.removeprefix("upstreams")  # " in FILE", or "" for a value from elsewhere
     for i, entry in enumerate(value):
-        at = f"upstreams[{i}]{where.removeprefix('upstreams')}"
+        at = f"upstreams[{i}]{source}"
         if not isinstance(entry, dict):
             raise ConfigError(f"{at}: expected a mapping with name and url or spawn")
         unknown = sorted(set(entry) - set(UPSTREAM_ENTRY_KEYS))
         if unknown:
             raise ConfigError(f"{at}: unknown key {unknown[0]!r} (known: {', '.join(UPSTREAM_ENTRY_KEYS)})")
-        name = _str(entry.get("name"), f"{at}.name").strip() if "name" in entry else ""
+        def key_at(key_name: str, i: int = i) -> str:
+            return f"upstreams[{i}].{key_name}{source}"
+
+        name = _str(entry.get("name"), key_at("name")).strip() if "name" in entry else ""
         if not name:
             raise ConfigError(f"{at}: every upstream needs a name")
         if any(spec.name == name for spec in specs):
             raise ConfigError(f"{at}: the name {name!r} is used twice")
         check = SCHEMA["upstream"]
-        url = check["url"](entry["url"], f"{at}.url") if entry.get("url") is not None else None
-        spawn = check["spawn"](entry.get("spawn"), f"{at}.spawn")
+        url = check["url"](entry["url"], key_at("url")) if entry.get("url") is not None else None
+        spawn = check["spawn"](entry.get("spawn"), key_at("spawn"))
         if (url is None) == (spawn is None):
             raise ConfigError(f"{at} ({name}): give either url or spawn")
         fields_: dict[str, Any] = {}
         for key_name in ("verify", "connect_timeout", "idle_timeout", "request_timeout", "api_key"):
-            fields_[key_name] = (check[key_name](entry[key_name], f"{at}.{key_name}") if key_name in entry
+            fields_[key_name] = (check[key_name](entry[key_name], key_at(key_name)) if key_name in entry
                                  else getattr(defaults, key_name))
         specs.append(UpstreamSpec(
-            name, url, spawn, _str_list(entry.get("models") or [], f"{at}.models"),
-            max_concurrent=_int(1, optional=True)(entry.get("max_concurrent"), f"{at}.max_concurrent"),
+            name, url, spawn, _str_list(entry.get("models") or [], key_at("models")),
+            max_concurrent=_int(1, optional=True)(entry.get("max_concurrent"), key_at("max_concurrent")),
             **fields_,
         ))
     return tuple(specs)

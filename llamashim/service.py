@@ -54,12 +54,16 @@ class StartupLog(Service):
     def startService(self) -> None:
         super().startService()
         c = self.config
-        spawn = c.upstream.spawn
-        upstream = c.upstream.url if spawn is None else f"a supervised llama-server ({spawn.model})"
+        specs = c.upstream_specs()
+
+        def where(spec: UpstreamSpec) -> str:
+            target = (spec.url or "") if spec.spawn is None else f"a supervised llama-server ({spec.spawn.model})"
+            return target if len(specs) == 1 else f"{spec.name}={target}"
+
         log.info(
             "llamashim listening on {listen} -> upstream {upstream} (tools.streaming={tools}, thinking={thinking})",
             listen=", ".join(c.listen),
-            upstream=upstream,
+            upstream=", ".join(where(spec) for spec in specs),
             tools=c.tools.streaming,
             thinking=c.thinking.mode,
         )

@@ -14,8 +14,9 @@ its reply shaping. Modes:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import LoopingCall
@@ -41,9 +42,11 @@ from llamashim.stream.tools import (
 )
 from llamashim.upstream.body import BytesProducer, upstream_error
 from llamashim.upstream.client import UpstreamClient
-from llamashim.upstream.set import UpstreamSet
+from llamashim.upstream.set import Pick, UpstreamSet
 from llamashim.web.context import context_of
 from llamashim.web.respond import send_json, start_stream
+
+T = TypeVar("T")
 
 # Facts learnt about an upstream at run time, kept per upstream (UpstreamClient.facts).
 FACT_STREAM_TOOLS_REFUSED = "stream_tools_refused"
@@ -70,6 +73,11 @@ class ChatSettings:
 def fails_over(err: ShimError) -> bool:
     """An upstream-side failure another upstream may not have: unreachable, timed out, 502/503/504."""
     return err.status in (502, 503, 504)
+
+
+def with_model(body: dict[str, Any], pick: Pick) -> dict[str, Any]:
+    """``body`` asking the chosen upstream for the model by the id it knows it under."""
+    return {**body, "model": pick.served.id} if pick.served.id else body
 
 
 def _model(body: dict[str, Any]) -> str | None:
@@ -112,20 +120,31 @@ class ChatFlow:
         client (unreachable, timed out, 502/503/504) is marked down and the request goes to the next upstream
         serving the model. After the first byte a failure is the stream's: its terminal frame.
         """
-        await self.upstreams.ensure_index()
         call.body = repair_chat_request(call.body, self.log.debug)
         self.verbose("request", jsonutil.dumps(call.body))
+
+        async def answer(pick: Pick) -> bytes | None:
+            return await self._run_on(request, call, pick.member.client, with_model(call.body, pick))
+
+        return await self.on_upstream(request, _model(call.body), call.body.get("messages"), answer)
+
+    async def on_upstream(
+        self, request: Request, model: str | None, messages: Any, work: Callable[[Pick], Awaitable[T]]
+    ) -> T:
+        """Run ``work`` on the upstream chosen for ``model``; one that fails before anything reached the client
+        (unreachable, timed out, 502/503/504) is marked down and ``work`` runs again on the next upstream serving
+        the model. Every upstream-bound route goes through here."""
+        await self.upstreams.ensure_index()
         ctx = context_of(request)
         tried: set[str] = set()
         while True:
-            pick = self.upstreams.pick(_model(call.body), call.body.get("messages"), frozenset(tried))
+            pick = self.upstreams.pick(model, messages, frozenset(tried))
             ctx.upstream = pick.member.name
             self.upstreams.started(pick)
             try:
-                body = {**call.body, "model": pick.served.id} if pick.served.id else call.body
-                answer = await self._run_on(request, call, pick.member.client, body)
+                result = await work(pick)
                 self.upstreams.succeeded(pick.member)
-                return answer
+                return result
             except ShimError as e:
                 if request.startedWriting or ctx.client_gone or not fails_over(e):
                     raise
@@ -141,11 +160,11 @@ class ChatFlow:
 
     async def count_tokens(self, request: Request, body: dict[str, Any]) -> int:
         """The prompt tokens of a chat request, counted by the upstream its model would go to."""
-        await self.upstreams.ensure_index()
-        pick = self.upstreams.pick(_model(body), body.get("messages"))
-        context_of(request).upstream = pick.member.name
-        body = {**body, "model": pick.served.id} if pick.served.id else body
-        return await count_prompt_tokens(pick.member.client, body, forwarded_headers(request))
+
+        async def count(pick: Pick) -> int:
+            return await count_prompt_tokens(pick.member.client, with_model(body, pick), forwarded_headers(request))
+
+        return await self.on_upstream(request, _model(body), body.get("messages"), count)
 
     async def _run_on(
         self, request: Request, call: ChatCall, client: UpstreamClient, body: dict[str, Any]

@@ -167,14 +167,15 @@ class ModelIndex:
         """The model a request's ``model`` names (see the module docstring); :class:`UnknownModel` otherwise."""
         name = requested or ""
         found = self.find(name) if name else None
+        target = name
         if found is None:
-            target = resolve_model(name, self.aliases, self.default)
+            target = resolve_model(name, self.aliases, self.default) or name  # an alias, or the default
             if target:
                 found = self.find(target)
-        if found is None and not name and len(self._models) == 1:
+        if found is None and not target and len(self._models) == 1:
             found = next(iter(self._models.values()))  # one model: a request that names none means it
         if found is None:
-            found = self._glob(name)
+            found = self._glob(target)  # what an upstream serves by a configured glob (or lists nothing at all)
         if found is None and name and len(self._models) == 1 and not self._any_globs():
             # One upstream model and no way to tell names apart: llama-server itself ignores the name.
             found = next(iter(self._models.values()))

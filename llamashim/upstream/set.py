@@ -52,6 +52,7 @@ class Member:
     next_probe: float = 0.0
     backoff: float = 1.0
     last_refresh: float = -1e9
+    refreshed: bool = False  # a refresh has run to its end at least once (until then requests wait for it)
     in_progress: Deferred[None] | None = None  # a refresh running now (others wait for it instead of repeating it)
     waiters: list[Deferred[None]] = field(default_factory=list)
     models_seen: list[str] = field(default_factory=list)
@@ -142,7 +143,7 @@ class UpstreamSet(MultiService):
         """Read the upstreams' models now when the index was never filled (or is older than ``max_age`` s)."""
         now = self.reactor.seconds()
         stale = [m for m in self.members.values() if m.not_ready is None and (
-            m.last_refresh < 0 or (max_age is not None and now - m.last_refresh > max_age))]
+            not m.refreshed or (max_age is not None and now - m.last_refresh > max_age))]
         if stale:
             await DeferredList([self._refresh_once(m) for m in stale], consumeErrors=True)
 
@@ -160,6 +161,7 @@ class UpstreamSet(MultiService):
         try:
             await self.refresh(member)
         finally:
+            member.refreshed = True
             member.in_progress = None
             waiters, member.waiters = member.waiters, []
             for waiter in waiters:

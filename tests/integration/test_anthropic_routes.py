@@ -578,11 +578,6 @@ async def test_malformed_requests_are_anthropic_shaped_400s(start: Start) -> Non
     assert env.fake.chat_requests() == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: MessagesEncoder.on_tool_call (llamashim/dialects/anthropic/events.py:135-138) streams the upstream's "
-    "argument fragments verbatim as input_json_delta, while the message object uses _tool_input (events.py:251), "
-    "which makes anything that is not a JSON object {}: a model's non-object arguments crash the SDK's stream "
-    "helper (native) or give a non-dict input (synthesized), and streamed and non-streamed messages disagree"))
 @pytest.mark.parametrize("args", ['"Paris"', "city=Paris"])
 @pytest.mark.parametrize("tools", ["native", "synthesize"])
 @pytest_twisted.ensureDeferred

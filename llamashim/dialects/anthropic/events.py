@@ -51,6 +51,8 @@ class _Block:
     parts: list[str] = field(default_factory=list)
     id: str = ""
     name: str = ""
+    streamed: int = 0  # how many of ``parts`` went out as input_json_delta
+    is_object: bool | None = None  # tool_use: do the arguments start like a JSON object? (None: not known yet)
 
 
 class MessagesEncoder(DeltaEncoder):
@@ -135,8 +137,23 @@ class MessagesEncoder(DeltaEncoder):
         if d.arguments:
             block.parts.append(d.arguments)
             if self.wire:
-                out += _delta(block.index, {"type": "input_json_delta", "partial_json": d.arguments})
+                out += self._stream_arguments(block)
         return out
+
+    def _stream_arguments(self, block: _Block) -> bytes:
+        """Send the argument text not sent yet — once it is known to start like a JSON object. Anything else (a
+        model writing ``"Paris"`` or ``city=Paris``) is never streamed: the block's input is ``{}`` at its close,
+        as in the non-streamed message, so the SDKs' partial-JSON accumulators never see what is not an object."""
+        if block.is_object is None:
+            text = "".join(block.parts).lstrip()
+            if not text:
+                return b""
+            block.is_object = text.startswith("{")
+        if not block.is_object:
+            return b""
+        pending = "".join(block.parts[block.streamed:])
+        block.streamed = len(block.parts)
+        return _delta(block.index, {"type": "input_json_delta", "partial_json": pending}) if pending else b""
 
     def on_finish(self, reason: str) -> bytes:
         self._reason = reason
@@ -200,7 +217,7 @@ class MessagesEncoder(DeltaEncoder):
             return out
         if block.kind == "thinking":
             out += _delta(block.index, {"type": "signature_delta", "signature": SIGNATURE})
-        elif block.kind == "tool_use" and not "".join(block.parts).strip():
+        elif block.kind == "tool_use" and not block.streamed:
             out += _delta(block.index, {"type": "input_json_delta", "partial_json": "{}"})
         return out + encode_event("content_block_stop", {"type": "content_block_stop", "index": block.index})
 

@@ -20,7 +20,7 @@ from twisted.web.server import Request
 
 from llamashim import jsonutil
 from llamashim.chat.call import ChatCall
-from llamashim.chat.flow import forwarded_headers
+from llamashim.chat.flow import forwarded_headers, with_model
 from llamashim.dialects.ollama import completion
 from llamashim.dialects.ollama import mapping as ollama
 from llamashim.dialects.ollama.dialect import NDJSON, OLLAMA
@@ -32,7 +32,7 @@ from llamashim.stream.relay import collect_body, json_reply, relay
 from llamashim.upstream.body import BytesProducer
 from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.models import Model, props_of
-from llamashim.upstream.set import UpstreamSet
+from llamashim.upstream.set import Pick, UpstreamSet
 from llamashim.web.context import context_of
 from llamashim.web.deps import RouteDeps
 from llamashim.web.respond import read_json_object, send_json, start_stream
@@ -205,19 +205,15 @@ class OllamaRoutes:
                            names=", ".join(native.ignored))
         if native.unused:
             self.log.debug("{fields} not used by a raw or fill-in-the-middle generate", fields=", ".join(native.unused))
-        upstreams = await self._index()
+        await self._index()
         self._options_seen(native.model, body)
-        pick = upstreams.pick(native.model)
-        ctx = context_of(request)
-        ctx.upstream = pick.member.name
-        upstream_body = {**native.body, "model": pick.served.id} if pick.served.id else native.body
-        data = jsonutil.dumps(upstream_body)
-        self.deps.flow.verbose("request", data)
-        upstreams.started(pick)
-        try:
+
+        async def generate(pick: Pick) -> bytes | None:
+            data = jsonutil.dumps(with_model(native.body, pick))
+            self.deps.flow.verbose("request", data)
             return await self._native_on(request, native, pick.member.client, data)
-        finally:
-            upstreams.ended(pick)
+
+        return await self.deps.flow.on_upstream(request, native.model, None, generate)
 
     async def _native_on(
         self, request: Request, native: completion.NativeRequest, upstream: UpstreamClient, data: bytes
@@ -288,18 +284,14 @@ class OllamaRoutes:
     async def _embed(self, request: Request, legacy: bool) -> bytes:
         body = read_json_object(request, self.config.limits.max_json_depth)
         req = ollama.embed_request(body, legacy)
-        upstreams = await self._index()
-        pick = upstreams.pick(req["model"])
-        context_of(request).upstream = pick.member.name
-        if pick.served.id:
-            req["model"] = pick.served.id
-        upstream = pick.member.client
-        upstreams.started(pick)
-        try:
+
+        async def embed(pick: Pick) -> Any:
+            upstream = pick.member.client
             response = await upstream.request(
-                b"POST", b"/v1/embeddings", forwarded_headers(request), BytesProducer(jsonutil.dumps(req))
+                b"POST", b"/v1/embeddings", forwarded_headers(request),
+                BytesProducer(jsonutil.dumps(with_model(req, pick))),
             )
-            reply = await json_reply(response, self.deps.clock, upstream.idle_timeout, "/v1/embeddings")
-        finally:
-            upstreams.ended(pick)
+            return await json_reply(response, self.deps.clock, upstream.idle_timeout, "/v1/embeddings")
+
+        reply = await self.deps.flow.on_upstream(request, req["model"], None, embed)
         return send_json(request, ollama.embed_body(reply, body["model"], legacy))

@@ -8,9 +8,10 @@ from klein import Klein
 from twisted.web.server import Request
 
 from llamashim.chat.call import ChatCall
+from llamashim.chat.flow import with_model
 from llamashim.dialects.openai_chat.dialect import OPENAI, encode_openai_items
 from llamashim.stream.reasoning import mode_for_request
-from llamashim.web.context import context_of
+from llamashim.upstream.set import Pick
 from llamashim.web.deps import RouteDeps
 from llamashim.web.passthrough import relay_json_request
 from llamashim.web.respond import read_json_object
@@ -67,15 +68,10 @@ class OpenAIEmbeddingsRoutes:
     @api_route(app, "/", route="embeddings")
     async def embeddings(self, request: Request) -> None:
         body = read_json_object(request, self.deps.config.limits.max_json_depth)
-        upstreams = self.deps.upstreams
-        await upstreams.ensure_index()
         model = body.get("model")
-        pick = upstreams.pick(model if isinstance(model, str) and model else None)
-        context_of(request).upstream = pick.member.name
-        if pick.served.id:
-            body = {**body, "model": pick.served.id}
-        upstreams.started(pick)
-        try:
-            await relay_json_request(request, pick.member.client, b"/v1/embeddings", body, self.deps.clock)
-        finally:
-            upstreams.ended(pick)
+
+        async def embed(pick: Pick) -> None:
+            await relay_json_request(request, pick.member.client, b"/v1/embeddings", with_model(body, pick),
+                                     self.deps.clock)
+
+        await self.deps.flow.on_upstream(request, model if isinstance(model, str) and model else None, None, embed)
