@@ -355,9 +355,9 @@ class Config:
         if self.upstreams:
             return self.upstreams
         u = self.upstream
+        # (limits.max_concurrent_upstream already holds the one upstream's requests, with its queue and 429)
         return (UpstreamSpec("default", None if u.spawn is not None else u.url, u.spawn, (), u.verify,
-                             u.connect_timeout, u.idle_timeout, u.request_timeout, u.api_key,
-                             self.limits.max_concurrent_upstream),)
+                             u.connect_timeout, u.idle_timeout, u.request_timeout, u.api_key),)
 
     def api_keys(self) -> tuple[str, ...]:
         """Every configured API key: ``auth.api_keys`` plus the lines of ``auth.api_keys_file``."""

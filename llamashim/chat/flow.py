@@ -141,8 +141,15 @@ class ChatFlow:
             pick = self.upstreams.pick(model, messages, frozenset(tried))
             ctx.upstream = pick.member.name
             self.upstreams.started(pick)
+            limit = pick.member.limit
             try:
-                result = await work(pick)
+                if limit is not None:  # its max_concurrent: the choice avoided it while another had room
+                    await limit.acquire()
+                try:
+                    result = await work(pick)
+                finally:
+                    if limit is not None:
+                        limit.release()
                 self.upstreams.succeeded(pick.member)
                 return result
             except ShimError as e:

@@ -110,6 +110,7 @@ class ModelIndex:
         self._globs: dict[str, tuple[str, ...]] = {}  # upstream name -> configured globs
         self._order: list[str] = []  # upstream order, as configured
         self._models: dict[str, Model] = {}
+        self._names: dict[str, Model] = {}  # every id and friendly name → its model (one lookup per request)
 
     # -- building ---------------------------------------------------------------------------------------------
 
@@ -140,6 +141,13 @@ class ModelIndex:
                 key = friendly_name(served.id)
                 models.setdefault(key, Model(key)).served.append(served)
         self._models = models
+        names: dict[str, Model] = {}
+        for model in models.values():
+            for served in model.served:
+                names.setdefault(served.id, model)
+        for model in models.values():
+            names[model.name] = model
+        self._names = names
 
     # -- reading ----------------------------------------------------------------------------------------------
 
@@ -155,12 +163,11 @@ class ModelIndex:
 
     def find(self, name: str) -> Model | None:
         """The model ``name`` is (an upstream id or friendly name, ``:latest`` accepted), without aliases."""
+        names = self._names
         for candidate in (name, name.removesuffix(":latest")):
-            if candidate in self._models:
-                return self._models[candidate]
-            for model in self._models.values():
-                if any(s.id == candidate for s in model.served) or friendly_name(candidate) == model.name:
-                    return model
+            found = names.get(candidate) or names.get(friendly_name(candidate))
+            if found is not None:
+                return found
         return None
 
     def resolve(self, requested: str | None) -> Resolved:

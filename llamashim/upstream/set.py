@@ -18,7 +18,7 @@ from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 from twisted.logger import Logger
 
 from llamashim.config import UpstreamSpec
@@ -55,6 +55,11 @@ class Member:
     refreshed: bool = False  # a refresh has run to its end at least once (until then requests wait for it)
     in_progress: Deferred[None] | None = None  # a refresh running now (others wait for it instead of repeating it)
     waiters: list[Deferred[None]] = field(default_factory=list)
+    limit: DeferredSemaphore | None = None  # max_concurrent: requests beyond it wait here (cancellable)
+
+    def __post_init__(self) -> None:
+        if self.spec.max_concurrent:
+            self.limit = DeferredSemaphore(self.spec.max_concurrent)
     models_seen: list[str] = field(default_factory=list)
 
     @property
@@ -77,8 +82,9 @@ class Member:
         return None
 
     def load(self) -> Load:
-        return Load(self.name, self.up, self.loading, self.not_ready is None, self.in_flight,
-                    self.spec.max_concurrent, self.idle_slots, self.total_slots)
+        ready = self.supervisor is None or self.supervisor.reason is None
+        return Load(self.spec.name, self.up, self.loading, ready, self.in_flight, self.spec.max_concurrent,
+                    self.idle_slots, self.total_slots)
 
 
 @dataclass(frozen=True)
