@@ -138,16 +138,19 @@ async def stream_once(port: int, path: str, body: dict[str, Any], headers: dict[
         status, h = await conn.head()
         last = None
         tail = b""
+        ended = False
         async for piece in conn.body_chunks(h):
             now = time.perf_counter()
-            tail = (tail + piece)[-512:]
+            window = tail + piece  # the end marker may be split across reads, and the last event may be long
+            ended = ended or any(end in window for end in STREAM_ENDS)
+            tail = window[-64:]
             if last is None:
                 result.ttft = now - started
             else:
                 result.gaps.append(now - last)
             last = now
             result.chunks += piece.count(b"data: ") or piece.count(b"\n")
-        result.ok = status == 200 and any(end in tail for end in STREAM_ENDS)
+        result.ok = status == 200 and ended
     except (OSError, asyncio.IncompleteReadError):
         result.ok = False
     finally:
