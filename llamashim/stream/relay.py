@@ -223,7 +223,8 @@ class StreamRelay:
 
     def _write(self, data: bytes) -> None:
         if data and not self.gone:
-            self._last_write = self.clock.seconds()
+            if self._beat is not None:  # only heartbeats need to know when the client last heard from us
+                self._last_write = self.clock.seconds()
             self.request.write(data)
 
     def _sink(self, data: bytes) -> None:

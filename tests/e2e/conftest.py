@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from llamashim.testing.provision import RealLlamaPaths, provision
 from tests.e2e.daemon import free_port, stop_process
@@ -68,3 +73,84 @@ def real_llama(real_llama_paths: RealLlamaPaths, tmp_path_factory: pytest.TempPa
         yield RealLlama(url, port, log_path, p.model, p)
     finally:
         stop_process(proc)
+
+
+# -- added for the Responses, Anthropic and coding-agent tiers ------------------------------------------------------
+
+CACHE = Path(os.environ.get("LLAMASHIM_CACHE") or Path.home() / ".cache" / "llamashim")
+E2E = Path(__file__).parent
+
+
+@contextmanager
+def _llama_server(paths: RealLlamaPaths, log_path: Path, *args: str) -> Iterator[RealLlama]:
+    port = free_port()
+    cmd = [paths.binary, "-m", paths.model, "--host", "127.0.0.1", "--port", str(port), "--jinja",
+           "--chat-template-file", paths.template, *args]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, time.monotonic() + 120)
+        yield RealLlama(url, port, log_path, paths.model, paths)
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def llama_server_factory(
+    real_llama_paths: RealLlamaPaths, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., AbstractContextManager[RealLlama]]:
+    """``with llama_server_factory(*extra_args) as llama:`` — another real llama-server, stopped on leaving."""
+
+    def start(*args: str) -> AbstractContextManager[RealLlama]:
+        log_path = tmp_path_factory.mktemp("llama-server") / "llama-server.log"
+        return _llama_server(real_llama_paths, log_path, *args)
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def shim_config(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``shim_config({section: {key: value}})`` writes a llamashim YAML config in a fresh tmp dir, with the
+    Responses store (``responses.store_path``) in that dir too; the daemon's log can go there as well."""
+
+    def write(sections: dict[str, Any] | None = None) -> Path:
+        tmp = tmp_path_factory.mktemp("shim")
+        merged: dict[str, Any] = {"responses": {"store_path": str(tmp / "responses.sqlite3")}}
+        for name, values in (sections or {}).items():
+            merged[name] = {**merged.get(name, {}), **values}
+        path = tmp / "llamashim.yaml"
+        path.write_text(yaml.safe_dump(merged))
+        return path
+
+    return write
+
+
+def _npm_install(package_json: Path, target: Path, needs: tuple[str, ...]) -> Path:
+    """``npm install`` of a pinned package.json into the cache (seconds once npm's cache is warm)."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(package_json, target / "package.json")
+    wanted = json.loads(package_json.read_text())["dependencies"]
+    installed = {}
+    for name in needs:
+        meta = target / "node_modules" / name / "package.json"
+        installed[name] = json.loads(meta.read_text()).get("version") if meta.exists() else None
+    if any(installed[name] != wanted[name] for name in needs):
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=target, check=True,
+                       timeout=600)
+    return target / "node_modules"
+
+
+@pytest.fixture(scope="session")
+def node_sdks() -> Path:
+    """The pinned ``openai`` and ``@anthropic-ai/sdk`` JavaScript packages (tests/e2e/node/package.json)."""
+    return _npm_install(E2E / "node" / "package.json", CACHE / "node", ("openai", "@anthropic-ai/sdk"))
+
+
+@pytest.fixture(scope="session")
+def agent_bins() -> Path:
+    """The pinned Codex CLI and Claude Code (tests/e2e/agents/package.json); returns their ``node_modules/.bin``."""
+    modules = _npm_install(
+        E2E / "agents" / "package.json", CACHE / "agents", ("@openai/codex", "@anthropic-ai/claude-code")
+    )
+    return modules / ".bin"
