@@ -1,0 +1,139 @@
+"""End-to-end: real coding agents (Codex CLI, Claude Code) complete a turn through llamashim and a real llama-server.
+
+Their first requests are large (Codex: ~8,900 SmolLM2 tokens; Claude Code: ~21,000 Anthropic tokens), beyond the
+8,192-token context SmolLM2 was trained with, so each runs against its own one-slot llama-server stretched with YaRN
+rope scaling (``shared/REAL-LLAMA-SERVER.md``). ``big_llama`` is one module-scoped fixture parametrised indirectly,
+so pytest stops the 16k server before it starts the 32k one: only one such server runs at a time.
+
+Neither agent lets us set the sampling (Codex sends no temperature, Claude Code sends ``temperature: 1``), and the
+135M model, sampled, rambles on for hundreds of tokens at ~3 tokens/s at this context. The servers therefore run with
+``--top-k 1`` (greedy whatever the temperature; a client's ``top_k`` would still win): the model then stops by itself
+after a sentence. Codex also gets ``-n 128`` as a bound (it sends no ``max_output_tokens``); Claude Code is bounded by
+``CLAUDE_CODE_MAX_OUTPUT_TOKENS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.daemon import Daemon, running_daemon
+
+YARN = ("--rope-scaling", "yarn", "--yarn-orig-ctx", "8192", "-np", "1", "--top-k", "1")
+SERVERS: dict[str, tuple[str, ...]] = {
+    "16k": (*YARN, "--rope-scale", "2", "-c", "16384", "-n", "128"),
+    "32k": (*YARN, "--rope-scale", "4", "-c", "32768"),
+}
+# Bounded, for an idle 2-core machine (Codex: ~45-60 s of prompt processing; Claude Code: several minutes);
+# LLAMASHIM_E2E_SLOW=FACTOR stretches both on a loaded one (at a load average of 8, Codex took 520 s).
+SLOW = float(os.environ.get("LLAMASHIM_E2E_SLOW") or 1)
+CODEX_TIMEOUT = int(300 * SLOW)
+CLAUDE_TIMEOUT = int(600 * SLOW)
+
+
+@pytest.fixture(scope="module")
+def big_llama(request: pytest.FixtureRequest, llama_server_factory: Callable[..., AbstractContextManager[Any]]
+              ) -> Iterator[Any]:
+    with llama_server_factory(*SERVERS[request.param]) as llama:
+        yield llama
+
+
+def _shim(llama: Any, shim_config: Callable[..., Path]) -> AbstractContextManager[Daemon]:
+    config = shim_config()
+    return running_daemon(llama.url, "--verbose", "--config", str(config), tmp=config.parent)
+
+
+def _access(d: Daemon, method_path: str) -> list[str]:
+    """The statuses of llamashim's access-log lines for ``method_path`` (e.g. ``POST /v1/responses``)."""
+    return re.findall(rf"\] {re.escape(method_path)} (\S+) ", d.log())
+
+
+def _upstream_bodies(d: Daemon) -> list[dict[str, Any]]:
+    """The chat bodies llamashim sent upstream, from its ``--verbose`` log (``... request: {json}``)."""
+    return [json.loads(line.partition("] request: ")[2]) for line in d.log().splitlines() if "] request: " in line]
+
+
+def _scratch(tmp: Path) -> tuple[Path, Path]:
+    home, work = tmp / "home", tmp / "work"
+    home.mkdir()
+    work.mkdir()
+    return home, work
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    """A clean environment (``env -i`` style): nothing of ours leaks into the agent."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TERM": "dumb", **extra}
+
+
+@pytest.mark.parametrize("big_llama", ["16k"], indirect=True)
+def test_codex_exec_completes_a_turn(
+    big_llama: Any, agent_bins: Path, shim_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``codex exec`` (wire_api responses) completes a turn: exit 0, an answer, ``POST /v1/responses 200``."""
+    home, work = _scratch(tmp_path)
+    codex_home = tmp_path / "codex-home"
+    codex_home.mkdir()
+    with _shim(big_llama, shim_config) as d:
+        (codex_home / "config.toml").write_text(
+            'model = "smollm2"\n'
+            'model_provider = "llamashim"\n\n'
+            "[model_providers.llamashim]\n"
+            'name = "llamashim"\n'
+            f'base_url = "{d.url}/v1"\n'
+            'env_key = "OPENAI_API_KEY"\n'
+            'wire_api = "responses"\n'
+            "request_max_retries = 0\n"
+            "stream_max_retries = 0\n"
+            f"stream_idle_timeout_ms = {CODEX_TIMEOUT * 1000}\n"
+        )
+        result = subprocess.run(
+            [str(agent_bins / "codex"), "exec", "--skip-git-repo-check", "Say OK"],
+            cwd=work, env=_env(home, CODEX_HOME=str(codex_home), OPENAI_API_KEY="sk-test"),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CODEX_TIMEOUT,
+        )
+        statuses = _access(d, "POST /v1/responses")
+        bodies = _upstream_bodies(d)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip(), result.stderr[-4000:]
+    assert statuses and set(statuses) == {"200"}, statuses
+    assert bodies and bodies[0]["messages"][-1] == {"role": "user", "content": "Say OK"}
+
+
+@pytest.mark.parametrize("big_llama", ["32k"], indirect=True)
+def test_claude_code_completes_a_turn(
+    big_llama: Any, agent_bins: Path, shim_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``claude -p`` completes one turn: exit 0, an answer on stdout, ``POST /v1/messages 200``."""
+    home, work = _scratch(tmp_path)
+    with _shim(big_llama, shim_config) as d:
+        env = _env(
+            home,
+            ANTHROPIC_BASE_URL=d.url,
+            ANTHROPIC_AUTH_TOKEN="x",
+            CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+            DISABLE_TELEMETRY="1",
+            MAX_THINKING_TOKENS="0",
+            CLAUDE_CODE_MAX_OUTPUT_TOKENS="64",
+            API_TIMEOUT_MS=str(CLAUDE_TIMEOUT * 1000),
+        )
+        result = subprocess.run(
+            [str(agent_bins / "claude"), "-p", "Say OK", "--model", "claude-sonnet-4-5"],
+            cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CLAUDE_TIMEOUT,
+        )
+        statuses = _access(d, "POST /v1/messages")
+        bodies = _upstream_bodies(d)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
+    assert result.stdout.strip(), result.stderr[-4000:]
+    assert statuses and set(statuses) == {"200"}, statuses
+    assert bodies
+    system = bodies[0]["messages"][0]
+    assert system["role"] == "system" and "Claude Agent SDK" in system["content"]
+    assert "x-anthropic-billing-header" not in system["content"]  # anthropic.strip_billing_header (the default)
