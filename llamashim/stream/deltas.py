@@ -24,21 +24,21 @@ from llamashim.stream.items import Chunk, Done, Heartbeat, Item, Passthrough, St
 REASONING_KEYS = ("reasoning_content", "reasoning")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TextDelta:
     """Answer text."""
 
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReasoningDelta:
     """Reasoning ("thinking") text."""
 
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallDelta:
     """A fragment of tool call ``index``: its first fragment carries ``id`` and ``name``, later ones arguments."""
 
@@ -48,14 +48,14 @@ class ToolCallDelta:
     arguments: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     """The answer ended: OpenAI's ``finish_reason`` (``stop``, ``length``, ``tool_calls``, ``content_filter``)."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageDelta:
     """Token counts (``cached_tokens``: prompt tokens served from the upstream's prompt cache, when it says).
 

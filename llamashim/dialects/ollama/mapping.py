@@ -54,8 +54,16 @@ LLAMA_SERVER_OPTIONS = frozenset(
 )
 
 
+_SECOND: list[Any] = [None, ""]  # the last whole second formatted: one strftime a second, not one a line
+
+
 def now_iso(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``2026-12-01T22:33:20.123456Z`` (Ollama's ``created_at``)."""
+    whole = int(seconds)
+    if _SECOND[0] != whole:
+        _SECOND[0] = whole
+        _SECOND[1] = datetime.datetime.fromtimestamp(whole, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_SECOND[1]}.{int((seconds - whole) * 1e6):06d}Z"
 
 
 # -- model names ------------------------------------------------------------------------------------------------
