@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application import strports
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import ILogObserver, Logger
 
@@ -158,16 +160,31 @@ def build_member(spec: UpstreamSpec, reactor: Any) -> Member:
     return Member(spec, client, supervisor)
 
 
-def build_service(config: Config, reactor: Any) -> MultiService:
-    members = [build_member(spec, reactor) for spec in config.upstream_specs()]
+@dataclass
+class SiteParts:
+    """The site over the daemon's resource tree and the collaborators it was built from."""
+
+    site: ShimSite
+    upstreams: UpstreamSet
+    slots: UpstreamSlots
+    flow: ChatFlow
+    metrics: Metrics | None
+    routes: list[Any]
+    services: list[IService]  # what runs besides the listeners: the upstream set, route-owned services (a store)
+
+
+def build_site(
+    config: Config, reactor: Any, members: list[Member], unavailable: Callable[[], str | None] | None = None
+) -> SiteParts:
+    """The site and everything behind it, for ``members`` (the in-memory test tier passes its own)."""
     upstreams = UpstreamSet(reactor, members, ModelIndex(config.models.aliases, config.models.default))
-    slots = UpstreamSlots(config.limits.max_concurrent_upstream, config.limits.max_queue, upstreams.unavailable)
+    slots = UpstreamSlots(config.limits.max_concurrent_upstream, config.limits.max_queue,
+                          unavailable if unavailable is not None else upstreams.unavailable)
     flow = ChatFlow(upstreams, chat_settings(config))
     deps = RouteDeps(config, upstreams, flow, slots, reactor)
     metrics = Metrics() if config.metrics.enabled else None
     if metrics is not None:
         metrics.watch_upstreams(lambda: upstreams.members.values())
-    registry = default_registry()
     routes = [factory(deps) for factory in ROUTES]
     recent = RecentRequests(reactor.seconds)  # /status: the recent requests and token rates
     status = StatusRoutes(upstreams, slots, recent, reactor)
@@ -175,10 +192,9 @@ def build_service(config: Config, reactor: Any) -> MultiService:
         [(prefix, r.resource()) for r in routes for prefix in r.mounts] + list(status.mounts()),
         OwnRoutes(deps, metrics).resource(),
     )
-    keys = config.api_keys()
     allowed = config.server.allowed_hosts
     gate = Gate(
-        api_keys=tuple(k.encode("utf-8") for k in keys),
+        api_keys=tuple(k.encode("utf-8") for k in config.api_keys()),
         open_paths=config.auth.open_paths,
         allowed_hosts=tuple(h.lower() for h in allowed) if allowed is not None else hosts_for_listeners(config.listen),
         cors_origins=config.cors.origins,
@@ -190,27 +206,32 @@ def build_service(config: Config, reactor: Any) -> MultiService:
         gate=gate,
         header_timeout=config.limits.header_timeout,
         metrics=metrics,
-        dialects=registry,
+        dialects=default_registry(),
         recent=recent,
     )
+    services: list[IService] = [upstreams]
+    services += [owned for r in routes for owned in getattr(r, "services", list)()]
+    return SiteParts(site, upstreams, slots, flow, metrics, routes, services)
+
+
+def build_service(config: Config, reactor: Any) -> MultiService:
+    parts = build_site(config, reactor, [build_member(spec, reactor) for spec in config.upstream_specs()])
     top = LlamashimService(
         reactor,
         config.shutdown.drain_timeout,
-        site,
-        upstreams,
-        slots,
+        parts.site,
+        parts.upstreams,
+        parts.slots,
         observer_for(config.log.format, config.log.level),
     )
     top.setName("llamashim")
-    upstreams.setServiceParent(top)
-    for r in routes:
-        for owned in getattr(r, "services", list)():
-            owned.setServiceParent(top)
+    for owned in parts.services:
+        owned.setServiceParent(top)
     StartupLog(config).setServiceParent(top)
     GCTuning().setServiceParent(top)
     top.listening.setServiceParent(top)
     for description in config.listen:
-        strports.service(with_backlog(description), site, reactor=reactor).setServiceParent(top.listening)
+        strports.service(with_backlog(description), parts.site, reactor=reactor).setServiceParent(top.listening)
     return top
 
 

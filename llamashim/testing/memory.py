@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
-from twisted.application.service import IService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -52,24 +50,15 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import directlyProvides, implementer
 
 from llamashim import jsonutil
-from llamashim.chat.flow import ChatFlow
+from llamashim import service as daemon
 from llamashim.config import Config, load_config
-from llamashim.dialects.registry import ROUTES, default_registry
 from llamashim.ops.metrics import Metrics
-from llamashim.ops.recent import RecentRequests
-from llamashim.service import chat_settings
+from llamashim.service import SiteParts
 from llamashim.testing.fake_llama import FakeLlama
 from llamashim.upstream.body import BytesProducer
 from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.limiter import UpstreamSlots
-from llamashim.upstream.models import ModelIndex
-from llamashim.upstream.set import Member, UpstreamSet
-from llamashim.web.deps import RouteDeps
-from llamashim.web.gate import Gate, hosts_for_listeners
-from llamashim.web.own import OwnRoutes
-from llamashim.web.root import Root
-from llamashim.web.site import ShimSite
-from llamashim.web.status import StatusRoutes
+from llamashim.upstream.set import Member
 
 UPSTREAM_URL = "http://llama.memory:8080"  # never resolved: the MemoryAgent serves every URL from its Site
 CLIENT_BASE = b"http://127.0.0.1"  # the Host a client sends by default (on the default allow-list)
@@ -113,19 +102,6 @@ def memory_config(
 # -- the site, as the daemon builds it ------------------------------------------------------------------------------
 
 
-@dataclass
-class SiteParts:
-    """What :func:`build_site` made: the site and the collaborators a test may look at."""
-
-    site: ShimSite
-    upstreams: UpstreamSet
-    slots: UpstreamSlots
-    flow: ChatFlow
-    metrics: Metrics | None
-    routes: list[Any]
-    services: list[IService]  # what the daemon starts besides its listeners: the upstream set, route-owned services
-
-
 def build_site(
     config: Config,
     reactor: Any,
@@ -155,39 +131,7 @@ def build_site(
             agent=(agents or {}).get(spec.name, agent),
         )
         members.append(Member(spec, client))
-    upstreams = UpstreamSet(reactor, members, ModelIndex(config.models.aliases, config.models.default))
-    slots = UpstreamSlots(config.limits.max_concurrent_upstream, config.limits.max_queue,
-                          unavailable if unavailable is not None else upstreams.unavailable)
-    flow = ChatFlow(upstreams, chat_settings(config))
-    deps = RouteDeps(config, upstreams, flow, slots, reactor)
-    metrics = Metrics() if config.metrics.enabled else None
-    routes = [factory(deps) for factory in ROUTES]
-    recent = RecentRequests(reactor.seconds)
-    status = StatusRoutes(upstreams, slots, recent, reactor)
-    root = Root(
-        [(prefix, r.resource()) for r in routes for prefix in r.mounts] + list(status.mounts()),
-        OwnRoutes(deps, metrics).resource(),
-    )
-    allowed = config.server.allowed_hosts
-    gate = Gate(
-        api_keys=tuple(k.encode("utf-8") for k in config.api_keys()),
-        open_paths=config.auth.open_paths,
-        allowed_hosts=tuple(h.lower() for h in allowed) if allowed is not None else hosts_for_listeners(config.listen),
-        cors_origins=config.cors.origins,
-    )
-    site = ShimSite(
-        root,
-        reactor,
-        max_body_bytes=config.limits.max_body_bytes,
-        gate=gate,
-        header_timeout=config.limits.header_timeout,
-        metrics=metrics,
-        dialects=default_registry(),
-        recent=recent,
-    )
-    services: list[IService] = [upstreams]
-    services += [owned for r in routes for owned in getattr(r, "services", list)()]
-    return SiteParts(site, upstreams, slots, flow, metrics, routes, services)
+    return daemon.build_site(config, reactor, members, unavailable)
 
 
 # -- agents -----------------------------------------------------------------------------------------------------

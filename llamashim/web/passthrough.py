@@ -25,12 +25,18 @@ async def pass_through(request: Request, upstream: UpstreamClient, clock: IReact
     started = clock.seconds()
     response: IResponse = await upstream.request(request.method, request.uri, headers, producer)
     context_of(request).upstream_ttfb = clock.seconds() - started
+    await answer_as_upstream(request, response, clock, upstream.idle_timeout)
+
+
+async def answer_as_upstream(request: Request, response: IResponse, clock: IReactorTime,
+                             idle_timeout: float | None) -> None:
+    """Answer ``request`` with the upstream's status, end-to-end headers and body, relayed as it comes."""
     request.setResponseCode(response.code, response.phrase)
     for name, values in end_to_end(response.headers).getAllRawHeaders():
         request.responseHeaders.setRawHeaders(name, values)
     if response.length is not UNKNOWN_LENGTH:
         request.setHeader(b"content-length", b"%d" % response.length)
-    await relay(request, response, Identity(), clock, upstream.idle_timeout)
+    await relay(request, response, Identity(), clock, idle_timeout)
 
 
 async def relay_json_request(
@@ -39,9 +45,4 @@ async def relay_json_request(
     """POST ``body`` (as compact JSON) to ``path`` upstream and relay the answer as it comes, status included."""
     headers = forwarded_headers(request)
     response = await client.request(b"POST", path, headers, BytesProducer(jsonutil.dumps(body)))
-    request.setResponseCode(response.code, response.phrase)
-    for name, values in end_to_end(response.headers).getAllRawHeaders():
-        request.responseHeaders.setRawHeaders(name, values)
-    if response.length is not UNKNOWN_LENGTH:
-        request.setHeader(b"content-length", b"%d" % response.length)
-    await relay(request, response, Identity(), clock, client.idle_timeout)
+    await answer_as_upstream(request, response, clock, client.idle_timeout)
