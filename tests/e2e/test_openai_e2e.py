@@ -65,9 +65,11 @@ def test_streamed_chat_matches_direct(shim: Daemon, real_llama: Any) -> None:
 
 
 def test_models_list_shape(shim: Daemon) -> None:
-    """GET /v1/models answers OpenAI's list shape, which the SDK parses."""
+    """GET /v1/models answers OpenAI's list shape, which the SDK parses: the model by its friendly name, the
+    upstream's .gguf id kept among its aliases."""
     models = client(shim).models.list()
-    assert len(models.data) >= 1 and models.data[0].id.endswith(".gguf")
+    assert len(models.data) >= 1 and models.data[0].id == "SmolLM2-135M-Instruct.Q4_1"
+    assert any(a.endswith(".gguf") for a in (models.data[0].model_extra or {})["aliases"])
 
 
 def _slots_busy(url: str) -> bool:
