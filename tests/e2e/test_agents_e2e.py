@@ -6,9 +6,12 @@ rope scaling (``shared/REAL-LLAMA-SERVER.md``). ``big_llama`` is one module-scop
 so pytest stops the 16k server before it starts the 32k one: only one such server runs at a time.
 
 Neither agent lets us set the sampling (Codex sends no temperature, Claude Code sends ``temperature: 1``), and the
-135M model, sampled, rambles on for hundreds of tokens at ~3 tokens/s at this context. The servers therefore run with
-``--top-k 1`` (greedy whatever the temperature; a client's ``top_k`` would still win): the model then stops by itself
-after a sentence. Codex also gets ``-n 128`` as a bound (it sends no ``max_output_tokens``); Claude Code is bounded by
+135M model rambles on for hundreds of tokens at 0.3-3 tokens/s at this context: Codex then never ends its turn, and
+Claude Code, on ``max_tokens``, asks three times to "resume" and exits 1 ("response exceeded the 64 output token
+maximum"); a bias on the end token is no cure (+7 stops one prompt, not the same prompt with another tmp path; +9
+ends before the first token). So the servers run greedy (``--top-k 1``; a client's ``top_k`` would still win) with
+server-side default stop strings (``-r . -r :``), which end the answer at its first clause whatever it says. Codex
+also gets ``-n 128`` as a bound (it sends no ``max_output_tokens``); Claude Code is bounded by
 ``CLAUDE_CODE_MAX_OUTPUT_TOKENS``.
 """
 
@@ -27,10 +30,13 @@ import pytest
 
 from tests.e2e.daemon import Daemon, running_daemon
 
-YARN = ("--rope-scaling", "yarn", "--yarn-orig-ctx", "8192", "-np", "1", "--top-k", "1")
+YARN = ("--rope-scaling", "yarn", "--yarn-orig-ctx", "8192", "-np", "1")
+# Greedy whatever the client's temperature, and llama-server's default stop strings (used when a request brings
+# none) at the first "." or ":": the answer is one short clause, whatever the prompt makes the model say.
+SHORT = ("--top-k", "1", "-r", ".", "-r", ":")
 SERVERS: dict[str, tuple[str, ...]] = {
-    "16k": (*YARN, "--rope-scale", "2", "-c", "16384", "-n", "128"),
-    "32k": (*YARN, "--rope-scale", "4", "-c", "32768"),
+    "16k": (*YARN, *SHORT, "--rope-scale", "2", "-c", "16384", "-n", "128"),
+    "32k": (*YARN, *SHORT, "--rope-scale", "4", "-c", "32768"),
 }
 # Bounded with a wide margin for an idle 2-core machine (Codex: ~45-60 s of prompt processing; Claude Code: several
 # minutes, its 21k-token prompt slowing as the context fills); a loaded machine is far slower (at a load of 4, Claude
@@ -125,6 +131,10 @@ def test_claude_code_completes_a_turn(
             MAX_THINKING_TOKENS="0",
             CLAUDE_CODE_MAX_OUTPUT_TOKENS="64",
             API_TIMEOUT_MS=str(CLAUDE_TIMEOUT * 1000),
+            # its stream watchdog gives up on a stream with no message events (llamashim's pings do not count)
+            # after 300 s by default and retries: minutes of prompt processing must not look like a dead stream
+            CLAUDE_STREAM_IDLE_TIMEOUT_MS=str(min(CLAUDE_TIMEOUT, 1800) * 1000),
+            CLAUDE_BYTE_STREAM_IDLE_TIMEOUT_MS=str(min(CLAUDE_TIMEOUT, 1800) * 1000),
         )
         result = subprocess.run(
             [str(agent_bins / "claude"), "-p", "Say OK", "--model", "claude-sonnet-4-5"],
