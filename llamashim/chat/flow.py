@@ -121,10 +121,11 @@ class ChatFlow:
         serving the model. After the first byte a failure is the stream's: its terminal frame.
         """
         call.body = repair_chat_request(call.body, self.log.debug)
-        self.verbose("request", jsonutil.dumps(call.body))
 
         async def answer(pick: Pick) -> bytes | None:
-            return await self._run_on(request, call, pick.member.client, with_model(call.body, pick))
+            body = with_model(call.body, pick)
+            self.verbose("request", jsonutil.dumps(body))  # as it goes upstream: the upstream's model id
+            return await self._run_on(request, call, pick.member.client, body)
 
         return await self.on_upstream(request, _model(call.body), call.body.get("messages"), answer)
 
