@@ -19,11 +19,13 @@ import yaml
 
 from llamashim.stream.reasoning import ALIASES as THINKING_ALIASES
 from llamashim.stream.reasoning import MODES as THINKING_MODES
-from llamashim.web.gate import DEFAULT_OPEN_PATHS
 
 TOOL_MODES = ("auto", "native", "synthesize")
 DEFAULT_LISTEN = "tcp:11434:interface=127.0.0.1"
 DEFAULT_UPSTREAM = "http://127.0.0.1:8080"
+
+# Paths answered without an API key (health, the Ollama metadata Copilot reads before it sends a key, the root).
+DEFAULT_OPEN_PATHS = ("/health", "/api/version", "/api/tags", "/api/show", "GET /", "HEAD /")
 
 
 class ConfigError(Exception):

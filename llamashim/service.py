@@ -12,6 +12,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import ILogObserver, Logger
 
+from llamashim.chat.deps import RouteDeps
 from llamashim.chat.flow import ChatFlow, ChatSettings
 from llamashim.config import Config, UpstreamSpec
 from llamashim.dialects.registry import ROUTES, default_registry
@@ -19,13 +20,12 @@ from llamashim.ops.logs import observer_for
 from llamashim.ops.metrics import Metrics
 from llamashim.ops.recent import RecentRequests
 from llamashim.stream.reasoning import ReasoningStyle
-from llamashim.stream.relay import collect_body
+from llamashim.upstream.body import collect_body
 from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.limiter import UpstreamSlots
 from llamashim.upstream.models import ModelIndex
 from llamashim.upstream.set import Member, UpstreamSet
 from llamashim.upstream.supervisor import LlamaSupervisor, free_port
-from llamashim.web.deps import RouteDeps
 from llamashim.web.gate import Gate, hosts_for_listeners, key_hint
 from llamashim.web.own import OwnRoutes
 from llamashim.web.root import Root

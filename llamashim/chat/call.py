@@ -8,8 +8,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from llamashim.dialects.base import Dialect
 from llamashim.stream.items import Item
+from llamashim.web.dialect import Dialect
 
 Encoder = Callable[[list[Item]], bytes]
 """Pipeline items → the dialect's wire bytes. Stateful: one per request."""

@@ -32,7 +32,6 @@ from llamashim.errors import ShimError
 from llamashim.stream.items import Stage
 from llamashim.stream.pipeline import StreamPipeline, usage_counts
 from llamashim.stream.reasoning import ReasoningRouter, ReasoningStyle, apply_to_reply
-from llamashim.stream.relay import collect_body, json_reply, relay
 from llamashim.stream.tools import (
     ToolCallConformance,
     is_stream_tools_refusal,
@@ -40,10 +39,11 @@ from llamashim.stream.tools import (
     reply_from_json_stream_answer,
     synthesize_items,
 )
-from llamashim.upstream.body import BytesProducer, upstream_error
+from llamashim.upstream.body import BytesProducer, collect_body, json_reply, upstream_error
 from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.set import Pick, UpstreamSet
 from llamashim.web.context import context_of
+from llamashim.web.relay import relay
 from llamashim.web.respond import send_json, start_stream
 
 T = TypeVar("T")

@@ -8,22 +8,18 @@ Shapes that cannot be repaired are a 400 naming the index.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 from llamashim import jsonutil
 from llamashim.errors import BadRequest
+from llamashim.stream.tools import new_call_id
 
 Log = Callable[..., None]
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 _SCHEMA_KEYWORDS = frozenset(
     ("type", "properties", "$ref", "anyOf", "oneOf", "allOf", "enum", "const", "items", "$schema", "$defs")
 )
-
-
-def new_call_id() -> str:
-    return "call_" + uuid.uuid4().hex[:24]
 
 
 def repair_chat_request(body: dict[str, Any], log: Log) -> dict[str, Any]:

@@ -13,8 +13,7 @@ from twisted.web.http_headers import Headers
 
 from llamashim import jsonutil
 from llamashim.errors import ShimError
-from llamashim.stream.relay import json_reply
-from llamashim.upstream.body import BytesProducer
+from llamashim.upstream.body import BytesProducer, json_reply
 from llamashim.upstream.client import UpstreamClient
 
 TEMPLATE_FIELDS = ("messages", "tools", "tool_choice", "chat_template_kwargs", "parallel_tool_calls")

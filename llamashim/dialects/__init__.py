@@ -1,1 +1,1 @@
-"""The client APIs llamashim speaks: one module (or folder) per dialect; see :mod:`llamashim.dialects.base`."""
+"""The client APIs llamashim speaks: one module (or folder) per dialect; see :mod:`llamashim.web.dialect`."""

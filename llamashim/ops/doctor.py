@@ -21,7 +21,7 @@ from twisted.web.http_headers import Headers
 from llamashim import jsonutil
 from llamashim.errors import ShimError
 from llamashim.ops.doctor_report import Answer, Probes
-from llamashim.stream.relay import collect_body
+from llamashim.upstream.body import collect_body
 from llamashim.upstream.client import UpstreamClient
 
 MAX_BODY = 8 * 1024 * 1024

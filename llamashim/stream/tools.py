@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamashim import jsonutil
-from llamashim.chat.repair import new_call_id
 from llamashim.jsonutil import arr, int_or, map_objects, obj
 from llamashim.stream.items import Chunk, Done, Item
 
 CHUNK_OBJECT = "chat.completion.chunk"
+
+
+def new_call_id() -> str:
+    """A fresh tool-call id in OpenAI's shape."""
+    return "call_" + uuid.uuid4().hex[:24]
 
 
 def _args_text(value: Any) -> str:

@@ -5,7 +5,7 @@ Everything that talks to llama-server goes through :class:`UpstreamClient`. It o
 in ``stopService``), applies the TLS policy (verify by default, a private CA, or loudly no verification), the connect
 timeout (the ``Agent``'s) and the optional total request timeout, and turns connection-level failures into
 :class:`~llamashim.errors.ShimError` values with the status DESIGN.md promises (502 unreachable / TLS, 504 timeout).
-Responses are always unbuffered: the caller streams or collects the body itself (see :mod:`llamashim.stream.relay`).
+Responses are always unbuffered: the caller streams or collects the body itself (see :mod:`llamashim.upstream.body`).
 """
 
 from __future__ import annotations

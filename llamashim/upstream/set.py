@@ -24,8 +24,7 @@ from twisted.logger import Logger
 from llamashim.config import UpstreamSpec
 from llamashim.errors import ShimError
 from llamashim.jsonutil import arr, int_or, obj
-from llamashim.stream.relay import collect_body, json_reply
-from llamashim.upstream.body import error_message
+from llamashim.upstream.body import collect_body, error_message, json_reply
 from llamashim.upstream.choice import AffinityMap, Choice, Load, choose, conversation_key
 from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.models import ModelIndex, Resolved, Served, UnknownModel

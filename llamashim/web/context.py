@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llamashim.dialects.base import Dialect
 from llamashim.dialects.openai_chat.dialect import OPENAI
 from llamashim.errors import ShimError
+from llamashim.web.dialect import Dialect
 
 
 @dataclass

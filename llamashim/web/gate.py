@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from twisted.web.http_headers import Headers
 
+from llamashim.config import DEFAULT_OPEN_PATHS
 from llamashim.errors import ShimError
 
-DEFAULT_OPEN_PATHS = ("/health", "/api/version", "/api/tags", "/api/show", "GET /", "HEAD /")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 CORS_METHODS = b"GET, POST, PUT, DELETE, OPTIONS, HEAD"
 CORS_DEFAULT_HEADERS = b"Authorization, Content-Type, X-Api-Key, X-Request-Id, X-Llamashim-Thinking"

@@ -9,12 +9,12 @@ from klein import Klein
 from twisted.web.server import Request
 
 from llamashim import jsonutil
+from llamashim.chat.deps import RouteDeps
 from llamashim.errors import ShimError
 from llamashim.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llamashim.ops.metrics import Metrics
 from llamashim.upstream.models import listing
 from llamashim.web.context import context_of
-from llamashim.web.deps import RouteDeps
 from llamashim.web.passthrough import pass_through
 from llamashim.web.respond import read_json_object, send_json
 from llamashim.web.routing import answer_errors, api_route

@@ -10,11 +10,11 @@ from twisted.web.server import Request
 
 from llamashim import jsonutil
 from llamashim.chat.flow import forwarded_headers
-from llamashim.stream.relay import Identity, relay
 from llamashim.upstream.body import BytesProducer
 from llamashim.upstream.client import UpstreamClient
 from llamashim.web.context import context_of
 from llamashim.web.headers import end_to_end
+from llamashim.web.relay import Identity, relay
 from llamashim.web.respond import read_body
 
 

@@ -19,12 +19,12 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 
 from llamashim import compat
-from llamashim.dialects.base import DialectRegistry
 from llamashim.dialects.openai_chat.dialect import OPENAI
 from llamashim.errors import ShimError
 from llamashim.ops.metrics import Metrics
 from llamashim.ops.recent import RecentRequests, Served
 from llamashim.web.context import RequestContext, owner_of
+from llamashim.web.dialect import DialectRegistry
 from llamashim.web.gate import Gate
 from llamashim.web.respond import end_with_error
 

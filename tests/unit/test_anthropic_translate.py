@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from llamashim.chat.models import resolve_model
 from llamashim.chat.repair import repair_chat_request
 from llamashim.dialects.anthropic.translate import MessagesRequest, Thinking, request_to_chat
 from llamashim.errors import BadRequest
+from llamashim.upstream.models import resolve_model
 
 JSON = dict[str, Any]
 AGENT_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "agents"

@@ -12,8 +12,8 @@ from twisted.web.client import ResponseDone
 
 from llamashim.dialects.openai_chat.dialect import encode_openai_items
 from llamashim.stream.pipeline import StreamPipeline
-from llamashim.stream.relay import relay
 from llamashim.web.context import context_of
+from llamashim.web.relay import relay
 
 FRAME = b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n'
 FINISH = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from llamashim.dialects.anthropic.errors import error_response, stream_error_event
 from llamashim.dialects.anthropic.events import PING
-from llamashim.dialects.base import Dialect
 from llamashim.errors import ShimError
 from llamashim.stream.items import StreamError
+from llamashim.web.dialect import Dialect
 
 
 class AnthropicDialect(Dialect):

@@ -15,11 +15,11 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from llamashim.chat.call import ChatCall
+from llamashim.chat.deps import RouteDeps
 from llamashim.dialects.anthropic.dialect import ANTHROPIC
 from llamashim.dialects.anthropic.events import MessagesEncoder, message_object, new_message_id
 from llamashim.dialects.anthropic.translate import MessagesRequest, request_to_chat
 from llamashim.stream.reasoning import separate_mode
-from llamashim.web.deps import RouteDeps
 from llamashim.web.respond import read_json_object, send_json
 from llamashim.web.routing import answer_errors, api_route
 

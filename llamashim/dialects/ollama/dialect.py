@@ -4,9 +4,9 @@ of a stream; NDJSON has no heartbeat."""
 from __future__ import annotations
 
 from llamashim import jsonutil
-from llamashim.dialects.base import Dialect
 from llamashim.errors import ShimError
 from llamashim.stream.items import StreamError
+from llamashim.web.dialect import Dialect
 
 NDJSON = b"application/x-ndjson"
 

@@ -3,7 +3,7 @@
 ``/api/chat`` and ``/api/generate`` run through the shared :class:`llamashim.chat.flow.ChatFlow` — tool conformance,
 stream synthesis and reasoning routing included — with the Ollama NDJSON encoder at the end. ``/api/generate`` with a
 ``suffix`` (fill-in-the-middle) or ``raw: true`` is no chat: it goes to llama-server's ``/infill`` or ``/completion``
-(:mod:`llamashim.dialects.ollama.completion`), streamed through the same :class:`~llamashim.stream.relay.StreamRelay`
+(:mod:`llamashim.dialects.ollama.completion`), streamed through the same :class:`~llamashim.web.relay.StreamRelay`
 (backpressure, cancellation, idle timeout, drain), on the upstream the model index picks for the model. ``/api/show``
 says ``insert`` for a model that fills in the middle, asked of its llama-server once per upstream and model
 (:data:`~llamashim.dialects.ollama.completion.FIM_PROBE`).
@@ -20,6 +20,7 @@ from twisted.web.server import Request
 
 from llamashim import jsonutil
 from llamashim.chat.call import ChatCall
+from llamashim.chat.deps import RouteDeps
 from llamashim.chat.flow import forwarded_headers, with_model
 from llamashim.dialects.ollama import completion
 from llamashim.dialects.ollama import mapping as ollama
@@ -28,13 +29,12 @@ from llamashim.dialects.openai_chat.routes import chat_call
 from llamashim.errors import ShimError
 from llamashim.jsonutil import obj
 from llamashim.stream.reasoning import separate_mode
-from llamashim.stream.relay import collect_body, json_reply, relay
-from llamashim.upstream.body import BytesProducer
+from llamashim.upstream.body import BytesProducer, collect_body, json_reply
 from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.models import Model, props_of
 from llamashim.upstream.set import Pick, UpstreamSet
 from llamashim.web.context import context_of
-from llamashim.web.deps import RouteDeps
+from llamashim.web.relay import relay
 from llamashim.web.respond import read_json_object, send_json, start_stream
 from llamashim.web.routing import answer_errors, api_route
 

@@ -8,10 +8,10 @@ when no stage changed it (``Chunk.raw``), so a well-formed upstream stream passe
 from __future__ import annotations
 
 from llamashim import jsonutil
-from llamashim.dialects.base import Dialect
 from llamashim.errors import ShimError
 from llamashim.stream.items import Chunk, Done, Heartbeat, Item, Passthrough, StreamError, Thinking
 from llamashim.stream.sse import encode_comment, encode_data, encode_event
+from llamashim.web.dialect import Dialect
 
 _DONE = b"data: [DONE]\n\n"
 _KEEPALIVE = encode_comment("keep-alive")

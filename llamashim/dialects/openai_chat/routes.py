@@ -8,11 +8,11 @@ from klein import Klein
 from twisted.web.server import Request
 
 from llamashim.chat.call import ChatCall
+from llamashim.chat.deps import RouteDeps
 from llamashim.chat.flow import with_model
 from llamashim.dialects.openai_chat.dialect import OPENAI, encode_openai_items
 from llamashim.stream.reasoning import mode_for_request
 from llamashim.upstream.set import Pick
-from llamashim.web.deps import RouteDeps
 from llamashim.web.passthrough import relay_json_request
 from llamashim.web.respond import read_json_object
 from llamashim.web.routing import answer_errors, api_route

@@ -3,11 +3,11 @@ byte; after it an ``error`` event (the running encoder adds ``response.failed``)
 
 from __future__ import annotations
 
-from llamashim.dialects.base import Dialect
 from llamashim.dialects.responses.events import error_body, response_error_code
 from llamashim.errors import ShimError
 from llamashim.stream.items import StreamError
 from llamashim.stream.sse import encode_comment, encode_event
+from llamashim.web.dialect import Dialect
 
 _KEEPALIVE = encode_comment("keep-alive")
 

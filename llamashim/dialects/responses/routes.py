@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from llamashim.chat.call import ChatCall
+from llamashim.chat.deps import RouteDeps
 from llamashim.dialects.responses.dialect import RESPONSES
 from llamashim.dialects.responses.events import ResponsesEncoder, previous_response_not_found, response_object
 from llamashim.dialects.responses.store import ResponseStore, Stored, default_store_path
@@ -27,7 +28,6 @@ from llamashim.errors import ShimError
 from llamashim.jsonutil import arr
 from llamashim.stream.reasoning import separate_mode
 from llamashim.web.context import context_of
-from llamashim.web.deps import RouteDeps
 from llamashim.web.respond import read_json_object, send_json
 from llamashim.web.routing import answer_errors, api_route
 

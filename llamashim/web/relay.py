@@ -1,10 +1,10 @@
 """The I/O edge between an upstream response body and a client request: streaming with backpressure.
 
-:class:`BodyPump` is the ``IProtocol`` an upstream response delivers its body to. :func:`relay` registers the upstream
-transport on the client request as a *streaming producer*: when the client stops reading, twisted.web pauses the
-producer, which stops reading the upstream socket, so llama-server's own send buffer fills and it blocks — no bytes
-pile up in llamashim. When the client goes away, Klein cancels the handler's Deferred; the canceller here stops the
-upstream transport, closing the upstream connection at once so llama-server stops generating.
+:class:`StreamRelay` registers the upstream transport on the client request as a *streaming producer*: when the
+client stops reading, twisted.web pauses the producer, which stops reading the upstream socket, so llama-server's own
+send buffer fills and it blocks — no bytes pile up in llamashim. When the client goes away, Klein cancels the
+handler's Deferred; the canceller here stops the upstream transport, closing the upstream connection at once so
+llama-server stops generating.
 
 Silence from the upstream for ``idle_timeout`` seconds ends the relay with a terminal error frame (the stream's
 business, not the web framework's, once bytes have been sent).
@@ -12,24 +12,20 @@ business, not the web framework's, once bytes have been sent).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
 
-from llamashim import compat, jsonutil
+from llamashim import compat
 from llamashim.errors import ShimError
 from llamashim.stream.items import StreamError
-from llamashim.upstream.body import upstream_error
+from llamashim.upstream.body import BodyPump
 from llamashim.web.context import context_of
 
 
@@ -60,113 +56,6 @@ class Identity:
 
     def fail(self, message: str, type: str = "upstream_error", code: int | str | None = 502) -> bytes:
         return b""
-
-
-class UpstreamIdle(ShimError):
-    def __init__(self, seconds: float):
-        super().__init__(504, f"upstream sent nothing for {seconds:g} s (upstream.idle_timeout)", "timeout_error")
-
-
-class BodyPump(Protocol):
-    """Receive an upstream body: each read goes to ``sink``; ``done`` fires at the end (errback on failure)."""
-
-    log = Logger()
-
-    def __init__(
-        self,
-        sink: Callable[[bytes], None],
-        clock: IReactorTime,
-        idle_timeout: float | None,
-        on_connect: Callable[[Any], None] | None = None,
-    ) -> None:
-        self.sink = sink
-        self.clock = clock
-        self.idle_timeout = idle_timeout
-        self.on_connect = on_connect
-        self.done: Deferred[None] = Deferred(lambda _: self.stop())
-        self._timer: IDelayedCall | None = None
-        self._last = 0.0
-        self._failure: Exception | None = None
-        self.finished = False
-
-    def connectionMade(self) -> None:
-        if self.idle_timeout:
-            self._last = self.clock.seconds()
-            self._timer = self.clock.callLater(self.idle_timeout, self._check_idle)
-        if self.on_connect is not None:
-            self.on_connect(self.transport)
-
-    def _check_idle(self) -> None:
-        # One timer, re-armed lazily when it fires, instead of TimeoutMixin's resetTimeout() (a cancel and a new
-        # callLater per chunk): a chunk then costs one clock read, which matters at thousands of chunks a second.
-        assert self.idle_timeout
-        idle = self.clock.seconds() - self._last
-        if idle < self.idle_timeout:
-            self._timer = self.clock.callLater(self.idle_timeout - idle, self._check_idle)
-            return
-        self._timer = None
-        self._failure = UpstreamIdle(self.idle_timeout)
-        self.stop()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._timer is not None:
-            self._last = self.clock.seconds()
-        self.sink(data)
-
-    def stop(self) -> None:
-        """Stop reading and close the upstream connection now."""
-        if self.transport is not None and not self.finished:
-            self.transport.stopProducing()  # type: ignore[attr-defined]  # the response body transport is a producer
-
-    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
-        self.finished = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        if self.done.called:
-            return
-        if self._failure is not None:
-            self.done.errback(Failure(self._failure))
-        elif reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(None)
-        else:
-            self.done.errback(reason)
-
-
-def collect_body(
-    response: IResponse, clock: IReactorTime, idle_timeout: float | None, max_bytes: int = 64 * 1024 * 1024
-) -> Deferred[bytes]:
-    """The whole body of ``response``. Cancelling closes the upstream connection."""
-    parts: list[bytes] = []
-    size = [0]
-    pump: BodyPump
-
-    def sink(data: bytes) -> None:
-        size[0] += len(data)
-        if size[0] > max_bytes:
-            pump._failure = ShimError(502, f"upstream reply larger than {max_bytes} bytes", "upstream_error")
-            pump.stop()
-            return
-        parts.append(data)
-
-    pump = BodyPump(sink, clock, idle_timeout)
-    response.deliverBody(pump)
-    return pump.done.addCallback(lambda _: b"".join(parts))
-
-
-async def json_reply(
-    response: IResponse, clock: IReactorTime, idle_timeout: float | None, what: str,
-    max_bytes: int = 64 * 1024 * 1024,
-) -> Any:
-    """The whole JSON body of an upstream answer; an error status is passed on with its message, a body that is not
-    JSON is a 502 naming ``what``."""
-    data = await collect_body(response, clock, idle_timeout, max_bytes)
-    if response.code != 200:
-        raise upstream_error(response.code, data)
-    try:
-        return jsonutil.loads(data, 0)
-    except jsonutil.JSONError:
-        raise ShimError(502, f"upstream {what} is not JSON", "upstream_error") from None
 
 
 class StreamRelay:
