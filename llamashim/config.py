@@ -24,9 +24,6 @@ TOOL_MODES = ("auto", "native", "synthesize")
 DEFAULT_LISTEN = "tcp:11434:interface=127.0.0.1"
 DEFAULT_UPSTREAM = "http://127.0.0.1:8080"
 
-# Paths answered without an API key (health, the Ollama metadata Copilot reads before it sends a key, the root).
-DEFAULT_OPEN_PATHS = ("/health", "/api/version", "/api/tags", "/api/show", "GET /", "HEAD /")
-
 
 class ConfigError(Exception):
     """A configuration problem, said in one line."""
@@ -301,7 +298,7 @@ class ServerConfig:
 class AuthConfig:
     api_keys: tuple[str, ...] = key((), _str_list)
     api_keys_file: str | None = key(None, _opt_str)
-    open_paths: tuple[str, ...] = key(DEFAULT_OPEN_PATHS, _str_list)
+    open_paths: tuple[str, ...] | None = key(None, _opt_str_list)  # None: the paths each dialect declares open
 
 
 @dataclass(frozen=True)

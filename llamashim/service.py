@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from twisted.logger import ILogObserver, Logger
 from llamashim.chat.deps import RouteDeps
 from llamashim.chat.flow import ChatFlow, ChatSettings
 from llamashim.config import Config, UpstreamSpec
-from llamashim.dialects.registry import ROUTES, default_registry
+from llamashim.dialects.registry import FALLBACK, ROUTES
 from llamashim.ops.logs import observer_for
 from llamashim.ops.metrics import Metrics
 from llamashim.ops.recent import RecentRequests
@@ -29,9 +29,10 @@ from llamashim.upstream.supervisor import LlamaSupervisor, free_port
 from llamashim.web.gate import Gate, hosts_for_listeners, key_hint
 from llamashim.web.own import OwnRoutes
 from llamashim.web.root import Root
+from llamashim.web.routing import DialectRoutes
 from llamashim.web.shutdown import drain
 from llamashim.web.site import ShimSite
-from llamashim.web.status import StatusRoutes
+from llamashim.web.status import StatusPage
 
 log = Logger(namespace="llamashim")
 
@@ -169,14 +170,19 @@ class SiteParts:
     slots: UpstreamSlots
     flow: ChatFlow
     metrics: Metrics | None
-    routes: list[Any]
+    routes: list[DialectRoutes]
     services: list[IService]  # what runs besides the listeners: the upstream set, route-owned services (a store)
 
 
 def build_site(
-    config: Config, reactor: Any, members: list[Member], unavailable: Callable[[], str | None] | None = None
+    config: Config,
+    reactor: Any,
+    members: list[Member],
+    unavailable: Callable[[], str | None] | None = None,
+    dialects: Sequence[type[DialectRoutes]] = ROUTES,
 ) -> SiteParts:
-    """The site and everything behind it, for ``members`` (the in-memory test tier passes its own)."""
+    """The site and everything behind it, for ``members`` (the in-memory test tier passes its own) and the
+    ``dialects`` the registry lists (a test may add one)."""
     upstreams = UpstreamSet(reactor, members, ModelIndex(config.models.aliases, config.models.default))
     slots = UpstreamSlots(config.limits.max_concurrent_upstream, config.limits.max_queue,
                           unavailable if unavailable is not None else upstreams.unavailable)
@@ -185,17 +191,18 @@ def build_site(
     metrics = Metrics() if config.metrics.enabled else None
     if metrics is not None:
         metrics.watch_upstreams(lambda: upstreams.members.values())
-    routes = [factory(deps) for factory in ROUTES]
+    routes = [factory(deps) for factory in dialects]
     recent = RecentRequests(reactor.seconds)  # /status: the recent requests and token rates
-    status = StatusRoutes(upstreams, slots, recent, reactor)
-    root = Root(
-        [(prefix, r.resource()) for r in routes for prefix in r.mounts] + list(status.mounts()),
-        OwnRoutes(deps, metrics).resource(),
-    )
+    in_flight: set[Any] = set()
+    status = StatusPage(upstreams, slots, recent, reactor, in_flight)
+    root = Root(routes, OwnRoutes(deps, metrics, status).resource(), FALLBACK)
     allowed = config.server.allowed_hosts
+    open_paths = config.auth.open_paths
+    if open_paths is None:  # each dialect's own, and llamashim's
+        open_paths = (*OwnRoutes.open_paths, *(p for d in root.dialects() for p in d.open_paths))
     gate = Gate(
         api_keys=tuple(k.encode("utf-8") for k in config.api_keys()),
-        open_paths=config.auth.open_paths,
+        open_paths=open_paths,
         allowed_hosts=tuple(h.lower() for h in allowed) if allowed is not None else hosts_for_listeners(config.listen),
         cors_origins=config.cors.origins,
     )
@@ -206,11 +213,11 @@ def build_site(
         gate=gate,
         header_timeout=config.limits.header_timeout,
         metrics=metrics,
-        dialects=default_registry(),
         recent=recent,
+        in_flight=in_flight,
     )
     services: list[IService] = [upstreams]
-    services += [owned for r in routes for owned in getattr(r, "services", list)()]
+    services += [owned for r in routes for owned in r.services()]
     return SiteParts(site, upstreams, slots, flow, metrics, routes, services)
 
 

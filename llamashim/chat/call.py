@@ -1,4 +1,6 @@
-"""One chat request as the shared flow runs it: :class:`ChatCall`, built by a dialect, run by ``ChatFlow``."""
+"""What a dialect hands the shared flow: :class:`ChatCall` (a chat request) or :class:`CompletionCall` (a raw or
+fill-in-the-middle generation on llama-server's own completion endpoints), both run by
+:class:`~llamashim.chat.flow.ChatFlow` on the same failover, the same turn and the same relay."""
 
 from __future__ import annotations
 
@@ -8,38 +10,61 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from llamashim.errors import ShimError
 from llamashim.stream.items import Item
-from llamashim.web.dialect import Dialect
+from llamashim.stream.transform import StreamTransform
 
 Encoder = Callable[[list[Item]], bytes]
 """Pipeline items → the dialect's wire bytes. Stateful: one per request."""
 
 Reply = Callable[[dict[str, Any]], Any]
-"""A non-streamed upstream ``chat.completion`` (normalised, reasoning routed) → the dialect's JSON body (a value
-to serialise, or bytes)."""
+"""A non-streamed upstream answer (for chat: a normalised ``chat.completion`` with its reasoning routed) → the
+dialect's JSON body (a value to serialise, or bytes)."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ChatCall:
-    """What a dialect hands the shared chat flow.
+    """A chat request in the internal form.
 
-    ``body`` is the internal chat request: an OpenAI chat-completions body (tools repaired, ``stream`` set, a
-    ``stream_options.include_usage`` when the dialect wants usage). ``reasoning_mode`` is the reasoning router's
-    mode for this request (``separate`` keeps reasoning as ``reasoning_content``, which the typed deltas carry as
-    reasoning). ``on_complete`` runs once the whole answer is known (the Responses store writes there; it answers
-    reads of a write still in flight from memory, so a follow-up turn never races it).
+    ``body`` is an OpenAI chat-completions body (tools repaired by the flow, ``stream`` set, a
+    ``stream_options.include_usage`` when the dialect wants usage in its stream). ``reasoning_mode`` is the
+    reasoning router's mode for this request (``separate`` keeps reasoning as ``reasoning_content``, which the typed
+    deltas carry as reasoning). ``stream_content_type`` overrides the dialect's (a dialect whose stream format
+    depends on the request). ``on_complete`` runs once the whole answer is known (the Responses store writes there;
+    it answers reads of a write still in flight from memory, so a follow-up turn never races it).
     """
 
-    dialect: Dialect
     body: dict[str, Any]
     encoder: Encoder
     reply: Reply
     reasoning_mode: str
     include_usage: bool = True
-    model: str | None = None
     path: bytes = b"/v1/chat/completions"
+    stream_content_type: bytes | None = None
     on_complete: Callable[[], Deferred[None] | None] | None = None
 
     @property
     def stream(self) -> bool:
         return bool(self.body.get("stream"))
+
+    @property
+    def model(self) -> str | None:
+        """The model the request names (what the upstream is chosen by)."""
+        model = self.body.get("model")
+        return model if isinstance(model, str) and model else None
+
+
+@dataclass(kw_only=True)
+class CompletionCall:
+    """A generation on llama-server's own ``/completion`` or ``/infill`` (no chat template), streamed through
+    ``transform`` (one per attempt) or answered as one reply."""
+
+    model: str
+    path: bytes
+    body: dict[str, Any]
+    stream: bool
+    transform: Callable[[], StreamTransform]
+    reply: Reply  # the whole answer → the client's JSON body
+    whole: Callable[[StreamTransform, dict[str, Any]], bytes]  # a stream request answered with one reply → its lines
+    usage: Callable[[dict[str, Any]], Any]  # the token usage of a whole answer
+    failure: Callable[[int, bytes], ShimError]  # an upstream error answer → the client's error

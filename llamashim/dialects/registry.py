@@ -1,24 +1,26 @@
-"""Every client API llamashim speaks. Adding a dialect is one module plus one line in :data:`ROUTES`.
+"""Every client API llamashim speaks, and the dialect that answers paths none of them claims.
 
-A routes class has ``dialect`` (its :class:`~llamashim.web.dialect.Dialect`), ``mounts`` (the path prefixes its
-Klein resource serves), ``__init__(deps: RouteDeps)``, ``resource()``, and optionally ``services()`` (services it
-owns, such as a store, started and stopped with the daemon).
+Adding a dialect is one package (``dialects/<name>/``: its :class:`~llamashim.web.dialect.Dialect`, translation,
+encoder and a :class:`~llamashim.web.routing.DialectRoutes` subclass) plus one line in :data:`ROUTES`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from llamashim.dialects.anthropic.routes import AnthropicRoutes
 from llamashim.dialects.ollama.routes import OllamaRoutes
 from llamashim.dialects.openai_chat.dialect import OPENAI
 from llamashim.dialects.openai_chat.routes import OpenAIChatRoutes, OpenAIEmbeddingsRoutes
 from llamashim.dialects.responses.routes import ResponsesRoutes
-from llamashim.web.dialect import DialectRegistry
+from llamashim.web.dialect import Dialect
+from llamashim.web.routing import DialectRoutes
 
-ROUTES: tuple[Any, ...] = (OpenAIChatRoutes, OpenAIEmbeddingsRoutes, OllamaRoutes, ResponsesRoutes, AnthropicRoutes)
+ROUTES: tuple[type[DialectRoutes], ...] = (
+    OpenAIChatRoutes,
+    OpenAIEmbeddingsRoutes,
+    OllamaRoutes,
+    ResponsesRoutes,
+    AnthropicRoutes,
+)
 
-
-def default_registry() -> DialectRegistry:
-    """The dialects by path; OpenAI's shapes answer every path no dialect claims."""
-    return DialectRegistry(OPENAI, [routes.dialect for routes in ROUTES if routes.dialect is not OPENAI])
+FALLBACK: Dialect = OPENAI
+"""The shapes of llamashim's own routes and of the pass-through (OpenAI's, as llama-server's own errors are)."""

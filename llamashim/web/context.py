@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llamashim.dialects.openai_chat.dialect import OPENAI
 from llamashim.errors import ShimError
 from llamashim.web.dialect import Dialect
 
@@ -30,6 +29,7 @@ class RequestContext:
     streaming: bool = False
     first_byte_at: float | None = None
     client_gone: bool = False
+    delivered: bool = False  # the stream's terminal event went out: a hang-up after it is no abort
     # A running stream's hooks: end it now with its terminal frame (drain), or give the terminal frame for an error.
     drain: Callable[[str], None] | None = None
     terminal_frame: Callable[[ShimError], bytes] | None = None
@@ -49,8 +49,8 @@ def owner_of(key: bytes | None) -> str:
 
 
 def context_of(request: Any) -> RequestContext:
-    """The request's context (a bare ``Request`` built by a test gets a fresh OpenAI-dialect one)."""
+    """The request's context (a bare ``Request`` built by a test gets a fresh one in the generic dialect)."""
     ctx = getattr(request, "ctx", None)
     if ctx is None:
-        ctx = request.ctx = RequestContext(OPENAI)
+        ctx = request.ctx = RequestContext(Dialect())
     return ctx  # type: ignore[no-any-return]

@@ -1,32 +1,50 @@
-"""The dialect seam: a :class:`Dialect` object per client API, and the registry that finds one by path.
-A dialect knows its name (the metrics label and log field), the path prefixes it owns, the error body it answers
-before the first byte, the terminal frame that ends a stream it started, its heartbeat and its stream content type.
-Everything that answers before routing — 401, 403, 413, 429, 500, 503, the drain frames — asks the registry
-which dialect a path belongs to. How a dialect's chat request becomes the internal chat call
-and how the shared stream comes back in its wire format lives in its own module (``dialects/<name>...``), which
-builds a :class:`llamashim.chat.call.ChatCall` for :class:`llamashim.chat.flow.ChatFlow`.
+"""The dialect contract, at the edge that uses it: :class:`Dialect` (the wire shapes of one client API) and
+:class:`~llamashim.web.routing.DialectRoutes` (the base every dialect's routes class extends, beside the
+route decorator).
 
-Adding a dialect is one module plus one line in :mod:`llamashim.dialects.registry`.
+A dialect states its whole contract in a routes class of three lines::
+
+    class EchoRoutes(DialectRoutes):
+        app = Klein()                      # its Klein app (error handlers are registered on it by the base)
+        dialect = ECHO                     # its Dialect: name, error shapes, key headers, open paths, stream type
+        prefixes = (b"/v1/echo",)          # where it is mounted — and whose errors are shaped its way before routing
+
+and one line in :data:`llamashim.dialects.registry.ROUTES`. The composition root builds a
+:class:`~llamashim.web.root.Root` over the routes the registry lists: the one place that maps a path to its routes
+object, used both to dispatch and to answer in the right dialect before routing (401, 403, 413, 429, 503, drain).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
+from llamashim import jsonutil
 from llamashim.errors import ShimError
 from llamashim.stream.items import StreamError
+from llamashim.stream.sse import encode_data
+
+EVENT_STREAM = b"text/event-stream; charset=utf-8"
 
 
 class Dialect:
-    """The wire shapes of one client API that do not depend on a running stream (override what differs)."""
+    """The wire shapes of one client API that do not depend on a running stream.
 
-    name: str = "openai"
-    prefixes: tuple[bytes, ...] = ()
-    stream_content_type: bytes = b"text/event-stream; charset=utf-8"
+    The base answers in the generic ``{"error": {"message", "type", "code"}}`` shape (llama-server's own, used for
+    paths no dialect claims when no fallback is given); a dialect overrides what differs.
+    """
+
+    name: str = "generic"
+    stream_content_type: bytes = EVENT_STREAM
+    # Headers that carry this dialect's API key, besides ``Authorization: Bearer`` and ``X-Api-Key`` (llama-server's
+    # own pair, accepted on every path): e.g. Gemini's ``x-goog-api-key``.
+    key_headers: tuple[bytes, ...] = ()
+    # A query parameter that carries the key (Gemini's ``?key=``), or ``None``.
+    key_query: bytes | None = None
+    # Paths its clients read before they send a key (``"/api/tags"``, or ``"GET /"`` for one method); the default of
+    # ``auth.open_paths`` is every dialect's.
+    open_paths: tuple[str, ...] = ()
 
     def error_body(self, err: ShimError) -> bytes:
         """The JSON body of an error answered before the first byte."""
-        raise NotImplementedError
+        return jsonutil.dumps({"error": {"message": err.message, "type": err.type, "code": err.code}})
 
     def error_status(self, err: ShimError) -> int:
         """The HTTP status of that answer (a dialect may word a status its own way, e.g. Anthropic's 529)."""
@@ -34,7 +52,7 @@ class Dialect:
 
     def stream_error(self, err: StreamError) -> bytes:
         """The terminal frame that ends a started stream (for streams whose encoder has no state of its own)."""
-        raise NotImplementedError
+        return encode_data({"error": {"message": err.message, "type": err.type, "code": err.code}})
 
     def heartbeat(self) -> bytes | None:
         """A keep-alive the dialect's clients ignore, or ``None`` when the wire format has none."""
@@ -42,31 +60,3 @@ class Dialect:
 
     def __repr__(self) -> str:
         return f"<Dialect {self.name}>"
-
-
-class DialectRegistry:
-    """Dialects by path prefix (the longest matching prefix wins); the fallback answers everything else."""
-
-    def __init__(self, fallback: Dialect, dialects: Iterable[Dialect] = ()) -> None:
-        self.fallback = fallback
-        self._by_prefix: list[tuple[bytes, Dialect]] = []
-        self._by_name: dict[str, Dialect] = {fallback.name: fallback}
-        for dialect in dialects:
-            self.add(dialect)
-
-    def add(self, dialect: Dialect) -> None:
-        self._by_name[dialect.name] = dialect
-        self._by_prefix.extend((prefix, dialect) for prefix in dialect.prefixes)
-        self._by_prefix.sort(key=lambda entry: -len(entry[0]))
-
-    def for_path(self, path: bytes) -> Dialect:
-        for prefix, dialect in self._by_prefix:
-            if path == prefix or path.startswith(prefix if prefix.endswith(b"/") else prefix + b"/"):
-                return dialect
-        return self.fallback
-
-    def named(self, name: str) -> Dialect:
-        return self._by_name[name]
-
-    def __iter__(self) -> Iterable[Dialect]:  # type: ignore[override]
-        return iter(self._by_name.values())

@@ -9,15 +9,22 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs
 
 from twisted.web.http_headers import Headers
 
-from llamashim.config import DEFAULT_OPEN_PATHS
 from llamashim.errors import ShimError
+from llamashim.web.dialect import Dialect
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 CORS_METHODS = b"GET, POST, PUT, DELETE, OPTIONS, HEAD"
 CORS_DEFAULT_HEADERS = b"Authorization, Content-Type, X-Api-Key, X-Request-Id, X-Llamashim-Thinking"
+
+
+def key_headers(dialect: Dialect | None) -> tuple[bytes, ...]:
+    """The headers that may carry a key on a path of ``dialect`` (besides ``Authorization``); dropped before the
+    request goes upstream."""
+    return (b"x-api-key", *(dialect.key_headers if dialect is not None else ()))
 
 
 def key_hint(key: str | bytes) -> str:
@@ -58,7 +65,7 @@ def hosts_for_listeners(listen: Iterable[str]) -> tuple[str, ...] | None:
 @dataclass(frozen=True)
 class Gate:
     api_keys: tuple[bytes, ...] = ()
-    open_paths: tuple[str, ...] = DEFAULT_OPEN_PATHS
+    open_paths: tuple[str, ...] = ()  # the composition root passes auth.open_paths, or every dialect's open paths
     allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS
     cors_origins: tuple[str, ...] = ()
     _open: frozenset[str] = field(init=False, repr=False, default=frozenset())
@@ -74,7 +81,9 @@ class Gate:
         p = path.decode("latin-1")
         return p in self._open or f"{method.decode('latin-1')} {p}" in self._open
 
-    def check(self, method: bytes, path: bytes, headers: Headers) -> ShimError | None:
+    def check(
+        self, method: bytes, path: bytes, headers: Headers, dialect: Dialect | None = None, query: bytes = b""
+    ) -> ShimError | None:
         """``None`` when the request may proceed, else the error to answer."""
         if self.allowed_hosts is not None:
             host = headers.getRawHeaders(b"host", [b""])[0]
@@ -83,23 +92,30 @@ class Gate:
                     403,
                     f"Host {host.decode('latin-1')!r} is not served here (server.allowed_hosts)",
                 )
-        if self.api_keys and not self.is_open(method, path) and not self.key_ok(headers):
+        if self.api_keys and not self.is_open(method, path) and not self.key_ok(headers, dialect, query):
             return ShimError(401, "missing or invalid API key", "authentication_error")
         return None
 
-    def presented_key(self, headers: Headers) -> bytes | None:
+    def presented_key(self, headers: Headers, dialect: Dialect | None = None, query: bytes = b"") -> bytes | None:
+        """The key a request presents: ``Authorization: Bearer``, ``X-Api-Key`` (llama-server's own pair), then the
+        dialect's own key headers and query parameter (Gemini's ``x-goog-api-key`` and ``?key=``)."""
         auth = headers.getRawHeaders(b"authorization")
         if auth:
             scheme, _, value = auth[0].strip().partition(b" ")
             if scheme.lower() == b"bearer" and value.strip():
                 return value.strip()
-        api = headers.getRawHeaders(b"x-api-key")
-        if api and api[0].strip():
-            return api[0].strip()
+        for name in key_headers(dialect):
+            api = headers.getRawHeaders(name)
+            if api and api[0].strip():
+                return api[0].strip()
+        if dialect is not None and dialect.key_query is not None and query:
+            found = parse_qs(query).get(dialect.key_query)
+            if found and found[0].strip():
+                return found[0].strip()
         return None
 
-    def key_ok(self, headers: Headers) -> bool:
-        key = self.presented_key(headers)
+    def key_ok(self, headers: Headers, dialect: Dialect | None = None, query: bytes = b"") -> bool:
+        key = self.presented_key(headers, dialect, query)
         if key is None:
             return False
         ok = False

@@ -1,11 +1,13 @@
-"""llamashim's own endpoints — ``/health``, ``/metrics``, ``/debug/json``, ``/v1/models`` — and, for every path
-nothing else routes, the pass-through."""
+"""llamashim's own endpoints — ``/health``, ``/metrics``, ``/debug/json``, ``/v1/models``, ``/status`` and
+``/status.json`` — and, for every path nothing else routes, the pass-through. Mounted as the tree's fallback, so its
+routes see whole paths, and its errors are in the fallback dialect the composition root injects."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from klein import Klein
+from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from llamashim import jsonutil
@@ -18,6 +20,7 @@ from llamashim.web.context import context_of
 from llamashim.web.passthrough import pass_through
 from llamashim.web.respond import read_json_object, send_json
 from llamashim.web.routing import answer_errors, api_route
+from llamashim.web.status import StatusPage
 
 MODELS_TTL = 0.0  # GET /v1/models reads the upstreams' lists afresh (the index refreshes itself too)
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -26,14 +29,18 @@ ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 class OwnRoutes:
     app = Klein()
     answer_errors(app)
+    # Open without a key by default (``auth.open_paths``): what load balancers and the root's greeting need.
+    open_paths = ("/health", "GET /", "HEAD /")
 
-    def __init__(self, deps: RouteDeps, metrics: Metrics | None) -> None:
+    def __init__(self, deps: RouteDeps, metrics: Metrics | None, status: StatusPage) -> None:
         self.deps = deps
         self.slots = deps.slots
         self.metrics = metrics
+        self.status = status
 
-    def resource(self) -> Any:
-        return self.app.resource()
+    def resource(self) -> IResource:
+        resource: IResource = self.app.resource()
+        return resource
 
     @api_route(app, "/health", route="health", methods=("GET", "HEAD"), upstream=False)
     async def health(self, request: Request) -> bytes:
@@ -74,14 +81,20 @@ class OwnRoutes:
         await upstreams.ensure_index(max_age=MODELS_TTL)
         return send_json(request, listing(upstreams.index.models()))
 
+    @api_route(app, "/status", route="status", methods=("GET", "HEAD"), upstream=False)
+    async def status_page(self, request: Request) -> bytes:
+        return self.status.page(request)
+
+    @api_route(app, "/status.json", route="status", methods=("GET", "HEAD"), upstream=False)
+    async def status_data(self, request: Request) -> bytes:
+        return self.status.data(request)
+
     @api_route(app, "/", route="root", methods=("GET", "HEAD"), upstream=False)
     async def root(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"Ollama is running"
 
     @api_route(app, "/", route="passthrough", methods=ALL_METHODS, branch=True)
-    async def passthrough(self, request: Request, **_: Any) -> None:
+    async def passthrough(self, request: Request, /, **_: Any) -> None:
         context_of(request).upstream = self.deps.upstreams.default.name
         await pass_through(request, self.deps.upstream, self.deps.clock)
-
-

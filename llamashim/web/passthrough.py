@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.server import Request
 
 from llamashim import jsonutil
-from llamashim.chat.flow import forwarded_headers
+from llamashim.stream.transform import Identity
 from llamashim.upstream.body import BytesProducer
 from llamashim.upstream.client import UpstreamClient
 from llamashim.web.context import context_of
 from llamashim.web.headers import end_to_end
-from llamashim.web.relay import Identity, relay
+from llamashim.web.relay import StreamRelay
 from llamashim.web.respond import read_body
 
 
@@ -36,13 +37,13 @@ async def answer_as_upstream(request: Request, response: IResponse, clock: IReac
         request.responseHeaders.setRawHeaders(name, values)
     if response.length is not UNKNOWN_LENGTH:
         request.setHeader(b"content-length", b"%d" % response.length)
-    await relay(request, response, Identity(), clock, idle_timeout)
+    await StreamRelay(request, response, Identity(), clock, idle_timeout).start()
 
 
 async def relay_json_request(
-    request: Request, client: UpstreamClient, path: bytes, body: dict[str, Any], clock: IReactorTime
+    request: Request, client: UpstreamClient, path: bytes, body: dict[str, Any], clock: IReactorTime,
+    headers: Headers,
 ) -> None:
     """POST ``body`` (as compact JSON) to ``path`` upstream and relay the answer as it comes, status included."""
-    headers = forwarded_headers(request)
     response = await client.request(b"POST", path, headers, BytesProducer(jsonutil.dumps(body)))
     await answer_as_upstream(request, response, clock, client.idle_timeout)

@@ -12,11 +12,11 @@ business, not the web framework's, once bytes have been sent).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
-from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
@@ -24,38 +24,9 @@ from twisted.web.server import Request
 
 from llamashim import compat
 from llamashim.errors import ShimError
-from llamashim.stream.items import StreamError
+from llamashim.stream.transform import StreamTransform
 from llamashim.upstream.body import BodyPump
 from llamashim.web.context import context_of
-
-
-class StreamTransform(TypingProtocol):
-    ended: bool
-    error: StreamError | None  # the terminal error that ended the transform, if one did
-    usage: tuple[int, int] | None  # (prompt, completion) tokens, once the stream said
-
-    def feed(self, data: bytes) -> bytes: ...
-
-    def finish(self) -> bytes: ...
-
-    def fail(self, message: str, type: str = ..., code: int | str | None = ...) -> bytes: ...
-
-
-class Identity:
-    """The pass-through transform: bytes out as they came in."""
-
-    ended = False
-    error: StreamError | None = None
-    usage: tuple[int, int] | None = None
-
-    def feed(self, data: bytes) -> bytes:
-        return data
-
-    def finish(self) -> bytes:
-        return b""
-
-    def fail(self, message: str, type: str = "upstream_error", code: int | str | None = 502) -> bytes:
-        return b""
 
 
 class StreamRelay:
@@ -63,8 +34,9 @@ class StreamRelay:
 
     The caller has set the status and headers already. :meth:`start` returns a Deferred that fires when the client's
     response is complete. Cancelling it (Klein does when the client disconnects) closes the upstream connection and
-    leaves the request alone. With a ``heartbeat``, it is written whenever nothing went to the client for
-    ``heartbeat_seconds`` (the transform only ever emits whole events, so a heartbeat never lands inside one).
+    leaves the request alone. Bytes go out through ``write`` (a :class:`~llamashim.web.turn.RequestTurn`'s, which
+    keeps the client's connection alive between them; the request's own by default). The transform only ever emits
+    whole events, so a keep-alive never lands inside one.
 
     Failures after the first byte are the stream's business: the transform's terminal frame, a log line with the
     request id, and the error kind in the request context (counted in ``/metrics``).
@@ -79,25 +51,18 @@ class StreamRelay:
         transform: StreamTransform,
         clock: IReactorTime,
         idle_timeout: float | None,
-        heartbeat: bytes | None = None,
-        heartbeat_seconds: float = 0.0,
+        write: Callable[[bytes], None] | None = None,
     ) -> None:
         self.request = request
         self.response = response
         self.transform = transform
-        self.clock = clock
         self.ctx = context_of(request)
-        self.heartbeat = heartbeat
-        self.heartbeat_seconds = heartbeat_seconds if heartbeat is not None else 0.0
+        self.out = write if write is not None else request.write
         self.gone = False
-        self._last_write = clock.seconds()
-        self._beat: IDelayedCall | None = None
         self.pump = BodyPump(self._sink, clock, idle_timeout, on_connect=self._registered)
         self.done: Deferred[None] = Deferred(self._cancel)
 
     def start(self) -> Deferred[None]:
-        if self.heartbeat_seconds > 0:
-            self._beat = self.clock.callLater(self.heartbeat_seconds, self._tick)
         self.ctx.drain = self.drain
         self.pump.done.addBoth(self._ended)
         self.response.deliverBody(self.pump)
@@ -112,9 +77,9 @@ class StreamRelay:
 
     def _write(self, data: bytes) -> None:
         if data and not self.gone:
-            if self._beat is not None:  # only heartbeats need to know when the client last heard from us
-                self._last_write = self.clock.seconds()
-            self.request.write(data)
+            self.out(data)
+            if self.transform.ended and self.transform.error is None:
+                self.ctx.delivered = True  # the terminal event is out: a hang-up from here on is no abort
 
     def _sink(self, data: bytes) -> None:
         self._write(self.transform.feed(data))
@@ -124,23 +89,7 @@ class StreamRelay:
             self._failed_midstream(ShimError(502, self.transform.error.message, self.transform.error.type))
             self.pump.stop()
 
-    def _tick(self) -> None:
-        self._beat = None
-        if self.gone or self.transform.ended or self.request.finished:
-            return
-        assert self.heartbeat is not None
-        quiet = self.clock.seconds() - self._last_write
-        if quiet >= self.heartbeat_seconds:
-            self._write(self.heartbeat)
-            quiet = 0.0
-        self._beat = self.clock.callLater(self.heartbeat_seconds - quiet, self._tick)
-
     # the end
-
-    def _stop_beat(self) -> None:
-        beat, self._beat = self._beat, None
-        if beat is not None and beat.active():
-            beat.cancel()
 
     def _unregister(self) -> None:
         if self.request.producer is not None:
@@ -156,7 +105,6 @@ class StreamRelay:
         )
 
     def _ended(self, result: Failure | None) -> None:
-        self._stop_beat()
         self.ctx.drain = None
         if not self.gone:
             self._unregister()
@@ -185,7 +133,6 @@ class StreamRelay:
         """The client went away: stop reading and close the upstream connection at once."""
         self.gone = True
         self.ctx.client_gone = True
-        self._stop_beat()
         if self.request.producer is not None and not compat.client_gone(self.request):
             self.request.unregisterProducer()
         self.pump.stop()
@@ -196,23 +143,9 @@ class StreamRelay:
             return
         self._write(self.transform.fail(message, "unavailable_error", 503))
         self.gone = True
-        self._stop_beat()
         self._unregister()
         self.pump.stop()
         self._finish()
-
-
-def relay(
-    request: Request,
-    response: IResponse,
-    transform: StreamTransform,
-    clock: IReactorTime,
-    idle_timeout: float | None,
-    heartbeat: bytes | None = None,
-    heartbeat_seconds: float = 0.0,
-) -> Deferred[None]:
-    """Relay ``response`` to ``request`` through ``transform`` (see :class:`StreamRelay`)."""
-    return StreamRelay(request, response, transform, clock, idle_timeout, heartbeat, heartbeat_seconds).start()
 
 
 def _describe(failure: Failure) -> str:

@@ -1,5 +1,6 @@
-"""How a route is declared: :func:`api_route` (the cross-cutting parts every API route shares) and
-:func:`answer_errors` (exception → the dialect's error answer, registered once per Klein app).
+"""How a route is declared: :class:`DialectRoutes` (the base of every routes class), :func:`api_route` (the
+cross-cutting parts every API route shares) and :func:`answer_errors` (exception → the dialect's error answer,
+registered once per Klein app — by :class:`DialectRoutes` for its subclasses).
 
 ``@api_route(app, "/v1/messages", route="messages")`` sets the request context's route label (the bounded
 ``/metrics`` label), runs the handler as a coroutine, and — for routes that go to the upstream — holds an upstream
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 from klein import Klein
+from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -24,11 +26,26 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from llamashim.errors import ShimError
 from llamashim.upstream.limiter import UpstreamSlots
 from llamashim.web.context import context_of
+from llamashim.web.dialect import Dialect
 from llamashim.web.respond import end_with_error, send_json
+
+if TYPE_CHECKING:
+    from twisted.web.resource import IResource
+
+    from llamashim.chat.deps import RouteDeps
 
 log = Logger(namespace="llamashim.routes")
 T = TypeVar("T")
-Handler = Callable[..., Awaitable[Any]]
+P = ParamSpec("P")
+
+
+class HasSlots(Protocol):
+    """A routes object: what :func:`api_route` needs of it."""
+
+    slots: UpstreamSlots
+
+
+R = TypeVar("R", bound=HasSlots)
 
 
 def api_route(
@@ -39,26 +56,58 @@ def api_route(
     methods: Sequence[str] = ("POST",),
     upstream: bool = True,
     branch: bool = False,
-) -> Callable[[Handler], Handler]:
-    """Declare an API route (see the module docstring). The routes object must have ``slots: UpstreamSlots``."""
+) -> Callable[[Callable[Concatenate[R, Request, P], Awaitable[T]]], Callable[Concatenate[R, Request, P], Deferred[T]]]:
+    """Declare an API route (see the module docstring). Typed like Tahoe's ``_authorized_route``: mypy checks each
+    handler's signature (the routes object, the request, then the path's keyword arguments)."""
 
-    def decorate(fn: Handler) -> Handler:
-        @app.route(path, methods=list(methods), branch=branch)
+    def decorate(
+        fn: Callable[Concatenate[R, Request, P], Awaitable[T]],
+    ) -> Callable[Concatenate[R, Request, P], Deferred[T]]:
         @functools.wraps(fn)
-        def handler(self: Any, request: Request, **kw: Any) -> Deferred[Any]:
+        def handler(self: R, request: Request, /, *args: P.args, **kw: P.kwargs) -> Deferred[T]:
             context_of(request).route = route
-            if not upstream:
-                return Deferred.fromCoroutine(_call(fn, self, request, kw))
-            slots: UpstreamSlots = self.slots
-            return Deferred.fromCoroutine(slots.run(lambda: fn(self, request, **kw)))
 
-        return handler  # type: ignore[no-any-return]
+            async def run() -> T:
+                return await fn(self, request, *args, **kw)
+
+            if not upstream:
+                return Deferred.fromCoroutine(run())
+            return Deferred.fromCoroutine(self.slots.run(run))
+
+        app.route(path, methods=list(methods), branch=branch)(cast(Any, handler))  # Klein's handler type is loose
+        return handler
 
     return decorate
 
 
-async def _call(fn: Handler, self: Any, request: Request, kw: dict[str, Any]) -> Any:
-    return await fn(self, request, **kw)
+class DialectRoutes:
+    """What every dialect's routes class shares: its Klein app with the error handlers on it, its
+    :class:`~llamashim.web.dialect.Dialect`, the prefixes it is mounted at (the same tuple shapes its errors before
+    routing), the collaborators it is built with (:class:`~llamashim.chat.deps.RouteDeps`), the upstream slots
+    :func:`api_route` holds, and the services it owns (started and stopped with the daemon).
+
+    A subclass states ``app = Klein()``, ``dialect`` and ``prefixes``; the base registers :func:`answer_errors`."""
+
+    app: ClassVar[Klein]
+    dialect: ClassVar[Dialect]
+    prefixes: ClassVar[tuple[bytes, ...]]
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "app" in cls.__dict__:  # each routes class has an app of its own: errors answered in its dialect
+            answer_errors(cls.app)
+
+    def __init__(self, deps: RouteDeps) -> None:
+        self.deps = deps
+        self.slots: UpstreamSlots = deps.slots
+
+    def resource(self) -> IResource:
+        resource: IResource = self.app.resource()
+        return resource
+
+    def services(self) -> list[IService]:
+        """Services this routes object owns (a store, say); none by default."""
+        return []
 
 
 def answer_error(request: Request, err: ShimError) -> None:

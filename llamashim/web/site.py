@@ -16,17 +16,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import HTTPChannel
-from twisted.web.resource import IResource
 
 from llamashim import compat
-from llamashim.dialects.openai_chat.dialect import OPENAI
 from llamashim.errors import ShimError
 from llamashim.ops.metrics import Metrics
 from llamashim.ops.recent import RecentRequests, Served
 from llamashim.web.context import RequestContext, owner_of
-from llamashim.web.dialect import DialectRegistry
-from llamashim.web.gate import Gate
+from llamashim.web.dialect import Dialect
+from llamashim.web.gate import Gate, key_headers
 from llamashim.web.respond import end_with_error
+from llamashim.web.root import Root
 
 # Module level on purpose: a Logger as a class attribute renames its namespace after the class.
 access_log = Logger(namespace="llamashim.access")
@@ -58,7 +57,7 @@ class ShimRequest(server.Request):
         super().__init__(*args, **kw)
         self._body_seen = 0
         self._refused = False
-        self.ctx = RequestContext(self._site.dialects.fallback if self.channel is not None else OPENAI)
+        self.ctx = RequestContext(self._site.root.fallback.dialect if self.channel is not None else Dialect())
 
     def mark_streaming(self) -> None:
         """This response is a stream (counted in the active-streams gauge until it ends)."""
@@ -74,9 +73,10 @@ class ShimRequest(server.Request):
         super().write(data)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        # A refused body has its own log line (log_refusal); the connection it closes is no client abort.
+        # A refused body has its own log line (log_refusal); the connection it closes is no client abort. A stream
+        # whose terminal event went out is complete, even when the client hangs up before the response ends.
         if not self.finished and self.channel is not None and not self._refused:
-            self._site.log(self, aborted=True)
+            self._site.log(self, aborted=not self.ctx.delivered)
         super().connectionLost(reason)
 
     @property
@@ -109,7 +109,7 @@ class ShimRequest(server.Request):
         path = compat.channel_path(self.channel)
         what = f"{length} bytes" if length is not None else "more than the limit"
         message = f"request body too large ({what}); limits.max_body_bytes is {self.max_body_bytes}"
-        body = self._site.dialects.for_path(path).error_body(ShimError(413, message))
+        body = self._site.root.dialect_for(path).error_body(ShimError(413, message))
         self._site.log_refusal(path, 413, message)
         transport: Any = self.channel.transport
         transport.write(
@@ -126,7 +126,7 @@ class ShimRequest(server.Request):
     def process(self) -> None:
         """Before any route: request id, Host allow-list, CORS, API keys."""
         site = self._site
-        self.ctx.dialect = site.dialects.for_path(self.path)
+        dialect = self.ctx.dialect = site.root.dialect_for(self.path)
         rid = self.requestHeaders.getRawHeaders(b"x-request-id", [b""])[0]
         if not rid or len(rid) > 128 or not _REQUEST_ID_OK.fullmatch(rid):
             rid = uuid.uuid4().hex.encode("ascii")
@@ -141,7 +141,8 @@ class ShimRequest(server.Request):
             self.setResponseCode(204)
             self.finish()
             return
-        err = gate.check(self.method, self.path, self.requestHeaders)
+        query = self.uri.partition(b"?")[2]
+        err = gate.check(self.method, self.path, self.requestHeaders, dialect, query)
         if err is not None:
             self.ctx.route = "refused"
             if err.status == 401:
@@ -150,11 +151,12 @@ class ShimRequest(server.Request):
             return
         if gate.auth_enabled:
             # Whose request this is (stored Responses belong to the key that created them), as a hash.
-            self.ctx.owner = owner_of(gate.presented_key(self.requestHeaders) if gate.key_ok(self.requestHeaders)
-                                      else None)
+            self.ctx.owner = owner_of(gate.presented_key(self.requestHeaders, dialect, query)
+                                      if gate.key_ok(self.requestHeaders, dialect, query) else None)
             # The client's key is ours; it is not passed on (upstream.api_key is, when set).
             self.requestHeaders.removeHeader(b"authorization")
-            self.requestHeaders.removeHeader(b"x-api-key")
+            for name in key_headers(dialect):
+                self.requestHeaders.removeHeader(name)
         site.in_flight.add(self)
         self.notifyFinish().addBoth(lambda _: site.in_flight.discard(self))
         super().process()
@@ -226,26 +228,26 @@ class ShimSite(server.Site):
 
     def __init__(
         self,
-        resource: IResource,
+        root: Root,
         reactor: Any,
         max_body_bytes: int = 32 * 1024 * 1024,
         gate: Gate | None = None,
         header_timeout: float | None = 30.0,
         metrics: Metrics | None = None,
-        dialects: DialectRegistry | None = None,
         recent: RecentRequests | None = None,
+        in_flight: set[Any] | None = None,
     ) -> None:
         # Never parse bodies as HTML forms: every route reads JSON, and the form check costs ~0.1 ms a request.
-        super().__init__(resource, reactor=reactor, parsePOSTFormSubmission=False)
+        super().__init__(root, reactor=reactor, parsePOSTFormSubmission=False)
+        self.root = root  # which dialect a path belongs to: the same match that dispatches it
         self.max_body_bytes = max_body_bytes
         self.gate = gate or Gate()
         self.header_timeout = header_timeout
         self.noisy = False
         self.open_channels: set[ShimChannel] = set()
-        self.in_flight: set[ShimRequest] = set()
+        self.in_flight: set[ShimRequest] = in_flight if in_flight is not None else set()
         self.idle_waiters: list[Deferred[None]] = []
         self.metrics: Metrics | None = metrics
-        self.dialects = dialects or DialectRegistry(OPENAI)
         self.recent = recent  # the status page's ring of recent requests (llamashim.ops.recent)
         if metrics is not None:
             metrics.buffered.set_function(self.buffered_bytes)

@@ -16,12 +16,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable
 from importlib import resources
 from typing import Any
 
-from klein import Klein
-from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from llamashim import __version__
@@ -30,7 +28,6 @@ from llamashim.upstream.limiter import UpstreamSlots
 from llamashim.upstream.set import Member, UpstreamSet
 from llamashim.web.context import context_of
 from llamashim.web.respond import send_json
-from llamashim.web.routing import answer_errors, api_route
 
 PAGE = resources.files("llamashim.web").joinpath("status.html").read_bytes()
 
@@ -100,26 +97,22 @@ def snapshot(
     }
 
 
-class StatusRoutes:
-    """The two status routes, each its own mount (``/status`` and ``/status.json``)."""
+class StatusPage:
+    """What ``/status`` and ``/status.json`` answer (routed by :class:`~llamashim.web.own.OwnRoutes`): the page, and
+    the snapshot of the upstreams, the requests in flight (the site's set, injected) and the recent ones."""
 
-    page_app = Klein()
-    answer_errors(page_app)
-    json_app = Klein()
-    answer_errors(json_app)
-
-    def __init__(self, upstreams: UpstreamSet, slots: UpstreamSlots, recent: RecentRequests, clock: Any) -> None:
+    def __init__(
+        self, upstreams: UpstreamSet, slots: UpstreamSlots, recent: RecentRequests, clock: Any,
+        in_flight: Collection[Any],
+    ) -> None:
         self.upstreams = upstreams
         self.slots = slots
         self.recent = recent
         self.clock = clock
+        self.in_flight = in_flight
         self.started = clock.seconds()
 
-    def mounts(self) -> Sequence[tuple[bytes, IResource]]:
-        return [(b"/status", self.page_app.resource()), (b"/status.json", self.json_app.resource())]
-
-    @api_route(page_app, "/", route="status", methods=("GET", "HEAD"), upstream=False)
-    async def page(self, request: Request) -> bytes:
+    def page(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"content-security-policy", CSP)
@@ -127,10 +120,8 @@ class StatusRoutes:
         request.setHeader(b"referrer-policy", b"no-referrer")
         return PAGE
 
-    @api_route(json_app, "/", route="status", methods=("GET", "HEAD"), upstream=False)
-    async def data(self, request: Request) -> bytes:
-        site = getattr(request.channel, "site", None)
-        running = [r for r in getattr(site, "in_flight", ()) if r is not request]
+    def data(self, request: Request) -> bytes:
+        running = [r for r in self.in_flight if r is not request]
         members = [self.upstreams.members[name] for name in self.upstreams.order]
         request.setHeader(b"cache-control", b"no-store")
         value = snapshot(self.clock.seconds(), self.started, members, running, self.recent, self.slots.unavailable())

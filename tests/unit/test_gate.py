@@ -5,14 +5,22 @@ from __future__ import annotations
 import pytest
 from twisted.web.http_headers import Headers
 
-from llamashim.web.gate import DEFAULT_OPEN_PATHS, Gate, host_of, hosts_for_listeners, key_hint
+from llamashim.web.dialect import Dialect
+from llamashim.web.gate import Gate, host_of, hosts_for_listeners, key_hint
 
 
 def h(**kw: str) -> Headers:
     return Headers({k.replace("_", "-").encode(): [v.encode()] for k, v in kw.items()})
 
 
-KEYED = Gate(api_keys=(b"sk-alpha-1234", b"sk-beta-5678"))
+OPEN = ("/health", "/api/version", "/api/tags", "/api/show", "GET /", "HEAD /")  # what the daemon opens by default
+KEYED = Gate(api_keys=(b"sk-alpha-1234", b"sk-beta-5678"), open_paths=OPEN)
+
+
+class GoogleLike(Dialect):
+    name = "googlelike"
+    key_headers = (b"x-goog-api-key",)
+    key_query = b"key"
 
 
 @pytest.mark.parametrize(
@@ -47,9 +55,19 @@ def test_open_paths_need_no_key(method: bytes, path: bytes) -> None:
 
 def test_post_to_root_is_not_open() -> None:
     """Only GET / is open: a POST to / without a key is a 401."""
-    assert "GET /" in DEFAULT_OPEN_PATHS
     err = KEYED.check(b"POST", b"/", h(host="127.0.0.1"))
     assert err is not None and err.status == 401
+
+
+def test_dialect_key_header_and_query_parameter() -> None:
+    """A dialect's own key header and query parameter carry the key on its paths, and only there."""
+    path = b"/v1beta/models/m:generateContent"
+    assert KEYED.check(b"POST", path, h(host="localhost", x_goog_api_key="sk-beta-5678"), GoogleLike()) is None
+    assert KEYED.check(b"POST", path, h(host="localhost"), GoogleLike(), b"alt=sse&key=sk-alpha-1234") is None
+    wrong = KEYED.check(b"POST", path, h(host="localhost"), GoogleLike(), b"key=sk-nope-0000")
+    assert wrong is not None and wrong.status == 401
+    elsewhere = KEYED.check(b"POST", path, h(host="localhost", x_goog_api_key="sk-beta-5678"), Dialect(), b"key=sk-beta-5678")
+    assert elsewhere is not None and elsewhere.status == 401
 
 
 def test_no_keys_means_no_auth() -> None:

@@ -1,4 +1,4 @@
-"""The relay in memory, on a Clock: producer registration, cancellation, idle timeout, heartbeats, drain."""
+"""The relay in memory, on a Clock: producer registration, cancellation, idle timeout, keep-alives, drain."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from twisted.web.client import ResponseDone
 from llamashim.dialects.openai_chat.dialect import encode_openai_items
 from llamashim.stream.pipeline import StreamPipeline
 from llamashim.web.context import context_of
-from llamashim.web.relay import relay
+from llamashim.web.relay import StreamRelay
+from llamashim.web.turn import KeepAlive
 
 FRAME = b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n'
 FINISH = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
@@ -60,9 +61,22 @@ class FakeResponse:
 def start(
     clock: Clock, idle: float | None = 600, heartbeat: float = 0
 ) -> tuple[FakeRequest, FakeResponse, Deferred[None]]:
+    """A relay writing through a keep-alive the way the web edge's turn does."""
     request, response = FakeRequest(), FakeResponse()
-    d = relay(request, response, StreamPipeline([], encode_openai_items), clock, idle,  # type: ignore[arg-type]
-              heartbeat=b": keep-alive\n\n" if heartbeat else None, heartbeat_seconds=heartbeat)
+    keepalive: KeepAlive | None = None
+
+    def write(data: bytes) -> None:
+        request.write(data)
+        if keepalive is not None:
+            keepalive.touched()
+
+    if heartbeat:
+        keepalive = KeepAlive(clock, heartbeat, lambda: write(b": keep-alive\n\n"))
+    relay = StreamRelay(request, response, StreamPipeline([], encode_openai_items), clock, idle,  # type: ignore[arg-type]
+                        write=write)
+    d = relay.start()
+    if keepalive is not None:
+        d.addBoth(lambda result: (keepalive.stop(), result)[1])  # type: ignore[union-attr]
     return request, response, d
 
 
@@ -104,8 +118,8 @@ def test_idle_upstream_ends_with_a_terminal_error_frame() -> None:
     assert request.finished and d.called
 
 
-def test_heartbeat_comments_only_when_quiet() -> None:
-    """A heartbeat comment is written only after heartbeat seconds without a frame; no timer is left after."""
+def test_keepalive_only_when_quiet() -> None:
+    """A keep-alive is written only after its seconds without a frame; no timer is left after the stream ends."""
     clock = Clock()
     request, response, d = start(clock, heartbeat=15)
     clock.advance(15)

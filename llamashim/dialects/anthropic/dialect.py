@@ -13,7 +13,7 @@ from llamashim.web.dialect import Dialect
 
 class AnthropicDialect(Dialect):
     name = "anthropic"
-    prefixes = (b"/v1/messages",)
+    key_headers = (b"x-api-key",)
     stream_content_type = b"text/event-stream; charset=utf-8"
 
     def error_body(self, err: ShimError) -> bytes:

@@ -21,23 +21,19 @@ from llamashim.dialects.anthropic.events import MessagesEncoder, message_object,
 from llamashim.dialects.anthropic.translate import MessagesRequest, request_to_chat
 from llamashim.stream.reasoning import separate_mode
 from llamashim.web.respond import read_json_object, send_json
-from llamashim.web.routing import answer_errors, api_route
+from llamashim.web.routing import DialectRoutes, api_route
+from llamashim.web.turn import RequestTurn
 
 
-class AnthropicRoutes:
+class AnthropicRoutes(DialectRoutes):
     app = Klein()
-    answer_errors(app)
-    log = Logger()
     dialect = ANTHROPIC
-    mounts = (b"/v1/messages",)
+    prefixes = (b"/v1/messages",)
+    log = Logger()
 
     def __init__(self, deps: RouteDeps) -> None:
-        self.deps = deps
-        self.slots = deps.slots
+        super().__init__(deps)
         self._told_billing = False
-
-    def resource(self) -> Any:
-        return self.app.resource()
 
     def _translate(self, request: Request, count_only: bool = False) -> MessagesRequest:
         body = read_json_object(request, self.deps.config.limits.max_json_depth)
@@ -65,13 +61,12 @@ class AnthropicRoutes:
         def reply(answer: dict[str, Any]) -> dict[str, Any]:
             return message_object(answer, model, message_id)
 
-        call = ChatCall(
-            ANTHROPIC, translated.chat_body, MessagesEncoder(model, message_id), reply, mode, True, model=model
-        )
-        return await self.deps.flow.run(request, call)
+        call = ChatCall(body=translated.chat_body, encoder=MessagesEncoder(model, message_id), reply=reply,
+                        reasoning_mode=mode)
+        return await self.deps.flow.run(RequestTurn(request, self.deps.clock), call)
 
     @api_route(app, "/count_tokens", route="messages_count_tokens")
     async def count_tokens(self, request: Request) -> bytes:
         translated = self._translate(request, count_only=True)
-        n = await self.deps.flow.count_tokens(request, translated.chat_body)
+        n = await self.deps.flow.count_tokens(RequestTurn(request, self.deps.clock), translated.chat_body)
         return send_json(request, {"input_tokens": n})

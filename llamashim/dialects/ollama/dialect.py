@@ -13,7 +13,8 @@ NDJSON = b"application/x-ndjson"
 
 class OllamaDialect(Dialect):
     name = "ollama"
-    prefixes = (b"/api",)
+    # What Ollama clients (VS Code Copilot among them) read before they send a key.
+    open_paths = ("/api/version", "/api/tags", "/api/show")
     stream_content_type = NDJSON
 
     def error_body(self, err: ShimError) -> bytes:

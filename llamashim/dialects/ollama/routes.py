@@ -3,10 +3,10 @@
 ``/api/chat`` and ``/api/generate`` run through the shared :class:`llamashim.chat.flow.ChatFlow` — tool conformance,
 stream synthesis and reasoning routing included — with the Ollama NDJSON encoder at the end. ``/api/generate`` with a
 ``suffix`` (fill-in-the-middle) or ``raw: true`` is no chat: it goes to llama-server's ``/infill`` or ``/completion``
-(:mod:`llamashim.dialects.ollama.completion`), streamed through the same :class:`~llamashim.web.relay.StreamRelay`
-(backpressure, cancellation, idle timeout, drain), on the upstream the model index picks for the model. ``/api/show``
-says ``insert`` for a model that fills in the middle, asked of its llama-server once per upstream and model
-(:data:`~llamashim.dialects.ollama.completion.FIM_PROBE`).
+(:mod:`llamashim.dialects.ollama.completion`) as a :class:`~llamashim.chat.call.CompletionCall` through the same flow
+(failover, the one relay: backpressure, cancellation, idle timeout, drain), on the upstream the model index picks.
+``/api/show`` says ``insert`` for a model that fills in the middle, asked of its llama-server once per upstream and
+model (:data:`~llamashim.dialects.ollama.completion.FIM_PROBE`).
 """
 
 from __future__ import annotations
@@ -19,46 +19,39 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from llamashim import jsonutil
-from llamashim.chat.call import ChatCall
+from llamashim.chat.call import ChatCall, CompletionCall
 from llamashim.chat.deps import RouteDeps
-from llamashim.chat.flow import forwarded_headers, with_model
+from llamashim.chat.flow import with_model
 from llamashim.dialects.ollama import completion
 from llamashim.dialects.ollama import mapping as ollama
-from llamashim.dialects.ollama.dialect import NDJSON, OLLAMA
+from llamashim.dialects.ollama.dialect import OLLAMA
 from llamashim.dialects.openai_chat.routes import chat_call
 from llamashim.errors import ShimError
 from llamashim.jsonutil import obj
 from llamashim.stream.reasoning import separate_mode
 from llamashim.upstream.body import BytesProducer, collect_body, json_reply
-from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.models import Model, props_of
 from llamashim.upstream.set import Pick, UpstreamSet
-from llamashim.web.context import context_of
-from llamashim.web.relay import relay
-from llamashim.web.respond import read_json_object, send_json, start_stream
-from llamashim.web.routing import answer_errors, api_route
+from llamashim.web.respond import read_json_object, send_json
+from llamashim.web.routing import DialectRoutes, api_route
+from llamashim.web.turn import RequestTurn
 
 METADATA_TTL = 5.0  # seconds the upstream's /props and /v1/models are reused between metadata calls
 READ = ("GET", "HEAD")
 UNLOAD = (0, "0", "0s", "0m")  # keep_alive values that mean "unload now"
 
 
-class OllamaRoutes:
+class OllamaRoutes(DialectRoutes):
     app = Klein()
-    answer_errors(app)
-    log = Logger()
     dialect = OLLAMA
-    mounts = (b"/api",)
+    prefixes = (b"/api",)
+    log = Logger()
 
     def __init__(self, deps: RouteDeps) -> None:
-        self.deps = deps
-        self.slots = deps.slots
+        super().__init__(deps)
         self.config = deps.config
         self._fim: dict[tuple[str, str], bool] = {}
         self._told_num_ctx: set[str] = set()  # (upstream, model id) → fills in the middle (FIM_PROBE's answer)
-
-    def resource(self) -> Any:
-        return self.app.resource()
 
     # -- metadata ------------------------------------------------------------------------------------------------
 
@@ -94,7 +87,8 @@ class OllamaRoutes:
     async def chat(self, request: Request) -> bytes | None:
         body = read_json_object(request, self.config.limits.max_json_depth)
         if self.config.ollama.chat_dialect == "openai":  # the seed's behaviour: a plain alias of chat completions
-            return await self.deps.flow.run(request, chat_call(self.deps, request, body))
+            return await self.deps.flow.run(RequestTurn(request, self.deps.clock),
+                                            chat_call(self.deps, request, body))
         return await self._chat(request, body, generate=False)
 
     @api_route(app, "/generate", route="ollama_generate")
@@ -173,8 +167,11 @@ class OllamaRoutes:
         model_name = body["model"]
         await self._index()
         self._options_seen(model_name, body)
+        turn = RequestTurn(request, self.deps.clock)
         if not (body.get("prompt") if generate else body.get("messages")):
-            # Ollama's load / unload request: nothing to answer, only the model to (un)load.
+            # Ollama's load / unload request: nothing to generate, but the model's upstream must answer, as for a
+            # chat (an unreachable one is the same 502, after failover).
+            await self._reachable(turn, model_name)
             await self._keep_alive(model_name, body)
             done = "unload" if body.get("keep_alive") in UNLOAD else "load"
             return send_json(request, ollama.load_reply(model_name, self.deps.clock.seconds(), generate, done))
@@ -184,21 +181,27 @@ class OllamaRoutes:
             return ollama.chat_reply_to_ollama(answer, model_name, clock.seconds(), generate)
 
         call = ChatCall(
-            OLLAMA,
-            chat_body,
-            ollama.OllamaChatEncoder(model_name, clock.seconds, generate),
-            reply,
-            separate_mode(self.config.thinking.mode, body.get("think")),
-            include_usage=True,
-            model=model_name,
+            body=chat_body,
+            encoder=ollama.OllamaChatEncoder(model_name, clock.seconds, generate),
+            reply=reply,
+            reasoning_mode=separate_mode(self.config.thinking.mode, body.get("think")),
         )
-        answer = await self.deps.flow.run(request, call)
+        answer = await self.deps.flow.run(turn, call)
         await self._keep_alive(model_name, body)
         return answer
 
+    async def _reachable(self, turn: RequestTurn, model: str) -> None:
+        """Ask the model's upstream for ``/health`` (any answer will do: it is there), failing over like a chat."""
+
+        async def ask(pick: Pick) -> None:
+            response = await pick.member.client.request(b"GET", b"/health", turn.upstream_headers())
+            await collect_body(response, self.deps.clock, pick.member.client.idle_timeout, 64 * 1024)
+
+        await self.deps.flow.on_upstream(turn, model, None, ask)
+
     async def _native(self, request: Request, body: dict[str, Any]) -> bytes | None:
         """``/api/generate`` with ``suffix`` or ``raw``: llama-server's ``/infill`` or ``/completion`` on the upstream
-        serving the model (chosen like a chat's), streamed as Ollama NDJSON through the relay, or one reply."""
+        serving the model (chosen like a chat's), streamed as Ollama NDJSON through the flow's relay, or one reply."""
         native = completion.native_request(body, lambda name: name)  # the model index resolves the name
         if native.ignored:
             self.log.debug("ignored Ollama options with no llama-server equivalent: {names}",
@@ -207,47 +210,19 @@ class OllamaRoutes:
             self.log.debug("{fields} not used by a raw or fill-in-the-middle generate", fields=", ".join(native.unused))
         await self._index()
         self._options_seen(native.model, body)
-
-        async def generate(pick: Pick) -> bytes | None:
-            data = jsonutil.dumps(with_model(native.body, pick))
-            self.deps.flow.verbose("request", data)
-            return await self._native_on(request, native, pick.member.client, data)
-
-        return await self.deps.flow.on_upstream(request, native.model, None, generate)
-
-    async def _native_on(
-        self, request: Request, native: completion.NativeRequest, upstream: UpstreamClient, data: bytes
-    ) -> bytes | None:
         clock = self.deps.clock
-        ctx = context_of(request)
-        started = clock.seconds()
-        response = await upstream.request(b"POST", native.path, forwarded_headers(request), BytesProducer(data))
-        ctx.upstream_ttfb = clock.seconds() - started
-        max_bytes = self.deps.flow.settings.max_reply_bytes
-        if response.code != 200:
-            error_body = await collect_body(response, clock, upstream.idle_timeout, max_bytes)
-            raise completion.upstream_failure(response.code, error_body, native.model, native.infill)
-        ctype = response.headers.getRawHeaders(b"content-type", [b""])[0]
-        transform = completion.CompletionStream(native.model, clock.seconds)
-        if not native.stream or b"text/event-stream" not in ctype:
-            reply = await json_reply(response, clock, upstream.idle_timeout, native.path.decode(), max_bytes)
-            if not isinstance(reply, dict):
-                raise ShimError(502, f"upstream {native.path.decode()} answer is not a JSON object", "upstream_error")
-            usage = completion.completion_usage(reply)
-            ctx.usage = (usage.prompt_tokens, usage.completion_tokens)
-            if not native.stream:
-                return send_json(request, completion.reply_to_ollama(reply, native.model, clock.seconds()))
-            start_stream(request, NDJSON)  # a stream request answered with one reply: the same lines at once
-            request.write(transform.event({**reply, "stop": True}))
-            request.finish()
-            return None
-        start_stream(request, NDJSON)
-        ctx.terminal_frame = lambda err: transform.fail(err.message, err.type, err.code)
-        try:
-            await relay(request, response, transform, clock, upstream.idle_timeout)
-        finally:
-            ctx.usage = transform.usage
-        return None
+        call = CompletionCall(
+            model=native.model,
+            path=native.path,
+            body=native.body,
+            stream=native.stream,
+            transform=lambda: completion.CompletionStream(native.model, clock.seconds),
+            reply=lambda reply: completion.reply_to_ollama(reply, native.model, clock.seconds()),
+            whole=lambda transform, reply: transform.event({**reply, "stop": True}),  # type: ignore[attr-defined]
+            usage=_usage,
+            failure=lambda status, data: completion.upstream_failure(status, data, native.model, native.infill),
+        )
+        return await self.deps.flow.complete(RequestTurn(request, clock), call)
 
     async def _fills_in_the_middle(self, request: Request, model_id: str) -> bool:
         """Whether the model has FIM tokens: its upstream's answer to FIM_PROBE, kept per upstream and model."""
@@ -266,8 +241,8 @@ class OllamaRoutes:
         upstream = pick.member.client
         probe = jsonutil.dumps({**completion.FIM_PROBE, "model": key[1]})
         try:
-            response = await upstream.request(b"POST", completion.INFILL, forwarded_headers(request),
-                                              BytesProducer(probe))
+            headers = RequestTurn(request, self.deps.clock).upstream_headers()
+            response = await upstream.request(b"POST", completion.INFILL, headers, BytesProducer(probe))
             answer = await collect_body(response, self.deps.clock, upstream.idle_timeout, 1024 * 1024)
         except ShimError as e:
             self.log.debug("could not ask {model} about fill-in-the-middle: {message}", model=model_id,
@@ -288,10 +263,15 @@ class OllamaRoutes:
         async def embed(pick: Pick) -> Any:
             upstream = pick.member.client
             response = await upstream.request(
-                b"POST", b"/v1/embeddings", forwarded_headers(request),
+                b"POST", b"/v1/embeddings", RequestTurn(request, self.deps.clock).upstream_headers(),
                 BytesProducer(jsonutil.dumps(with_model(req, pick))),
             )
             return await json_reply(response, self.deps.clock, upstream.idle_timeout, "/v1/embeddings")
 
-        reply = await self.deps.flow.on_upstream(request, req["model"], None, embed)
+        reply = await self.deps.flow.on_upstream(RequestTurn(request, self.deps.clock), req["model"], None, embed)
         return send_json(request, ollama.embed_body(reply, body["model"], legacy))
+
+
+def _usage(reply: dict[str, Any]) -> tuple[int, int]:
+    usage = completion.completion_usage(reply)
+    return usage.prompt_tokens, usage.completion_tokens

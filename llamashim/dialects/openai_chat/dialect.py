@@ -49,7 +49,6 @@ def encode_openai_items(items: list[Item]) -> bytes:
 
 class OpenAIChatDialect(Dialect):
     name = "openai"
-    prefixes = (b"/v1/chat/completions", b"/chat/completions", b"/v1/models")
     stream_content_type = b"text/event-stream"
 
     def error_body(self, err: ShimError) -> bytes:

@@ -1,4 +1,4 @@
-"""The OpenAI chat-completions routes: ``POST /v1/chat/completions`` (and ``/chat/completions``)."""
+"""The OpenAI chat-completions routes: ``POST /v1/chat/completions`` (and ``/chat/completions``), and embeddings."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from llamashim.stream.reasoning import mode_for_request
 from llamashim.upstream.set import Pick
 from llamashim.web.passthrough import relay_json_request
 from llamashim.web.respond import read_json_object
-from llamashim.web.routing import answer_errors, api_route
+from llamashim.web.routing import DialectRoutes, api_route
+from llamashim.web.turn import RequestTurn
 
 THINKING_HEADER = b"x-llamashim-thinking"
 
@@ -28,50 +29,36 @@ def chat_call(deps: RouteDeps, request: Request, body: dict[str, Any]) -> ChatCa
     """An OpenAI chat request as the shared flow's call (the body already is the internal form)."""
     mode = mode_for_request(deps.config.thinking.mode, request.getHeader(THINKING_HEADER))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    return ChatCall(OPENAI, body, encode_openai_items, _as_is, mode, include_usage, model=body.get("model"))
+    return ChatCall(body=body, encoder=encode_openai_items, reply=_as_is, reasoning_mode=mode,
+                    include_usage=include_usage, stream_content_type=OPENAI.stream_content_type)
 
 
-class OpenAIChatRoutes:
+class OpenAIChatRoutes(DialectRoutes):
     app = Klein()
-    answer_errors(app)
     dialect = OPENAI
-    mounts = (b"/v1/chat/completions", b"/chat/completions")
-
-    def __init__(self, deps: RouteDeps) -> None:
-        self.deps = deps
-        self.slots = deps.slots
-
-    def resource(self) -> Any:
-        return self.app.resource()
+    prefixes = (b"/v1/chat/completions", b"/chat/completions")
 
     @api_route(app, "/", route="chat")
     async def chat(self, request: Request) -> bytes | None:
         body = read_json_object(request, self.deps.config.limits.max_json_depth)
-        return await self.deps.flow.run(request, chat_call(self.deps, request, body))
+        return await self.deps.flow.run(RequestTurn(request, self.deps.clock), chat_call(self.deps, request, body))
 
 
-class OpenAIEmbeddingsRoutes:
+class OpenAIEmbeddingsRoutes(DialectRoutes):
     """``POST /v1/embeddings`` (and ``/embeddings``): routed by ``model`` like chat, relayed as the upstream answers."""
 
     app = Klein()
-    answer_errors(app)
     dialect = OPENAI
-    mounts = (b"/v1/embeddings", b"/embeddings")
-
-    def __init__(self, deps: RouteDeps) -> None:
-        self.deps = deps
-        self.slots = deps.slots
-
-    def resource(self) -> Any:
-        return self.app.resource()
+    prefixes = (b"/v1/embeddings", b"/embeddings")
 
     @api_route(app, "/", route="embeddings")
     async def embeddings(self, request: Request) -> None:
         body = read_json_object(request, self.deps.config.limits.max_json_depth)
         model = body.get("model")
+        turn = RequestTurn(request, self.deps.clock)
 
         async def embed(pick: Pick) -> None:
             await relay_json_request(request, pick.member.client, b"/v1/embeddings", with_model(body, pick),
-                                     self.deps.clock)
+                                     self.deps.clock, turn.upstream_headers())
 
-        await self.deps.flow.on_upstream(request, model if isinstance(model, str) and model else None, None, embed)
+        await self.deps.flow.on_upstream(turn, model if isinstance(model, str) and model else None, None, embed)

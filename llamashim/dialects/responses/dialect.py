@@ -14,7 +14,6 @@ _KEEPALIVE = encode_comment("keep-alive")
 
 class ResponsesDialect(Dialect):
     name = "responses"
-    prefixes = (b"/v1/responses", b"/responses")
     stream_content_type = b"text/event-stream; charset=utf-8"
 
     def error_body(self, err: ShimError) -> bytes:

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from klein import Klein
+from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.server import Request
@@ -29,7 +30,8 @@ from llamashim.jsonutil import arr
 from llamashim.stream.reasoning import separate_mode
 from llamashim.web.context import context_of
 from llamashim.web.respond import read_json_object, send_json
-from llamashim.web.routing import answer_errors, api_route
+from llamashim.web.routing import DialectRoutes, api_route
+from llamashim.web.turn import RequestTurn
 
 JSON = dict[str, Any]
 
@@ -56,26 +58,21 @@ def not_found(response_id: str) -> ShimError:
     return ShimError(404, f"Response with id '{response_id}' not found.", "invalid_request_error", "not_found")
 
 
-class ResponsesRoutes:
+class ResponsesRoutes(DialectRoutes):
     app = Klein()
-    answer_errors(app)
-    log = Logger()
     dialect = RESPONSES
-    mounts = (b"/v1/responses", b"/responses")
+    prefixes = (b"/v1/responses", b"/responses")
+    log = Logger()
 
     def __init__(self, deps: RouteDeps) -> None:
-        self.deps = deps
-        self.slots = deps.slots
+        super().__init__(deps)
         settings = deps.config.responses
         self.store: ResponseStore | None = None
         if settings.store:
             path = settings.store_path or default_store_path()
             self.store = ResponseStore(deps.clock, path, settings.max_age, settings.max_items)
 
-    def resource(self) -> Any:
-        return self.app.resource()
-
-    def services(self) -> list[Any]:
+    def services(self) -> list[IService]:
         return [self.store] if self.store is not None else []
 
     async def _stored(self, request: Request, response_id: str) -> Stored:
@@ -127,23 +124,15 @@ class ResponsesRoutes:
         def on_complete() -> Deferred[None]:
             return Deferred.fromCoroutine(keep())
 
-        call = ChatCall(
-            RESPONSES,
-            translated.chat_body,
-            encoder,
-            reply,
-            separate_mode(self.deps.config.thinking.mode),
-            True,
-            model=translated.model,
-            on_complete=on_complete,
-        )
-        return await self.deps.flow.run(request, call)
+        call = ChatCall(body=translated.chat_body, encoder=encoder, reply=reply,
+                        reasoning_mode=separate_mode(self.deps.config.thinking.mode), on_complete=on_complete)
+        return await self.deps.flow.run(RequestTurn(request, self.deps.clock), call)
 
     @api_route(app, "/input_tokens", route="responses_input_tokens")
     async def input_tokens(self, request: Request) -> bytes:
         body = read_json_object(request, self.deps.config.limits.max_json_depth)
         translated, _ = await self._translate(request, body)
-        n = await self.deps.flow.count_tokens(request, translated.chat_body)
+        n = await self.deps.flow.count_tokens(RequestTurn(request, self.deps.clock), translated.chat_body)
         return send_json(request, {"object": "response.input_tokens", "input_tokens": n})
 
     # -- stored responses ------------------------------------------------------------------------------------

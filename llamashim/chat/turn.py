@@ -1,0 +1,72 @@
+"""One client exchange as the chat flow sees it: :class:`Turn`, implemented by the web edge
+(:class:`llamashim.web.turn.RequestTurn`).
+
+The flow never writes HTTP itself. It tells the turn what happened (which upstream was chosen, when it answered,
+the tokens used) and hands it bytes: a JSON reply, or a stream — prepared with its terminal frame and keep-alive
+interval, written piece by piece or relayed from an upstream response with backpressure and cancellation. What the
+flow knows about a turn, and what it may do to it, is this one interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+
+from llamashim.errors import ShimError
+from llamashim.stream.transform import StreamTransform
+
+TerminalFrame = Callable[[ShimError], bytes]
+"""The bytes that end a started stream with an error, in its dialect (the running encoder's own)."""
+
+
+class Turn(Protocol):
+    @property
+    def request_id(self) -> str:
+        """The request's id (for log lines)."""
+
+    # -- what the flow tells the turn -----------------------------------------------------------------------------
+
+    def chose(self, upstream: str) -> None:
+        """The upstream the request goes to (again on failover)."""
+
+    def upstream_answered(self, seconds: float) -> None:
+        """The first upstream answered its headers ``seconds`` after it was asked."""
+
+    def counted(self, usage: Any) -> None:
+        """The tokens the answer used."""
+
+    # -- what the flow asks ---------------------------------------------------------------------------------------
+
+    def started(self) -> bool:
+        """Whether anything reached the client (after that, a failure is the stream's: no failover)."""
+
+    def gone(self) -> bool:
+        """Whether the client went away."""
+
+    def upstream_headers(self) -> Headers:
+        """The headers a JSON request to the upstream carries (content type; the client's request id)."""
+
+    # -- answering ------------------------------------------------------------------------------------------------
+
+    def reply(self, body: bytes) -> bytes:
+        """A JSON answer: set its headers; the returned body is the route's result."""
+
+    def prepare_stream(
+        self, terminal_frame: TerminalFrame, keepalive: float, content_type: bytes | None = None
+    ) -> None:
+        """The answer will be a stream ending in ``terminal_frame`` on failure; from now on, every ``keepalive``
+        seconds that nothing went out, the dialect's keep-alive goes out (the first one starts the stream)."""
+
+    def write(self, data: bytes) -> None:
+        """Stream bytes to the client (starting the stream)."""
+
+    def finish(self) -> None:
+        """End the stream."""
+
+    def relay(self, response: IResponse, transform: StreamTransform, idle_timeout: float | None) -> Deferred[None]:
+        """Stream ``response``'s body through ``transform`` to the client and end the stream: a slow client pauses
+        the upstream read; a client that leaves closes the upstream connection."""

@@ -1,0 +1,37 @@
+"""What the relay streams through: a :class:`StreamTransform` turns upstream body bytes into client bytes (the chat
+pipeline, Ollama's completion stream, or :class:`Identity` for the pass-through)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from llamashim.stream.items import StreamError
+
+
+class StreamTransform(Protocol):
+    ended: bool
+    error: StreamError | None  # the terminal error that ended the transform, if one did
+    usage: Any  # the stream's token usage once it said (None before)
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+    def fail(self, message: str, type: str = ..., code: int | str | None = ...) -> bytes: ...
+
+
+class Identity:
+    """The pass-through transform: bytes out as they came in."""
+
+    ended = False
+    error: StreamError | None = None
+    usage: Any = None
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+    def fail(self, message: str, type: str = "upstream_error", code: int | str | None = 502) -> bytes:
+        return b""
