@@ -27,7 +27,7 @@ bodies on the wire — stays in the loopback tier (``tests/integration``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from treq.client import HTTPClient
@@ -52,6 +52,7 @@ from zope.interface import directlyProvides, implementer
 from llamashim import jsonutil
 from llamashim import service as daemon
 from llamashim.config import Config, load_config
+from llamashim.dialects.registry import ROUTES
 from llamashim.ops.metrics import Metrics
 from llamashim.service import SiteParts
 from llamashim.testing.fake_llama import FakeLlama
@@ -59,6 +60,7 @@ from llamashim.upstream.body import BytesProducer
 from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.limiter import UpstreamSlots
 from llamashim.upstream.set import Member
+from llamashim.web.routing import DialectRoutes
 
 UPSTREAM_URL = "http://llama.memory:8080"  # never resolved: the MemoryAgent serves every URL from its Site
 CLIENT_BASE = b"http://127.0.0.1"  # the Host a client sends by default (on the default allow-list)
@@ -108,13 +110,14 @@ def build_site(
     agent: IAgent | None = None,
     unavailable: Callable[[], str | None] | None = None,
     agents: Mapping[str, IAgent] | None = None,
+    dialects: Sequence[type[DialectRoutes]] = ROUTES,
 ) -> SiteParts:
     """The daemon's ``ShimSite`` over its real resource tree, wired as :func:`llamashim.service.build_service` wires
     it, minus what only a process has (listeners, llama-server supervisors, the log observer, GC tuning).
 
     ``agent`` replaces every upstream client's ``Agent`` (a :class:`MemoryAgent` over a fake upstream), ``agents``
     the one of the upstream of that name; ``unavailable`` stands in for the upstreams' readiness (a reason string
-    makes every upstream route answer 503).
+    makes every upstream route answer 503); ``dialects`` are the routes classes mounted (a test may add its own).
     """
     members = []
     for spec in config.upstream_specs():
@@ -131,7 +134,7 @@ def build_site(
             agent=(agents or {}).get(spec.name, agent),
         )
         members.append(Member(spec, client))
-    return daemon.build_site(config, reactor, members, unavailable)
+    return daemon.build_site(config, reactor, members, unavailable, dialects)
 
 
 # -- agents -----------------------------------------------------------------------------------------------------
@@ -335,6 +338,7 @@ class MemoryShim:
         clock: MemoryReactorClock | None = None,
         unavailable: Callable[[], str | None] | None = None,
         unreachable: bool = False,
+        dialects: Sequence[type[DialectRoutes]] = ROUTES,
     ) -> None:
         self.clock = clock if clock is not None else MemoryReactorClock()
         self.config = config
@@ -347,7 +351,7 @@ class MemoryShim:
         upstream_site.noisy = False
         self.upstream_agent = MemoryAgent(upstream_site, self.clock)
         self.plug = Plug(self.upstream_agent, self.clock, pulled=unreachable)
-        self.parts = build_site(config, self.clock, self.plug, unavailable)
+        self.parts = build_site(config, self.clock, self.plug, unavailable, dialects=dialects)
         self.site = self.parts.site
         self.client_agent = MemoryAgent(self.site, self.clock)
         self.treq = HTTPClient(self.client_agent, data_to_body_producer=BytesProducer)
@@ -428,6 +432,7 @@ def memory_shim(
     upstream_resource: IResource | None = None,
     unavailable: Callable[[], str | None] | None = None,
     unreachable: bool = False,
+    dialects: Sequence[type[DialectRoutes]] = ROUTES,
     **sections: Mapping[str, Any],
 ) -> MemoryShim:
     """A :class:`MemoryShim` for ``config`` (default: :func:`memory_config` with ``sections``, e.g.
@@ -437,7 +442,7 @@ def memory_shim(
         config = memory_config(**sections)
     elif sections:
         raise TypeError("pass either a config or sections, not both")
-    return MemoryShim(config, upstream_resource, unavailable=unavailable, unreachable=unreachable)
+    return MemoryShim(config, upstream_resource, unavailable=unavailable, unreachable=unreachable, dialects=dialects)
 
 
 # -- a fake-upstream helper -----------------------------------------------------------------------------------------
