@@ -65,6 +65,6 @@ class CompletionCall:
     stream: bool
     transform: Callable[[], StreamTransform]
     reply: Reply  # the whole answer → the client's JSON body
-    whole: Callable[[StreamTransform, dict[str, Any]], bytes]  # a stream request answered with one reply → its lines
+    whole: Callable[[dict[str, Any]], bytes]  # a stream request answered with one reply → its stream's bytes
     usage: Callable[[dict[str, Any]], Any]  # the token usage of a whole answer
     failure: Callable[[int, bytes], ShimError]  # an upstream error answer → the client's error

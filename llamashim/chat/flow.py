@@ -106,7 +106,7 @@ class ChatFlow:
 
     # -- choosing an upstream -----------------------------------------------------------------------------------
 
-    async def on_upstream(
+    async def with_upstream(
         self, turn: Turn, model: str | None, messages: Any, work: Callable[[Pick], Awaitable[T]]
     ) -> T:
         """Run ``work`` on the upstream chosen for ``model``; one that fails before anything reached the client
@@ -167,7 +167,7 @@ class ChatFlow:
             await self._stream(turn, call, pick.member.client, body)
             return None
 
-        return await self.on_upstream(turn, call.model, call.body.get("messages"), answer)
+        return await self.with_upstream(turn, call.model, call.body.get("messages"), answer)
 
     async def count_tokens(self, turn: Turn, body: dict[str, Any]) -> int:
         """The prompt tokens of a chat request, counted by the upstream its model would go to."""
@@ -175,7 +175,7 @@ class ChatFlow:
         async def count(pick: Pick) -> int:
             return await count_prompt_tokens(pick.member.client, with_model(body, pick), turn.upstream_headers())
 
-        return await self.on_upstream(turn, _model(body), body.get("messages"), count)
+        return await self.with_upstream(turn, _model(body), body.get("messages"), count)
 
     def _synthesizes(self, call: ChatCall, client: UpstreamClient) -> bool:
         mode, facts = self.settings.tools_mode, client.facts
@@ -288,7 +288,7 @@ class ChatFlow:
             self.verbose("request", jsonutil.dumps(body))
             return await self._complete_on(turn, call, pick.member.client, body)
 
-        return await self.on_upstream(turn, call.model, None, generate)
+        return await self.with_upstream(turn, call.model, None, generate)
 
     async def _complete_on(
         self, turn: Turn, call: CompletionCall, client: UpstreamClient, body: dict[str, Any]
@@ -314,7 +314,7 @@ class ChatFlow:
         turn.counted(call.usage(reply))
         if not call.stream:
             return turn.reply(jsonutil.dumps(call.reply(reply)))
-        turn.write(call.whole(transform, reply))  # a stream request answered with one reply: the same lines at once
+        turn.write(call.whole(reply))  # a stream request answered with one reply: the same lines at once
         turn.finish()
         return None
 

@@ -197,7 +197,7 @@ class OllamaRoutes(DialectRoutes):
             response = await pick.member.client.request(b"GET", b"/health", turn.upstream_headers())
             await collect_body(response, self.deps.clock, pick.member.client.idle_timeout, 64 * 1024)
 
-        await self.deps.flow.on_upstream(turn, model, None, ask)
+        await self.deps.flow.with_upstream(turn, model, None, ask)
 
     async def _native(self, request: Request, body: dict[str, Any]) -> bytes | None:
         """``/api/generate`` with ``suffix`` or ``raw``: llama-server's ``/infill`` or ``/completion`` on the upstream
@@ -211,14 +211,18 @@ class OllamaRoutes(DialectRoutes):
         await self._index()
         self._options_seen(native.model, body)
         clock = self.deps.clock
+
+        def stream() -> completion.CompletionStream:
+            return completion.CompletionStream(native.model, clock.seconds)
+
         call = CompletionCall(
             model=native.model,
             path=native.path,
             body=native.body,
             stream=native.stream,
-            transform=lambda: completion.CompletionStream(native.model, clock.seconds),
+            transform=stream,
             reply=lambda reply: completion.reply_to_ollama(reply, native.model, clock.seconds()),
-            whole=lambda transform, reply: transform.event({**reply, "stop": True}),  # type: ignore[attr-defined]
+            whole=lambda reply: stream().event({**reply, "stop": True}),
             usage=_usage,
             failure=lambda status, data: completion.upstream_failure(status, data, native.model, native.infill),
         )
@@ -268,7 +272,7 @@ class OllamaRoutes(DialectRoutes):
             )
             return await json_reply(response, self.deps.clock, upstream.idle_timeout, "/v1/embeddings")
 
-        reply = await self.deps.flow.on_upstream(RequestTurn(request, self.deps.clock), req["model"], None, embed)
+        reply = await self.deps.flow.with_upstream(RequestTurn(request, self.deps.clock), req["model"], None, embed)
         return send_json(request, ollama.embed_body(reply, body["model"], legacy))
 
 

@@ -61,4 +61,4 @@ class OpenAIEmbeddingsRoutes(DialectRoutes):
             await relay_json_request(request, pick.member.client, b"/v1/embeddings", with_model(body, pick),
                                      self.deps.clock, turn.upstream_headers())
 
-        await self.deps.flow.on_upstream(turn, model if isinstance(model, str) and model else None, None, embed)
+        await self.deps.flow.with_upstream(turn, model if isinstance(model, str) and model else None, None, embed)
