@@ -121,7 +121,7 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
             if target == module or target not in edges:
                 continue
             if state.get(target) == 1:
-                found.append(stack[stack.index(target):] + [target])
+                found.append([*stack[stack.index(target):], target])
             elif target not in state:
                 visit(target)
         stack.pop()
