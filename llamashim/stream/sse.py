@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from llamashim import jsonutil
 from llamashim.stream.items import Chunk, Done, Item, Passthrough, StreamError
 
-SSE_CONTENT_TYPE = b"text/event-stream"
-
-
 
 @dataclass(slots=True)
 class SSEEvent:
