@@ -367,6 +367,26 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
+async def throughputs(up_port: int, shim_port: int, pid: int, quick: bool) -> dict[str, Any]:
+    """Chunks per second and llamashim's CPU per chunk: direct, pass-through, and each dialect's encoder."""
+    n, chunks = (4, 2000) if quick else (8, 5000)
+    return {
+        "direct": await throughput(up_port, None, CHAT, {}, {}, n, chunks),
+        "passthrough": await throughput(shim_port, pid, "/v1/completions", {}, {}, n, chunks),
+        "chat_default": await throughput(shim_port, pid, CHAT, {}, {}, n, chunks),
+        "chat_transforms": await throughput(shim_port, pid, CHAT, {"bench_reasoning": True, "bench_tools": True},
+                                            {"X-Llamashim-Thinking": "show_reasoning"}, n, chunks),
+        # Ollama's request shape: the length goes in options.num_predict (mapped to max_tokens)
+        "ollama_ndjson": await throughput(shim_port, pid, "/api/chat", {"options": {"num_predict": chunks}}, {},
+                                          n, chunks),
+        # the Responses and Anthropic Messages encoders (the length goes in their own fields)
+        "responses_sse": await throughput(shim_port, pid, "/v1/responses", {}, {}, n, chunks, body={
+            "model": "m", "input": "hi", "stream": True, "max_output_tokens": chunks}),
+        "anthropic_sse": await throughput(shim_port, pid, "/v1/messages", {}, {}, n, chunks, body={
+            "model": "m", "messages": messages(), "stream": True, "max_tokens": chunks}),
+    }
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
     out_dir = ROOT / "bench" / "results"
@@ -397,22 +417,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results["paced"].append(await paced(up_port, shim_port, pid, c, 50, rounds))
         results["rss_after_mib"] = rss_mib(pid)
         print("throughput ...", flush=True)
-        n, chunks = (4, 2000) if quick else (8, 5000)
-        results["throughput"] = {
-            "direct": await throughput(up_port, None, CHAT, {}, {}, n, chunks),
-            "passthrough": await throughput(shim_port, pid, "/v1/completions", {}, {}, n, chunks),
-            "chat_default": await throughput(shim_port, pid, CHAT, {}, {}, n, chunks),
-            "chat_transforms": await throughput(shim_port, pid, CHAT, {"bench_reasoning": True, "bench_tools": True},
-                                                {"X-Llamashim-Thinking": "show_reasoning"}, n, chunks),
-            # Ollama's request shape: the length goes in options.num_predict (mapped to max_tokens)
-            "ollama_ndjson": await throughput(shim_port, pid, "/api/chat", {"options": {"num_predict": chunks}}, {},
-                                              n, chunks),
-            # the Responses and Anthropic Messages encoders (the length goes in their own fields)
-            "responses_sse": await throughput(shim_port, pid, "/v1/responses", {}, {}, n, chunks, body={
-                "model": "m", "input": "hi", "stream": True, "max_output_tokens": chunks}),
-            "anthropic_sse": await throughput(shim_port, pid, "/v1/messages", {}, {}, n, chunks, body={
-                "model": "m", "messages": messages(), "stream": True, "max_tokens": chunks}),
-        }
+        results["throughput"] = await throughputs(up_port, shim_port, pid, quick)
         print("non-streamed requests/s at concurrency 32 ...", flush=True)
         seconds = 3 if quick else 8
         results["nonstream_rps"] = {"direct": await nonstream_rps(up_port, 32, seconds),
