@@ -17,10 +17,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from llamashim.stream.reasoning import ALIASES as THINKING_ALIASES
-from llamashim.stream.reasoning import MODES as THINKING_MODES
+from llamashim.modes import THINKING_ALIASES, THINKING_MODES, ThinkingMode, ToolsMode
 
-TOOL_MODES = ("auto", "native", "synthesize")
+TOOL_MODES: tuple[ToolsMode, ...] = tuple(ToolsMode)
 DEFAULT_LISTEN = "tcp:11434:interface=127.0.0.1"
 DEFAULT_UPSTREAM = "http://127.0.0.1:8080"
 
@@ -246,16 +245,22 @@ class UpstreamConfig:
     spawn: SpawnConfig | None = key(None, _spawn)
 
 
+def _mode(kind: Callable[[str], Any], choices: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> Validator:
+    """One of ``choices`` (or an alias of one), as the ``StrEnum`` ``kind``."""
+    check = _choice(choices, aliases)
+    return lambda value, where: kind(check(value, where))
+
+
 @dataclass(frozen=True)
 class ToolsConfig:
-    streaming: str = key("auto", _choice(TOOL_MODES))
+    streaming: ToolsMode = key(ToolsMode.AUTO, _mode(ToolsMode, TOOL_MODES))
     chunk_size: int = key(50, _int(1))
     heartbeat: float = key(5.0, _number(0.0))
 
 
 @dataclass(frozen=True)
 class ThinkingConfig:
-    mode: str = key("default", _choice(THINKING_MODES, THINKING_ALIASES))
+    mode: ThinkingMode = key(ThinkingMode.DEFAULT, _mode(ThinkingMode, THINKING_MODES, THINKING_ALIASES))
     debug: bool = key(False, _bool)
     prefix: str = key("💭 ", _str)
     separator: str = key("\n\n---\n\n", _str)

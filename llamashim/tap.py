@@ -17,7 +17,7 @@ from twisted.python import usage
 
 from llamashim import preflight
 from llamashim.config import TOOL_MODES, ConfigError, load_config
-from llamashim.stream.reasoning import MODES as THINKING_MODES
+from llamashim.modes import THINKING_MODES
 
 
 class Options(usage.Options):

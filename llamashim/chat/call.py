@@ -11,6 +11,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from llamashim.errors import ShimError
+from llamashim.modes import ThinkingMode
 from llamashim.stream.items import Item
 from llamashim.stream.transform import StreamTransform
 
@@ -37,7 +38,7 @@ class ChatCall:
     body: dict[str, Any]
     encoder: Encoder
     reply: Reply
-    reasoning_mode: str
+    reasoning_mode: ThinkingMode
     include_usage: bool = True
     path: bytes = b"/v1/chat/completions"
     stream_content_type: bytes | None = None

@@ -33,6 +33,7 @@ from llamashim.chat.repair import repair_chat_request
 from llamashim.chat.tokens import count_prompt_tokens
 from llamashim.chat.turn import Turn
 from llamashim.errors import ShimError
+from llamashim.modes import ToolsMode
 from llamashim.stream.items import Stage
 from llamashim.stream.pipeline import StreamPipeline, usage_counts
 from llamashim.stream.reasoning import ReasoningRouter, ReasoningStyle, apply_to_reply
@@ -58,7 +59,7 @@ FACT_STREAM_ANSWERS_JSON = "stream_answers_json"
 class ChatSettings:
     """The configuration the flow runs with (from ``tools``, ``server``, ``thinking``, ``log`` and ``limits``)."""
 
-    tools_mode: str
+    tools_mode: ToolsMode
     chunk_size: int
     synthesis_heartbeat: float  # seconds of silence before a keep-alive while a synthesized answer is awaited
     stream_heartbeat: float  # seconds of silence before a keep-alive during a relayed stream (0: none)
@@ -179,7 +180,7 @@ class ChatFlow:
 
     def _synthesizes(self, call: ChatCall, client: UpstreamClient) -> bool:
         mode, facts = self.settings.tools_mode, client.facts
-        return mode == "synthesize" or (mode == "auto" and (
+        return mode is ToolsMode.SYNTHESIZE or (mode is ToolsMode.AUTO and (
             (bool(call.body.get("tools")) and FACT_STREAM_TOOLS_REFUSED in facts) or FACT_STREAM_ANSWERS_JSON in facts
         ))
 
@@ -187,7 +188,7 @@ class ChatFlow:
         if self._synthesizes(call, client):
             return await self._synthesize(turn, call, client, body)
         response = await self._post(turn, client, call.path, body)
-        auto = self.settings.tools_mode == "auto"
+        auto = self.settings.tools_mode is ToolsMode.AUTO
         if response.code != 200:
             data = await collect_body(response, self.clock, client.idle_timeout, self.settings.max_reply_bytes)
             if body.get("tools") and auto and is_stream_tools_refusal(response.code, data):
@@ -250,7 +251,7 @@ class ChatFlow:
         reply = await self._reply_json(turn, call, client, body)
         if isinstance(reply.get("usage"), dict):
             turn.counted(usage_counts(reply["usage"]))
-        reply, _ = apply_to_reply(normalise_reply(reply), call.reasoning_mode, self.settings.style)
+        reply = apply_to_reply(normalise_reply(reply), call.reasoning_mode, self.settings.style)
         out = call.reply(reply)
         data = out if isinstance(out, bytes) else jsonutil.dumps(out)
         self.verbose("response", data)

@@ -20,8 +20,7 @@ from typing import Any
 
 from llamashim.jsonutil import int_or, obj
 from llamashim.stream.items import Chunk, Done, Heartbeat, Item, Passthrough, StreamError, Thinking
-
-REASONING_KEYS = ("reasoning_content", "reasoning")
+from llamashim.stream.reasoning import REASONING_KEYS
 
 
 @dataclass(slots=True)

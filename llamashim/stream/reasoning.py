@@ -20,18 +20,47 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from llamashim.errors import BadRequest
 from llamashim.jsonutil import int_or
+from llamashim.modes import THINKING_ALIASES, THINKING_MODES, ThinkingMode
 from llamashim.stream.items import Chunk, Done, Item, Thinking
 
-MODES = ("default", "show_reasoning", "events", "both", "off")
-ALIASES = {"content": "show_reasoning"}
 OPEN, CLOSE = "<think>", "</think>"
 REASONING_KEYS = ("reasoning_content", "reasoning")
+"""Where a chat delta or message carries reasoning (``reasoning`` in some llama-server builds)."""
 
 Debug = Callable[[str, str], None]
+
+
+class _Part(StrEnum):
+    """What a fragment of a choice's text is."""
+
+    REASONING = "reasoning"
+    ANSWER = "answer"
+
+
+class _Phase(StrEnum):
+    """Where a choice's content is: before any text (a ``<think>`` may open), inside ``<think>``, or past it."""
+
+    START = "start"
+    THINKING = "thinking"
+    ANSWER = "answer"
+
+
+_Fragment = tuple[_Part, str]
+
+# Where each mode sends reasoning (what the debug hook reports; answer text always goes to ``content``).
+_REASONING_GOES = {
+    ThinkingMode.DEFAULT: "as sent",
+    ThinkingMode.SHOW_REASONING: "content",
+    ThinkingMode.EVENTS: "event: thinking",
+    ThinkingMode.BOTH: "content + event: thinking",
+    ThinkingMode.OFF: "dropped",
+    ThinkingMode.SEPARATE: "reasoning_content",
+}
 
 
 @dataclass(frozen=True)
@@ -40,29 +69,35 @@ class ReasoningStyle:
     separator: str = "\n\n---\n\n"
 
 
-def mode_for_request(configured: str, header: bytes | str | None) -> str:
+def thinking_mode(mode: str) -> ThinkingMode:
+    """``mode`` (a :class:`ThinkingMode`, its value or an alias) as a :class:`ThinkingMode`; ``ValueError`` else."""
+    try:
+        return ThinkingMode(THINKING_ALIASES.get(mode, mode))
+    except ValueError:
+        raise ValueError(f"unknown thinking mode {mode!r}") from None
+
+
+def mode_for_request(configured: str, header: bytes | str | None) -> ThinkingMode:
     """The mode for one request: the ``X-Llamashim-Thinking`` header overrides the configured mode."""
-    if header is None:
-        return configured
-    text = (header.decode("latin-1") if isinstance(header, bytes) else header).strip().lower()
+    text = "" if header is None else (header.decode("latin-1") if isinstance(header, bytes) else header)
+    text = text.strip().lower()
     if not text:
-        return configured
-    text = ALIASES.get(text, text)
-    if text not in MODES:
-        raise BadRequest(f"X-Llamashim-Thinking: {text!r} is not one of {', '.join(MODES)}")
-    return text
+        return thinking_mode(configured)
+    text = THINKING_ALIASES.get(text, text)
+    if text not in THINKING_MODES:
+        raise BadRequest(f"X-Llamashim-Thinking: {text!r} is not one of {', '.join(THINKING_MODES)}")
+    return ThinkingMode(text)
 
 
-def separate_mode(mode: str, think: object = None) -> str:
+def separate_mode(mode: str, think: object = None) -> ThinkingMode:
     """The routing for dialects where reasoning has its own place (Ollama's ``message.thinking``, Anthropic's
     thinking blocks, Responses' reasoning items): kept apart unless the configured mode folds it into the answer
     (``show_reasoning``) or drops it (``off``, or the client's own ``think: false``)."""
-    if think is False or mode == "off":
-        return "off"
-    if mode == "show_reasoning":
-        return "show_reasoning"
-    return "separate"
-
+    if think is False or mode == ThinkingMode.OFF:
+        return ThinkingMode.OFF
+    if mode == ThinkingMode.SHOW_REASONING:
+        return ThinkingMode.SHOW_REASONING
+    return ThinkingMode.SEPARATE
 
 
 def _partial_suffix(text: str, tag: str) -> int:
@@ -77,35 +112,34 @@ def _partial_suffix(text: str, tag: str) -> int:
 class _Inline:
     """The inline-tag state of one choice."""
 
-    phase: str = "start"  # start | thinking | answer
+    phase: _Phase = _Phase.START
     held: str = ""
     strip: bool = False  # drop whitespace right after </think>
 
-    def feed(self, text: str) -> list[tuple[str, str]]:
-        """Content text in → [(kind, text)] out, kind "reasoning" or "answer"."""
-        out: list[tuple[str, str]] = []
-        if self.phase == "answer":
+    def feed(self, text: str) -> list[_Fragment]:
+        """Content text in → the fragments it is made of, reasoning or answer."""
+        out: list[_Fragment] = []
+        if self.phase is _Phase.ANSWER:
             self._answer(text, out)
             return out
         buf = self.held + text
         self.held = ""
-        if self.phase == "start":
+        if self.phase is _Phase.START:
             stripped = buf.lstrip()
             if not stripped or (len(stripped) < len(OPEN) and OPEN.startswith(stripped)):
                 self.held = buf
                 return out
             if not stripped.startswith(OPEN):
-                self.phase = "answer"
+                self.phase = _Phase.ANSWER
                 self._answer(buf, out)
                 return out
-            self.phase = "thinking"
+            self.phase = _Phase.THINKING
             buf = stripped[len(OPEN) :]
-        # thinking
         end = buf.find(CLOSE)
         if end >= 0:
             if end:
-                out.append(("reasoning", buf[:end]))
-            self.phase = "answer"
+                out.append((_Part.REASONING, buf[:end]))
+            self.phase = _Phase.ANSWER
             self.strip = True
             self._answer(buf[end + len(CLOSE) :], out)
             return out
@@ -114,26 +148,26 @@ class _Inline:
             self.held = buf[-keep:]
             buf = buf[:-keep]
         if buf:
-            out.append(("reasoning", buf))
+            out.append((_Part.REASONING, buf))
         return out
 
-    def _answer(self, text: str, out: list[tuple[str, str]]) -> None:
+    def _answer(self, text: str, out: list[_Fragment]) -> None:
         if self.strip:
             text = text.lstrip()
             if not text:
                 return
             self.strip = False
         if text:
-            out.append(("answer", text))
+            out.append((_Part.ANSWER, text))
 
-    def flush(self) -> list[tuple[str, str]]:
+    def flush(self) -> list[_Fragment]:
         held, self.held = self.held, ""
         if not held:
             return []
-        if self.phase == "thinking":
-            return [("reasoning", held)]
-        self.phase = "answer"
-        out: list[tuple[str, str]] = []
+        if self.phase is _Phase.THINKING:
+            return [(_Part.REASONING, held)]
+        self.phase = _Phase.ANSWER
+        out: list[_Fragment] = []
         self._answer(held, out)
         return out
 
@@ -149,17 +183,14 @@ class ReasoningRouter:
     """A pipeline stage routing reasoning per mode (see the module docstring)."""
 
     def __init__(self, mode: str, style: ReasoningStyle | None = None, debug: Debug | None = None) -> None:
-        mode = ALIASES.get(mode, mode)
-        if mode not in (*MODES, "separate"):
-            raise ValueError(f"unknown thinking mode {mode!r}")
-        self.mode = mode
+        self.mode = thinking_mode(mode)
         self.style = style or ReasoningStyle()
         self.debug = debug
         self._choices: dict[int, _Choice] = {}
         self._meta: dict[str, Any] = {}
 
     def feed(self, item: Item) -> list[Item]:
-        if self.mode == "default":
+        if self.mode is ThinkingMode.DEFAULT:
             return [item]
         if isinstance(item, Chunk):
             return self._chunk(item)
@@ -168,7 +199,7 @@ class ReasoningRouter:
         return [item]
 
     def finish(self) -> list[Item]:
-        if self.mode == "default":
+        if self.mode is ThinkingMode.DEFAULT:
             return []
         return self._flush_all()
 
@@ -197,9 +228,7 @@ class ReasoningRouter:
                 if new_choices is None:
                     new_choices = list(choices)
                 new_choices[pos] = fixed
-        if self.mode == "both":
-            return [*before, chunk]
-        if new_choices is None:
+        if self.mode is ThinkingMode.BOTH or new_choices is None:
             return [*before, chunk]
         kept = [c for c in new_choices if c is not None]
         if not kept and not data.get("usage"):
@@ -217,16 +246,16 @@ class ReasoningRouter:
         finishing = bool(choice.get("finish_reason"))
         if (
             not has_reasoning
-            and state.inline.phase == "answer"
+            and state.inline.phase is _Phase.ANSWER
             and not state.inline.strip
-            and not (self.mode == "show_reasoning" and state.reasoned and not state.separated and content)
+            and not (self.mode is ThinkingMode.SHOW_REASONING and state.reasoned and not state.separated and content)
         ):
             return choice  # the fast path: a plain answer chunk
-        fragments: list[tuple[str, str]] = []
+        fragments: list[_Fragment] = []
         for key in REASONING_KEYS:
             value = delta.get(key)
             if isinstance(value, str) and value:
-                fragments.append(("reasoning", value))
+                fragments.append((_Part.REASONING, value))
         if isinstance(content, str) and content:
             fragments.extend(state.inline.feed(content))
         if finishing:
@@ -238,31 +267,30 @@ class ReasoningRouter:
         choice: dict[str, Any],
         delta: dict[str, Any],
         state: _Choice,
-        fragments: list[tuple[str, str]],
+        fragments: list[_Fragment],
         before: list[Item],
     ) -> Any:
         mode = self.mode
         text_out: list[str] = []
         reasoning_out: list[str] = []
-        for kind, text in fragments:
-            if kind == "reasoning":
-                if mode == "show_reasoning":
-                    if not state.reasoned:
-                        text = self.style.prefix + text
-                    text_out.append(text)
-                elif mode in ("events", "both"):
-                    before.append(Thinking(text))
-                elif mode == "separate":
-                    reasoning_out.append(text)
-                state.reasoned = True
-                self._debug(mode, "reasoning", text)
-            else:
-                if mode == "show_reasoning" and state.reasoned and not state.separated:
+        for part, text in fragments:
+            if part is _Part.ANSWER:
+                if mode is ThinkingMode.SHOW_REASONING and state.reasoned and not state.separated:
                     state.separated = True
                     text = self.style.separator + text
                 text_out.append(text)
-                self._debug(mode, "answer", text)
-        if mode == "both":
+            else:
+                match mode:
+                    case ThinkingMode.SHOW_REASONING:
+                        text = text if state.reasoned else self.style.prefix + text
+                        text_out.append(text)
+                    case ThinkingMode.EVENTS | ThinkingMode.BOTH:
+                        before.append(Thinking(text))
+                    case ThinkingMode.SEPARATE:
+                        reasoning_out.append(text)
+                state.reasoned = True
+            self._debug(part, text)
+        if mode is ThinkingMode.BOTH:
             return choice  # data untouched; only the events were added
         new_delta = {k: v for k, v in delta.items() if k not in REASONING_KEYS and k != "content"}
         if text_out:
@@ -293,23 +321,16 @@ class ReasoningRouter:
             choice = {"index": index, "delta": {}, "finish_reason": None}
             routed = self._route(choice, {}, state, fragments, before)
             out.extend(before)
-            if self.mode == "both":
+            if self.mode is ThinkingMode.BOTH:
                 continue  # the data stream already carried this text as sent
             if routed is not None:
                 out.append(Chunk({**self._meta, "choices": [routed]}))
         return out
 
-    def _debug(self, mode: str, kind: str, text: str) -> None:
-        if self.debug is None:
-            return
-        where = {
-            "show_reasoning": "content",
-            "events": "event: thinking" if kind == "reasoning" else "content",
-            "both": "content + event: thinking" if kind == "reasoning" else "content",
-            "off": "dropped" if kind == "reasoning" else "content",
-            "separate": "reasoning_content" if kind == "reasoning" else "content",
-        }[mode]
-        self.debug(f"{kind} -> {where}", text)
+    def _debug(self, part: _Part, text: str) -> None:
+        if self.debug is not None:
+            where = _REASONING_GOES[self.mode] if part is _Part.REASONING else "content"
+            self.debug(f"{part} -> {where}", text)
 
 
 def split_inline(content: str) -> tuple[str, str]:
@@ -324,38 +345,36 @@ def split_inline(content: str) -> tuple[str, str]:
     return rest[:end], rest[end + len(CLOSE) :].lstrip()
 
 
-def apply_to_reply(reply: dict[str, Any], mode: str, style: ReasoningStyle) -> tuple[dict[str, Any], str]:
-    """Route the reasoning of a non-streamed reply. Returns the new reply and the reasoning text.
+def apply_to_reply(reply: dict[str, Any], mode: str, style: ReasoningStyle) -> dict[str, Any]:
+    """Route the reasoning of a non-streamed reply; returns the new reply.
 
     A non-streamed reply cannot carry ``event: thinking`` frames, so ``events`` removes the reasoning from it (as
     ``off`` does); ``both`` and ``default`` leave the reply as it is.
     """
-    mode = ALIASES.get(mode, mode)
+    routing = thinking_mode(mode)
     choices = reply.get("choices")
-    if not isinstance(choices, list):
-        return reply, ""
-    all_reasoning: list[str] = []
-    new_choices: list[Any] = []
-    for choice in choices:
-        msg = choice.get("message") if isinstance(choice, dict) else None
-        if not isinstance(msg, dict):
-            new_choices.append(choice)
-            continue
-        reasoning = "".join(str(msg.get(k)) for k in REASONING_KEYS if isinstance(msg.get(k), str) and msg.get(k))
-        content = msg.get("content")
-        inline_reasoning, answer = split_inline(content) if isinstance(content, str) else ("", content)
-        reasoning += inline_reasoning
-        all_reasoning.append(reasoning)
-        if mode in ("default", "both") or not reasoning:
-            new_choices.append(choice)
-            continue
-        new_msg = {k: v for k, v in msg.items() if k not in REASONING_KEYS}
-        if mode == "show_reasoning":
+    if routing in (ThinkingMode.DEFAULT, ThinkingMode.BOTH) or not isinstance(choices, list):
+        return reply
+    return {**reply, "choices": [_route_choice(choice, routing, style) for choice in choices]}
+
+
+def _route_choice(choice: Any, mode: ThinkingMode, style: ReasoningStyle) -> Any:
+    msg = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(msg, dict):
+        return choice
+    reasoning = "".join(msg[k] for k in REASONING_KEYS if isinstance(msg.get(k), str))
+    content = msg.get("content")
+    inline_reasoning, answer = split_inline(content) if isinstance(content, str) else ("", content)
+    reasoning += inline_reasoning
+    if not reasoning:
+        return choice
+    new_msg = {k: v for k, v in msg.items() if k not in REASONING_KEYS}
+    match mode:
+        case ThinkingMode.SHOW_REASONING:
             new_msg["content"] = style.prefix + reasoning + (style.separator + answer if answer else "")
-        elif mode == "separate":
+        case ThinkingMode.SEPARATE:
             new_msg["content"] = answer
             new_msg["reasoning_content"] = reasoning
-        else:  # events, off
+        case _:  # events, off
             new_msg["content"] = answer
-        new_choices.append({**choice, "message": new_msg})
-    return {**reply, "choices": new_choices}, "".join(all_reasoning)
+    return {**choice, "message": new_msg}

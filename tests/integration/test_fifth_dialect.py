@@ -16,6 +16,7 @@ from llamashim import jsonutil
 from llamashim.chat.call import ChatCall
 from llamashim.dialects.registry import ROUTES
 from llamashim.errors import ShimError
+from llamashim.modes import ThinkingMode
 from llamashim.stream.items import Item, StreamError
 from llamashim.testing.memory import MemoryShim, memory_shim
 from llamashim.web.dialect import Dialect
@@ -59,7 +60,7 @@ class EchoRoutes(DialectRoutes):
     async def echo(self, request: Request) -> bytes | None:
         body = read_json_object(request, 64)
         call = ChatCall(body={"model": "m", "messages": [{"role": "user", "content": body["say"]}]},
-                        encoder=echo_encoder, reply=echo_reply, reasoning_mode="default")
+                        encoder=echo_encoder, reply=echo_reply, reasoning_mode=ThinkingMode.DEFAULT)
         return await self.deps.flow.run(RequestTurn(request, self.deps.clock), call)
 
     @api_route(app, "/ping", route="echo_ping", methods=("GET",), upstream=False)

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
+from llamashim.dialects.anthropic.dialect import ANTHROPIC
 from llamashim.dialects.anthropic.events import PING, SIGNATURE, MessagesEncoder, message_object, new_message_id
 from llamashim.stream.items import Chunk, Done, Item, StreamError
 from llamashim.stream.pipeline import StreamPipeline
@@ -340,9 +341,9 @@ def test_late_fragment_reaches_the_message() -> None:
 
 
 def test_ping_and_frame_format() -> None:
-    """ping() is the documented heartbeat; every frame is ``event: <type>\\ndata: <compact json>\\n\\n``."""
-    enc, data = encode([chunk("a"), chunk(finish="stop"), Done()])
-    assert enc.ping() == b'event: ping\ndata: {"type":"ping"}\n\n'
+    """The dialect's heartbeat is the documented ping; every frame is ``event: <type>\\ndata: <compact json>\\n\\n``."""
+    _, data = encode([chunk("a"), chunk(finish="stop"), Done()])
+    assert ANTHROPIC.heartbeat() == b'event: ping\ndata: {"type":"ping"}\n\n'
     for frame in data.split(b"\n\n")[:-1]:
         event, payload = frame.split(b"\n")
         assert payload.startswith(b"data: {") and b'": ' not in payload

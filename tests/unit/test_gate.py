@@ -66,7 +66,8 @@ def test_dialect_key_header_and_query_parameter() -> None:
     assert KEYED.check(b"POST", path, h(host="localhost"), GoogleLike(), b"alt=sse&key=sk-alpha-1234") is None
     wrong = KEYED.check(b"POST", path, h(host="localhost"), GoogleLike(), b"key=sk-nope-0000")
     assert wrong is not None and wrong.status == 401
-    elsewhere = KEYED.check(b"POST", path, h(host="localhost", x_goog_api_key="sk-beta-5678"), Dialect(), b"key=sk-beta-5678")
+    headers = h(host="localhost", x_goog_api_key="sk-beta-5678")
+    elsewhere = KEYED.check(b"POST", path, headers, Dialect(), b"key=sk-beta-5678")
     assert elsewhere is not None and elsewhere.status == 401
 
 

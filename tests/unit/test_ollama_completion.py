@@ -14,7 +14,7 @@ import pytest
 from ollama._types import GenerateResponse, ShowResponse
 
 from llamashim.dialects.ollama import completion
-from llamashim.dialects.ollama import mapping as ollama
+from llamashim.dialects.ollama.metadata import show_body
 from llamashim.errors import BadRequest
 from llamashim.upstream.models import ModelIndex
 
@@ -62,10 +62,6 @@ REAL_INFILL_STREAM = (
 )
 
 
-def ident(name: str) -> str:
-    return name
-
-
 def lines(data: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.splitlines()]
 
@@ -82,10 +78,10 @@ def test_which_generate_bodies_go_native(body: dict[str, Any], native: bool) -> 
 
 def test_continues_fim_request_becomes_an_infill_request() -> None:
     """Continue's exact request maps to /infill: prefix, suffix, native sampling names; num_ctx is reported."""
-    native = completion.native_request(CONTINUE_FIM, lambda name: "/models/coder.gguf")
+    native = completion.native_request(CONTINUE_FIM)
     assert native.path == b"/infill" and native.infill and native.stream and native.model == "qwen2.5-coder:1.5b"
     assert native.body == {
-        "model": "/models/coder.gguf",
+        "model": "qwen2.5-coder:1.5b",  # as the client named it: the flow's model index resolves it
         "input_prefix": CONTINUE_FIM["prompt"],
         "input_suffix": CONTINUE_FIM["suffix"],
         "stream": True,
@@ -101,14 +97,13 @@ def test_raw_request_becomes_a_completion_request() -> None:
     native = completion.native_request(
         {"model": "m", "prompt": "<|fim_prefix|>a<|fim_suffix|>b<|fim_middle|>", "raw": True, "stream": False,
          "system": "ignored", "format": "json", "options": {"num_predict": -1, "num_keep": 4, "grammar": "g"}},
-        ident,
     )
     assert native.path == b"/completion" and not native.infill and not native.stream
     assert native.body == {"model": "m", "prompt": "<|fim_prefix|>a<|fim_suffix|>b<|fim_middle|>", "stream": False,
                            "json_schema": {}, "n_keep": 4, "grammar": "g"}
     assert native.unused == ["system"]
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
-    assert completion.native_request({"model": "m", "raw": True, "format": schema}, ident).body["json_schema"] == schema
+    assert completion.native_request({"model": "m", "raw": True, "format": schema}).body["json_schema"] == schema
 
 
 @pytest.mark.parametrize(
@@ -120,7 +115,7 @@ def test_raw_request_becomes_a_completion_request() -> None:
 def test_bad_native_requests_are_400(body: dict[str, Any]) -> None:
     """No model, a non-string prompt, images, a bad stream flag, format or options: a 400."""
     with pytest.raises(BadRequest):
-        completion.native_request(body, ident)
+        completion.native_request(body)
 
 
 def test_the_real_infill_stream_becomes_generate_lines() -> None:
@@ -222,9 +217,9 @@ def test_show_says_insert_for_a_model_that_fills_in_the_middle() -> None:
     index.set_upstream("u", {"data": [{"id": "/m/coder.gguf"}]}, None)
     model = index.models()[0]
     props = {"chat_template": "{{ messages }}", "chat_template_caps": {"supports_tools": True}}
-    shown = ollama.show_body(model, props, fim=True)
+    shown = show_body(model, props, fim=True)
     parsed = ShowResponse.model_validate(shown)
     assert parsed.capabilities == ["completion", "tools", "insert"]
     assert parsed.template is not None and ".Suffix" in parsed.template and parsed.template.startswith("{{ messages")
-    plain = ollama.show_body(model, props)
+    plain = show_body(model, props)
     assert ".Suffix" not in plain["template"] and "insert" not in plain["capabilities"]

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llamashim.config import load_config
 from llamashim.errors import BadRequest
+from llamashim.modes import ThinkingMode, ToolsMode
 from llamashim.stream.items import Chunk, Done, Item, Thinking
 from llamashim.stream.reasoning import (
     ReasoningRouter,
@@ -104,13 +106,12 @@ def test_inline_source(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_non_streamed(mode: str) -> None:
-    """Non-streamed replies (reasoning_content or inline <think>) yield the reasoning and are rewritten per mode."""
+    """Non-streamed replies (reasoning_content or inline <think>) are rewritten per mode."""
     for msg in ({"role": "assistant", "reasoning_content": "I think.", "content": "Answer."},
                 {"role": "assistant", "content": "<think>I think.</think>\n\nAnswer."}):
         reply = {"choices": [{"index": 0, "message": msg, "finish_reason": "stop"}]}
-        out, reasoning = apply_to_reply(reply, mode, STYLE)
+        out = apply_to_reply(reply, mode, STYLE)
         got = out["choices"][0]["message"]
-        assert reasoning == "I think."
         if mode in ("default", "both"):
             assert out is reply or got == msg
         elif mode == "show_reasoning":
@@ -199,3 +200,29 @@ def test_mode_for_request_and_ollama_mode() -> None:
     assert separate_mode("events", False) == "off"
     assert separate_mode("show_reasoning", None) == "show_reasoning"
     assert separate_mode("off", True) == "off"
+
+
+def test_modes_are_values() -> None:
+    """Modes (from a header, a dialect or the configuration) are enum members whose values are the wire names; an
+    unknown mode is refused."""
+    assert mode_for_request("default", b"content") is ThinkingMode.SHOW_REASONING
+    assert mode_for_request(ThinkingMode.EVENTS, None) is ThinkingMode.EVENTS
+    assert separate_mode(ThinkingMode.BOTH) is ThinkingMode.SEPARATE
+    assert ReasoningRouter("content", STYLE).mode is ThinkingMode.SHOW_REASONING
+    with pytest.raises(BadRequest):
+        mode_for_request("default", b"separate")  # internal: never named by a client
+    with pytest.raises(ValueError, match="unknown thinking mode 'loud'"):
+        ReasoningRouter("loud", STYLE)
+    configured = load_config({"thinking_mode": "Content", "tool_streaming": "native"}, {})
+    assert configured.thinking.mode is ThinkingMode.SHOW_REASONING and configured.tools.streaming is ToolsMode.NATIVE
+
+
+@pytest.mark.parametrize(("mode", "where"), [("show_reasoning", "content"), ("both", "content + event: thinking"),
+                                             ("off", "dropped"), ("separate", "reasoning_content")])
+def test_debug_hook_names_where_reasoning_went(mode: str, where: str) -> None:
+    """Each mode's debug line says where reasoning went; answer text always goes to content."""
+    seen: list[str] = []
+    router = ReasoningRouter(mode, STYLE, lambda said, text: seen.append(said))
+    for item in rc_stream(["a"], ["b"]):
+        router.feed(item)
+    assert seen == [f"reasoning -> {where}", "answer -> content"]

@@ -20,11 +20,13 @@ runs a non-streamed reply through the same encoder without writing events, so bo
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from llamashim import jsonutil
 from llamashim.dialects.anthropic.errors import stream_error_event
+from llamashim.dialects.anthropic.translate import BlockKind
 from llamashim.stream.deltas import DeltaEncoder, ToolCallDelta, UsageDelta, reply_deltas
 from llamashim.stream.items import StreamError
 from llamashim.stream.sse import encode_event
@@ -34,7 +36,6 @@ JSON = dict[str, Any]
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 SIGNATURE = "bGxhbWFzaGltOmxvY2FsLXJlYXNvbmluZw=="  # opaque to clients: base64 of "llamashim:local-reasoning"
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal"}
-_DELTA_TYPES = {"text": "text_delta", "thinking": "thinking_delta"}
 _MESSAGE_STOP = encode_event("message_stop", {"type": "message_stop"})
 
 
@@ -46,7 +47,7 @@ def new_message_id() -> str:
 class _Block:
     """One content block: its kind (``text``, ``thinking``, ``tool_use``) and the text fragments it got."""
 
-    kind: str
+    kind: BlockKind
     index: int
     parts: list[str] = field(default_factory=list)
     id: str = ""
@@ -86,7 +87,7 @@ class MessagesEncoder(DeltaEncoder):
     @property
     def message(self) -> JSON:
         """The message as streamed so far (its ``stop_reason`` is ``null`` until the stream ended cleanly)."""
-        content = [_block_object(b) for b in self._blocks]
+        content = [_SHAPES[b.kind].final(b, "".join(b.parts)) for b in self._blocks]
         return self._envelope(content, self.stop_reason() if self._finished else None, self._usage_object())
 
     def stop_reason(self) -> str:
@@ -98,10 +99,6 @@ class MessagesEncoder(DeltaEncoder):
         return STOP_REASONS.get(self._reason or "stop", "end_turn")
 
     # -- frames the flow asks for -----------------------------------------------------------------------------
-
-    def ping(self) -> bytes:
-        """The heartbeat frame (the SDKs skip it)."""
-        return PING
 
     def start(self) -> bytes:
         """``message_start`` now, unless it went out already (it goes out by itself before the first block)."""
@@ -118,17 +115,17 @@ class MessagesEncoder(DeltaEncoder):
     # -- deltas -----------------------------------------------------------------------------------------------
 
     def on_text(self, text: str) -> bytes:
-        return self._text("text", text)
+        return self._text(BlockKind.TEXT, text)
 
     def on_reasoning(self, text: str) -> bytes:
-        return self._text("thinking", text)
+        return self._text(BlockKind.THINKING, text)
 
     def on_tool_call(self, d: ToolCallDelta) -> bytes:
         block = self._tools.get(d.index)
         out = b""
         if block is None:
             call_id = d.id or f"toolu_{self.message_id.removeprefix('msg_')}_{d.index}"
-            block = _Block("tool_use", len(self._blocks), id=call_id, name=d.name or "")
+            block = _Block(BlockKind.TOOL_USE, len(self._blocks), id=call_id, name=d.name or "")
             self._tools[d.index] = block
             out = self._open_block(block)
         elif block is not self._open:
@@ -153,7 +150,7 @@ class MessagesEncoder(DeltaEncoder):
             return b""
         pending = "".join(block.parts[block.streamed:])
         block.streamed = len(block.parts)
-        return _delta(block.index, {"type": "input_json_delta", "partial_json": pending}) if pending else b""
+        return _delta(block.index, _SHAPES[block.kind].delta(pending)) if pending else b""
 
     def on_finish(self, reason: str) -> bytes:
         self._reason = reason
@@ -186,16 +183,16 @@ class MessagesEncoder(DeltaEncoder):
 
     # -- blocks -----------------------------------------------------------------------------------------------
 
-    def _text(self, kind: str, text: str) -> bytes:
+    def _text(self, kind: BlockKind, text: str) -> bytes:
         block = self._open
         out = b""
-        if block is None or block.kind != kind:
+        if block is None or block.kind is not kind:
             block = _Block(kind, len(self._blocks))
             out = self._open_block(block)
         block.parts.append(text)
         if not self.wire:
             return out
-        return out + _delta(block.index, {"type": _DELTA_TYPES[kind], kind: text})
+        return out + _delta(block.index, _SHAPES[kind].delta(text))
 
     def _open_block(self, block: _Block) -> bytes:
         out = self._close()
@@ -203,7 +200,7 @@ class MessagesEncoder(DeltaEncoder):
         self._open = block
         if not self.wire:
             return out
-        start = {"type": "content_block_start", "index": block.index, "content_block": _start_object(block)}
+        start = {"type": "content_block_start", "index": block.index, "content_block": _SHAPES[block.kind].start(block)}
         return out + encode_event("content_block_start", start)
 
     def _close(self) -> bytes:
@@ -215,10 +212,9 @@ class MessagesEncoder(DeltaEncoder):
         self._open = None
         if not self.wire:
             return out
-        if block.kind == "thinking":
-            out += _delta(block.index, {"type": "signature_delta", "signature": SIGNATURE})
-        elif block.kind == "tool_use" and not block.streamed:
-            out += _delta(block.index, {"type": "input_json_delta", "partial_json": "{}"})
+        last = _SHAPES[block.kind].last(block)
+        if last is not None:
+            out += _delta(block.index, last)
         return out + encode_event("content_block_stop", {"type": "content_block_stop", "index": block.index})
 
     def _envelope(self, content: list[JSON], stop_reason: str | None, usage: JSON) -> JSON:
@@ -248,21 +244,38 @@ def _delta(index: int, delta: JSON) -> bytes:
     return encode_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
 
 
-def _start_object(block: _Block) -> JSON:
-    if block.kind == "tool_use":
-        return {"type": "tool_use", "id": block.id, "name": block.name, "input": {}}
-    if block.kind == "thinking":
-        return {"type": "thinking", "thinking": "", "signature": ""}
-    return {"type": "text", "text": ""}
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """One block kind on the wire: its ``content_block_start`` object, the delta of a fragment of its text (a tool
+    call's text is its arguments), the delta that goes out before ``content_block_stop`` (if any), and the block in
+    the final message."""
+
+    start: Callable[[_Block], JSON]
+    delta: Callable[[str], JSON]
+    last: Callable[[_Block], JSON | None]
+    final: Callable[[_Block, str], JSON]
 
 
-def _block_object(block: _Block) -> JSON:
-    text = "".join(block.parts)
-    if block.kind == "tool_use":
-        return {"type": "tool_use", "id": block.id, "name": block.name, "input": _tool_input(text)}
-    if block.kind == "thinking":
-        return {"type": "thinking", "thinking": text, "signature": SIGNATURE}
-    return {"type": "text", "text": text}
+_SHAPES: dict[BlockKind, _Shape] = {
+    BlockKind.TEXT: _Shape(
+        start=lambda b: {"type": "text", "text": ""},
+        delta=lambda text: {"type": "text_delta", "text": text},
+        last=lambda b: None,
+        final=lambda b, text: {"type": "text", "text": text},
+    ),
+    BlockKind.THINKING: _Shape(
+        start=lambda b: {"type": "thinking", "thinking": "", "signature": ""},
+        delta=lambda text: {"type": "thinking_delta", "thinking": text},
+        last=lambda b: {"type": "signature_delta", "signature": SIGNATURE},
+        final=lambda b, text: {"type": "thinking", "thinking": text, "signature": SIGNATURE},
+    ),
+    BlockKind.TOOL_USE: _Shape(
+        start=lambda b: {"type": "tool_use", "id": b.id, "name": b.name, "input": {}},
+        delta=lambda text: {"type": "input_json_delta", "partial_json": text},
+        last=lambda b: None if b.streamed else {"type": "input_json_delta", "partial_json": "{}"},
+        final=lambda b, text: {"type": "tool_use", "id": b.id, "name": b.name, "input": _tool_input(text)},
+    ),
+}
 
 
 def _tool_input(arguments: str) -> JSON:

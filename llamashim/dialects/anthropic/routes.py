@@ -19,6 +19,7 @@ from llamashim.chat.deps import RouteDeps
 from llamashim.dialects.anthropic.dialect import ANTHROPIC
 from llamashim.dialects.anthropic.events import MessagesEncoder, message_object, new_message_id
 from llamashim.dialects.anthropic.translate import MessagesRequest, request_to_chat
+from llamashim.modes import ThinkingMode
 from llamashim.stream.reasoning import separate_mode
 from llamashim.web.respond import read_json_object, send_json
 from llamashim.web.routing import DialectRoutes, api_route
@@ -54,7 +55,7 @@ class AnthropicRoutes(DialectRoutes):
         message_id = new_message_id()
         model = translated.model
         thinking = translated.thinking
-        mode = "off" if thinking is not None and not thinking.enabled else separate_mode(
+        mode = ThinkingMode.OFF if thinking is not None and not thinking.enabled else separate_mode(
             self.deps.config.thinking.mode
         )
 

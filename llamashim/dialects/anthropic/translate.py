@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from llamashim import jsonutil
@@ -28,6 +29,17 @@ JSON = dict[str, Any]
 BILLING_HEADER = "x-anthropic-billing-header:"
 SAMPLING = ("temperature", "top_p", "top_k")
 TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+
+
+class BlockKind(StrEnum):
+    """The content block types llamashim reads (all six) and writes (text, thinking, tool_use)."""
+
+    TEXT = "text"
+    THINKING = "thinking"
+    REDACTED_THINKING = "redacted_thinking"
+    TOOL_USE = "tool_use"
+    IMAGE = "image"
+    TOOL_RESULT = "tool_result"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +107,7 @@ def _system(value: Any, strip: bool) -> tuple[str, bool]:
         return value, False
     if not isinstance(value, list):
         raise BadRequest("system must be a string or a list of text blocks")
-    texts = [_text(b) for b in value if _kind(b) == "text"]
+    texts = [_text(b) for b in value if _kind(b) == BlockKind.TEXT]
     if strip and texts and texts[0].startswith(BILLING_HEADER):
         return "\n\n".join(texts[1:]), True
     return "\n\n".join(texts), False
@@ -135,16 +147,18 @@ def _assistant(blocks: list[Any], i: int, dropped: Counter[str]) -> JSON:
     reasoning: list[str] = []
     calls: list[JSON] = []
     for j, block in enumerate(blocks):
-        kind = _kind(block)
-        if kind == "text":
-            texts.append(_text(block))
-        elif kind == "thinking":
-            if isinstance(block.get("thinking"), str) and block["thinking"]:
-                reasoning.append(block["thinking"])
-        elif kind == "tool_use":
-            calls.append(_tool_call(block, i, j))
-        elif kind != "redacted_thinking":  # opaque to anything but Anthropic's own models: nothing to log
-            dropped[kind] += 1
+        match _kind(block):
+            case BlockKind.TEXT:
+                texts.append(_text(block))
+            case BlockKind.THINKING:
+                if isinstance(block.get("thinking"), str) and block["thinking"]:
+                    reasoning.append(block["thinking"])
+            case BlockKind.TOOL_USE:
+                calls.append(_tool_call(block, i, j))
+            case BlockKind.REDACTED_THINKING:
+                pass  # opaque to anything but Anthropic's own models: nothing to log
+            case kind:
+                dropped[kind] += 1
     out: JSON = {"role": "assistant", "content": "\n\n".join(texts)}
     if calls:
         out["tool_calls"] = calls
@@ -158,17 +172,17 @@ def _user(blocks: list[Any], i: int, dropped: Counter[str]) -> list[JSON]:
     results: list[JSON] = []
     parts: list[JSON] = []
     for j, block in enumerate(blocks):
-        kind = _kind(block)
-        if kind == "text":
-            parts.append({"type": "text", "text": _text(block)})
-        elif kind == "image":
-            part = _image(block, dropped)
-            if part is not None:
-                parts.append(part)
-        elif kind == "tool_result":
-            results.append(_tool_result(block, i, j, dropped))
-        else:
-            dropped[kind] += 1
+        match _kind(block):
+            case BlockKind.TEXT:
+                parts.append({"type": "text", "text": _text(block)})
+            case BlockKind.IMAGE:
+                part = _image(block, dropped)
+                if part is not None:
+                    parts.append(part)
+            case BlockKind.TOOL_RESULT:
+                results.append(_tool_result(block, i, j, dropped))
+            case kind:
+                dropped[kind] += 1
     if parts or not results:
         results.append({"role": "user", "content": _content(parts)})
     return results
@@ -231,7 +245,7 @@ def _tool_result(block: JSON, i: int, j: int, dropped: Counter[str]) -> JSON:
         texts = []
         for part in content:
             kind = _kind(part)
-            if kind == "text":
+            if kind == BlockKind.TEXT:
                 texts.append(_text(part))
             else:
                 dropped[f"{kind} in tool_result"] += 1

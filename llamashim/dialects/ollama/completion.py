@@ -27,16 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamashim import jsonutil
-from llamashim.dialects.ollama.mapping import (
-    OPTION_MAP,
-    Resolve,
-    counts,
-    map_options,
-    now_iso,
-    ollama_format,
-    required_model,
-    wants_stream,
-)
+from llamashim.dialects.ollama.encoder import counts, now_iso
+from llamashim.dialects.ollama.request import OPTION_MAP, map_options, ollama_format, required_model, wants_stream
 from llamashim.errors import BadRequest, ShimError
 from llamashim.jsonutil import int_or, obj
 from llamashim.stream.deltas import UsageDelta
@@ -81,7 +73,7 @@ class NativeRequest:
         return self.path == INFILL
 
 
-def native_request(body: dict[str, Any], resolve: Resolve) -> NativeRequest:
+def native_request(body: dict[str, Any]) -> NativeRequest:
     """An ``/api/generate`` body with a ``suffix`` or ``raw: true`` → the ``/infill`` or ``/completion`` request."""
     model = required_model(body)
     prompt = body.get("prompt")
@@ -93,7 +85,7 @@ def native_request(body: dict[str, Any], resolve: Resolve) -> NativeRequest:
         raise BadRequest("images cannot be combined with raw or suffix (llama-server's /completion and /infill "
                          "take text only); send them without raw and suffix")
     stream = wants_stream(body)
-    out: dict[str, Any] = {"model": resolve(model)}
+    out: dict[str, Any] = {"model": model}
     suffix = body.get("suffix")
     if isinstance(suffix, str) and suffix:
         path = INFILL

@@ -1,4 +1,5 @@
-"""The Ollama API routes (``/api/*``): the I/O around :mod:`llamashim.dialects.ollama.mapping`'s pure mapping.
+"""The Ollama API routes (``/api/*``): the I/O around the dialect's pure modules
+(:mod:`.request`, :mod:`.encoder`, :mod:`.metadata`, :mod:`.embeddings`).
 
 ``/api/chat`` and ``/api/generate`` run through the shared :class:`llamashim.chat.flow.ChatFlow` — tool conformance,
 stream synthesis and reasoning routing included — with the Ollama NDJSON encoder at the end. ``/api/generate`` with a
@@ -23,8 +24,11 @@ from llamashim.chat.call import ChatCall, CompletionCall
 from llamashim.chat.deps import RouteDeps
 from llamashim.chat.flow import with_model
 from llamashim.dialects.ollama import completion
-from llamashim.dialects.ollama import mapping as ollama
 from llamashim.dialects.ollama.dialect import OLLAMA
+from llamashim.dialects.ollama.embeddings import embed_body, embed_request
+from llamashim.dialects.ollama.encoder import OllamaChatEncoder, chat_reply_to_ollama, load_reply
+from llamashim.dialects.ollama.metadata import context_length, ps_body, show_body, tags_body, version_body
+from llamashim.dialects.ollama.request import chat_request_to_openai, generate_request_to_openai
 from llamashim.dialects.openai_chat.routes import chat_call
 from llamashim.errors import ShimError
 from llamashim.jsonutil import obj
@@ -57,18 +61,18 @@ class OllamaRoutes(DialectRoutes):
 
     @api_route(app, "/version", route="ollama_version", methods=READ, upstream=False)
     async def version(self, request: Request) -> bytes:
-        return send_json(request, ollama.version_body(self.config.ollama.version))
+        return send_json(request, version_body(self.config.ollama.version))
 
     @api_route(app, "/tags", route="ollama_tags", methods=READ)
     async def tags(self, request: Request) -> bytes:
         """Every model of every upstream, under its one friendly name (``name`` and ``model`` alike)."""
         upstreams = await self._index()
-        return send_json(request, ollama.tags_body(upstreams.index.models(), self._props_of))
+        return send_json(request, tags_body(upstreams.index.models(), self._props_of))
 
     @api_route(app, "/ps", route="ollama_ps", methods=READ)
     async def ps(self, request: Request) -> bytes:
         upstreams = await self._index()
-        return send_json(request, ollama.ps_body(upstreams.index.models(), self._props_of))
+        return send_json(request, ps_body(upstreams.index.models(), self._props_of))
 
     @api_route(app, "/show", route="ollama_show")
     async def show(self, request: Request) -> bytes:
@@ -79,7 +83,7 @@ class OllamaRoutes(DialectRoutes):
         upstreams = await self._index()
         model = upstreams.resolve(requested).model  # as a chat would: friendly name, id, :latest, alias; else 404
         fim = await self._fills_in_the_middle(request, model.name)
-        return send_json(request, ollama.show_body(model, self._props_of(model), fim))
+        return send_json(request, show_body(model, self._props_of(model), fim))
 
     # -- chat, generate, embeddings ------------------------------------------------------------------------------
 
@@ -126,7 +130,7 @@ class OllamaRoutes(DialectRoutes):
         found = self.deps.upstreams.index.find(model)
         if found is None:
             return
-        real = ollama.context_length(found.first().entry, self._props_of(found))
+        real = context_length(found.first().entry, self._props_of(found))
         if asked > real:
             self._told_num_ctx.add(model)
             self.log.info("{model}: options.num_ctx {asked} asked, but the upstream's per-slot context is {real} "
@@ -159,7 +163,7 @@ class OllamaRoutes(DialectRoutes):
                               upstream=member.name, message=e.message)
 
     async def _chat(self, request: Request, body: dict[str, Any], generate: bool) -> bytes | None:
-        mapper = ollama.generate_request_to_openai if generate else ollama.chat_request_to_openai
+        mapper = generate_request_to_openai if generate else chat_request_to_openai
         chat_body, ignored = mapper(body)
         ignored = [name for name in ignored if name != "num_ctx"]
         if ignored:
@@ -174,15 +178,15 @@ class OllamaRoutes(DialectRoutes):
             await self._reachable(turn, model_name)
             await self._keep_alive(model_name, body)
             done = "unload" if body.get("keep_alive") in UNLOAD else "load"
-            return send_json(request, ollama.load_reply(model_name, self.deps.clock.seconds(), generate, done))
+            return send_json(request, load_reply(model_name, self.deps.clock.seconds(), generate, done))
         clock = self.deps.clock
 
         def reply(answer: dict[str, Any]) -> dict[str, Any]:
-            return ollama.chat_reply_to_ollama(answer, model_name, clock.seconds(), generate)
+            return chat_reply_to_ollama(answer, model_name, clock.seconds(), generate)
 
         call = ChatCall(
             body=chat_body,
-            encoder=ollama.OllamaChatEncoder(model_name, clock.seconds, generate),
+            encoder=OllamaChatEncoder(model_name, clock.seconds, generate),
             reply=reply,
             reasoning_mode=separate_mode(self.config.thinking.mode, body.get("think")),
         )
@@ -202,7 +206,7 @@ class OllamaRoutes(DialectRoutes):
     async def _native(self, request: Request, body: dict[str, Any]) -> bytes | None:
         """``/api/generate`` with ``suffix`` or ``raw``: llama-server's ``/infill`` or ``/completion`` on the upstream
         serving the model (chosen like a chat's), streamed as Ollama NDJSON through the flow's relay, or one reply."""
-        native = completion.native_request(body, lambda name: name)  # the model index resolves the name
+        native = completion.native_request(body)
         if native.ignored:
             self.log.debug("ignored Ollama options with no llama-server equivalent: {names}",
                            names=", ".join(native.ignored))
@@ -262,7 +266,7 @@ class OllamaRoutes(DialectRoutes):
 
     async def _embed(self, request: Request, legacy: bool) -> bytes:
         body = read_json_object(request, self.config.limits.max_json_depth)
-        req = ollama.embed_request(body, legacy)
+        req = embed_request(body, legacy)
 
         async def embed(pick: Pick) -> Any:
             upstream = pick.member.client
@@ -273,7 +277,7 @@ class OllamaRoutes(DialectRoutes):
             return await json_reply(response, self.deps.clock, upstream.idle_timeout, "/v1/embeddings")
 
         reply = await self.deps.flow.with_upstream(RequestTurn(request, self.deps.clock), req["model"], None, embed)
-        return send_json(request, ollama.embed_body(reply, body["model"], legacy))
+        return send_json(request, embed_body(reply, body["model"], legacy))
 
 
 def _usage(reply: dict[str, Any]) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from llamashim.chat.call import ChatCall
 from llamashim.chat.deps import RouteDeps
 from llamashim.chat.flow import with_model
 from llamashim.dialects.openai_chat.dialect import OPENAI, encode_openai_items
+from llamashim.jsonutil import obj
 from llamashim.stream.reasoning import mode_for_request
 from llamashim.upstream.set import Pick
 from llamashim.web.passthrough import relay_json_request
@@ -28,7 +29,7 @@ def _as_is(reply: dict[str, Any]) -> dict[str, Any]:
 def chat_call(deps: RouteDeps, request: Request, body: dict[str, Any]) -> ChatCall:
     """An OpenAI chat request as the shared flow's call (the body already is the internal form)."""
     mode = mode_for_request(deps.config.thinking.mode, request.getHeader(THINKING_HEADER))
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    include_usage = bool(obj(body.get("stream_options")).get("include_usage"))
     return ChatCall(body=body, encoder=encode_openai_items, reply=_as_is, reasoning_mode=mode,
                     include_usage=include_usage, stream_content_type=OPENAI.stream_content_type)
 

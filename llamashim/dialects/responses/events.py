@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from llamashim import jsonutil
@@ -27,16 +29,14 @@ from llamashim.jsonutil import obj
 from llamashim.stream.deltas import Delta, DeltaEncoder, ToolCallDelta, UsageDelta, reply_deltas
 from llamashim.stream.items import Item, StreamError
 
-from .translate import CUSTOM, FUNCTION, LOCAL_SHELL, ResponsesRequest, ToolKind, encrypt_reasoning
+from .translate import ItemType, ResponsesRequest, ToolKind, ToolType, encrypt_reasoning
 
 JSON = dict[str, Any]
 IdFactory = Callable[[str], str]
 """A prefix (``msg``, ``rs``, ``fc``, ``ctc``, ``lsh``, ``call``) → a new id (``msg_…``)."""
 
-MESSAGE, REASONING = "message", "reasoning"
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 _CONTEXT_ERRORS = ("exceed_context_size_error", "context_length_exceeded")
-_PREFIXES: dict[str, bytes] = {}
 
 
 def new_id(prefix: str) -> str:
@@ -44,11 +44,9 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
+@cache  # one per event type: a small, fixed set
 def _prefix(kind: str) -> bytes:
-    head = _PREFIXES.get(kind)
-    if head is None:
-        head = _PREFIXES[kind] = b"event: " + kind.encode("ascii") + b"\ndata: "
-    return head
+    return b"event: " + kind.encode("ascii") + b"\ndata: "
 
 
 def _loads(text: str) -> Any:
@@ -98,12 +96,13 @@ def response_error_code(type_: str | None, code: int | str | None) -> str:
 
 
 class _Item:
-    """One output item: its kind, position, the object the response shows and the text it accumulates."""
+    """One output item: its kind (its ``type``), position, the object the response shows and the text it
+    accumulates."""
 
     __slots__ = ("data", "id", "index", "kind", "parts", "status")
 
-    def __init__(self, kind: str, index: int, data: JSON) -> None:
-        self.kind = kind
+    def __init__(self, index: int, data: JSON) -> None:
+        self.kind = ItemType(data["type"])
         self.index = index
         self.data = data
         self.id: str = data["id"]
@@ -186,18 +185,13 @@ class ResponsesEncoder(DeltaEncoder):
 
     # -- opening and closing items
 
-    def _open(self, kind: str, data: JSON) -> tuple[_Item, bytes]:
+    def _open(self, data: JSON) -> tuple[_Item, bytes]:
         head = self._close_current("completed")
-        item = _Item(kind, len(self._items), data)
+        item = _Item(len(self._items), data)
         self._items.append(item)
         self._current = item
         added = self._event({"type": "response.output_item.added", "output_index": item.index, "item": data})
         return item, head + added
-
-    def _content_part(self, item: _Item, event: str, part: JSON) -> bytes:
-        return self._event(
-            {"type": event, "item_id": item.id, "output_index": item.index, "content_index": 0, "part": part}
-        )
 
     def _close_current(self, status: str) -> bytes:
         item = self._current
@@ -206,62 +200,25 @@ class ResponsesEncoder(DeltaEncoder):
         self._current = None
         item.status = status
         item.data = self._final(item)
-        return self._done_events(item) + self._event(
-            {"type": "response.output_item.done", "output_index": item.index, "item": item.data}
-        )
+        events = [*_RULES[item.kind].done(item), {"type": "response.output_item.done", "output_index": item.index,
+                                                   "item": item.data}]
+        return b"".join(self._event(e) for e in events)
 
     def _final(self, item: _Item) -> JSON:
         """The item as the finished response shows it."""
-        text = "".join(item.parts)
-        data = item.data
-        if item.kind == MESSAGE:
-            return {**data, "status": item.status, "content": [_output_text(text)]}
-        if item.kind == REASONING:
-            done = {**data, "content": [{"type": "reasoning_text", "text": text}]}
-            if self._encrypt:
-                done["encrypted_content"] = encrypt_reasoning(text)
-            return done
-        if item.kind == CUSTOM:
-            return {**data, "input": custom_input(text)}
-        if item.kind == LOCAL_SHELL:
-            return {**data, "status": item.status, "action": shell_action(text)}
-        return {**data, "status": item.status, "arguments": text}
-
-    def _done_events(self, item: _Item) -> bytes:
-        where = {"item_id": item.id, "output_index": item.index}
-        data = item.data
-        if item.kind == MESSAGE:
-            part = data["content"][0]
-            return self._event(
-                {"type": "response.output_text.done", **where, "content_index": 0, "text": part["text"],
-                 "logprobs": []}
-            ) + self._content_part(item, "response.content_part.done", part)
-        if item.kind == REASONING:
-            part = data["content"][0]
-            return self._event(
-                {"type": "response.reasoning_text.done", **where, "content_index": 0, "text": part["text"]}
-            ) + self._content_part(item, "response.content_part.done", part)
-        if item.kind == CUSTOM:
-            text = data["input"]
-            delta = self._event({"type": "response.custom_tool_call_input.delta", **where, "delta": text})
-            return (delta if text else b"") + self._event(
-                {"type": "response.custom_tool_call_input.done", **where, "input": text}
-            )
-        if item.kind == FUNCTION:
-            arguments = data["arguments"]
-            return self._event({"type": "response.function_call_arguments.done", **where, "arguments": arguments})
-        return b""
+        return _RULES[item.kind].final(item, "".join(item.parts), self._encrypt)
 
     # -- deltas
 
     def on_text(self, text: str) -> bytes:
         item = self._current
         head = b""
-        if item is None or item.kind != MESSAGE:
-            item, head = self._open(MESSAGE, {
-                "id": self._ids("msg"), "type": "message", "status": "in_progress", "content": [], "role": "assistant"
+        if item is None or item.kind is not ItemType.MESSAGE:
+            item, head = self._open({
+                "id": self._ids("msg"), "type": ItemType.MESSAGE, "status": "in_progress", "content": [],
+                "role": "assistant",
             })
-            head += self._content_part(item, "response.content_part.added", _output_text(""))
+            head += self._event(_part_event("response.content_part.added", item, _output_text("")))
         item.parts.append(text)
         return head + self._event({
             "type": "response.output_text.delta", "item_id": item.id, "output_index": item.index,
@@ -271,9 +228,9 @@ class ResponsesEncoder(DeltaEncoder):
     def on_reasoning(self, text: str) -> bytes:
         item = self._current
         head = b""
-        if item is None or item.kind != REASONING:
-            item, head = self._open(REASONING, {"id": self._ids("rs"), "type": "reasoning", "summary": []})
-            head += self._content_part(item, "response.content_part.added", {"type": "reasoning_text", "text": ""})
+        if item is None or item.kind is not ItemType.REASONING:
+            item, head = self._open({"id": self._ids("rs"), "type": ItemType.REASONING, "summary": []})
+            head += self._event(_part_event("response.content_part.added", item, _reasoning_text("")))
         item.parts.append(text)
         return head + self._event({
             "type": "response.reasoning_text.delta", "item_id": item.id, "output_index": item.index,
@@ -295,7 +252,7 @@ class ResponsesEncoder(DeltaEncoder):
         if not d.arguments:
             return head
         item.parts.append(d.arguments)
-        if item.kind != FUNCTION:
+        if item.kind is not ItemType.FUNCTION_CALL:
             return head
         return head + self._event({
             "type": "response.function_call_arguments.delta", "item_id": item.id, "output_index": item.index,
@@ -304,21 +261,22 @@ class ResponsesEncoder(DeltaEncoder):
 
     def _open_call(self, d: ToolCallDelta) -> tuple[_Item, bytes]:
         name = d.name or ""
-        tool = self._kinds.get(name) or ToolKind(FUNCTION, name)
+        tool = self._kinds.get(name) or ToolKind(ToolType.FUNCTION, name)
         call_id = d.id or self._ids("call")
         data: JSON
-        if tool.kind == CUSTOM:
-            data = {"id": self._ids("ctc"), "type": "custom_tool_call", "call_id": call_id, "name": tool.name,
-                    "input": ""}
-        elif tool.kind == LOCAL_SHELL:
-            data = {"id": self._ids("lsh"), "type": "local_shell_call", "call_id": call_id, "status": "in_progress",
-                    "action": {"type": "exec", "command": [], "env": {}}}
-        else:
-            data = {"id": self._ids("fc"), "type": "function_call", "status": "in_progress", "arguments": "",
-                    "call_id": call_id, "name": tool.name}
-            if tool.namespace:
-                data["namespace"] = tool.namespace
-        item, head = self._open(tool.kind, data)
+        match tool.kind:
+            case ToolType.CUSTOM:
+                data = {"id": self._ids("ctc"), "type": ItemType.CUSTOM_TOOL_CALL, "call_id": call_id,
+                        "name": tool.name, "input": ""}
+            case ToolType.LOCAL_SHELL:
+                data = {"id": self._ids("lsh"), "type": ItemType.LOCAL_SHELL_CALL, "call_id": call_id,
+                        "status": "in_progress", "action": {"type": "exec", "command": [], "env": {}}}
+            case ToolType.FUNCTION:
+                data = {"id": self._ids("fc"), "type": ItemType.FUNCTION_CALL, "status": "in_progress",
+                        "arguments": "", "call_id": call_id, "name": tool.name}
+                if tool.namespace:
+                    data["namespace"] = tool.namespace
+        item, head = self._open(data)
         self._calls[d.index] = item
         return item, head
 
@@ -352,6 +310,70 @@ class ResponsesEncoder(DeltaEncoder):
 
 def _output_text(text: str) -> JSON:
     return {"type": "output_text", "text": text, "annotations": []}
+
+
+def _reasoning_text(text: str) -> JSON:
+    return {"type": "reasoning_text", "text": text}
+
+
+def _part_event(event: str, item: _Item, part: JSON) -> JSON:
+    return {"type": event, "item_id": item.id, "output_index": item.index, "content_index": 0, "part": part}
+
+
+# -- each item kind: its finished object, and the events that close it before ``response.output_item.done`` ------
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    final: Callable[[_Item, str, bool], JSON]  # (item, its whole text, encrypt reasoning) → the finished object
+    done: Callable[[_Item], list[JSON]]  # the finished item → its closing events (without sequence numbers)
+
+
+def _message_final(item: _Item, text: str, encrypt: bool) -> JSON:
+    return {**item.data, "status": item.status, "content": [_output_text(text)]}
+
+
+def _message_done(item: _Item) -> list[JSON]:
+    part = item.data["content"][0]
+    return [{"type": "response.output_text.done", "item_id": item.id, "output_index": item.index, "content_index": 0,
+             "text": part["text"], "logprobs": []}, _part_event("response.content_part.done", item, part)]
+
+
+def _reasoning_final(item: _Item, text: str, encrypt: bool) -> JSON:
+    done = {**item.data, "content": [_reasoning_text(text)]}
+    if encrypt:
+        done["encrypted_content"] = encrypt_reasoning(text)
+    return done
+
+
+def _reasoning_done(item: _Item) -> list[JSON]:
+    part = item.data["content"][0]
+    return [{"type": "response.reasoning_text.done", "item_id": item.id, "output_index": item.index,
+             "content_index": 0, "text": part["text"]}, _part_event("response.content_part.done", item, part)]
+
+
+def _function_done(item: _Item) -> list[JSON]:
+    return [{"type": "response.function_call_arguments.done", "item_id": item.id, "output_index": item.index,
+             "arguments": item.data["arguments"]}]
+
+
+def _custom_done(item: _Item) -> list[JSON]:
+    where, text = {"item_id": item.id, "output_index": item.index}, item.data["input"]
+    delta = [{"type": "response.custom_tool_call_input.delta", **where, "delta": text}] if text else []
+    return [*delta, {"type": "response.custom_tool_call_input.done", **where, "input": text}]
+
+
+_RULES: dict[ItemType, _Rules] = {
+    ItemType.MESSAGE: _Rules(_message_final, _message_done),
+    ItemType.REASONING: _Rules(_reasoning_final, _reasoning_done),
+    ItemType.FUNCTION_CALL: _Rules(
+        lambda item, text, _: {**item.data, "status": item.status, "arguments": text}, _function_done
+    ),
+    ItemType.CUSTOM_TOOL_CALL: _Rules(lambda item, text, _: {**item.data, "input": custom_input(text)}, _custom_done),
+    ItemType.LOCAL_SHELL_CALL: _Rules(
+        lambda item, text, _: {**item.data, "status": item.status, "action": shell_action(text)}, lambda item: []
+    ),
+}
 
 
 def response_object(

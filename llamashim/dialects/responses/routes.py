@@ -11,12 +11,14 @@ still in flight from memory, so a follow-up ``previous_response_id`` never races
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from klein import Klein
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from llamashim.chat.call import ChatCall
@@ -52,6 +54,25 @@ def input_items(value: Any) -> list[JSON]:
                 item = {"id": prefix + uuid.uuid4().hex, **item}
             out.append(item)
     return out
+
+
+@dataclass
+class _Answer:
+    """The response one ``create`` builds: by the stream's encoder, or from the non-streamed reply."""
+
+    translated: ResponsesRequest
+    encoder: ResponsesEncoder
+    replied: JSON | None = None
+
+    def reply(self, answer: JSON) -> JSON:
+        enc = self.encoder
+        self.replied = response_object(self.translated, answer, enc.response_id, enc.created_at)
+        return self.replied
+
+    @property
+    def final(self) -> JSON | None:
+        """The finished response (``None`` until the answer ended)."""
+        return self.replied if self.replied is not None else self.encoder.response
 
 
 def not_found(response_id: str) -> ShimError:
@@ -98,35 +119,25 @@ class ResponsesRoutes(DialectRoutes):
     async def create(self, request: Request) -> bytes | None:
         body = read_json_object(request, self.deps.config.limits.max_json_depth)
         translated, history = await self._translate(request, body)
-        response_id = new_response_id()
-        created = int(self.deps.clock.seconds())
-        encoder = ResponsesEncoder(translated, response_id, created)
-        answered: list[JSON] = []
-
-        def reply(answer: JSON) -> JSON:
-            answered.append(response_object(translated, answer, response_id, created))
-            return answered[0]
-
-        async def keep() -> None:
-            final = answered[0] if answered else encoder.response
-            if final is None or self.store is None or not translated.store:
-                return
-            try:
-                await self.store.put(
-                    context_of(request).owner,
-                    final,
-                    input_items(body.get("input")),
-                    conversation([*history, *translated.input_messages], final),
-                )
-            except Exception:  # the answer is never lost for a failed write; the log says so (without bodies)
-                self.log.failure("responses store: could not keep {id}", id=response_id)
-
-        def on_complete() -> Deferred[None]:
-            return Deferred.fromCoroutine(keep())
-
-        call = ChatCall(body=translated.chat_body, encoder=encoder, reply=reply,
-                        reasoning_mode=separate_mode(self.deps.config.thinking.mode), on_complete=on_complete)
+        answer = _Answer(translated, ResponsesEncoder(translated, new_response_id(), int(self.deps.clock.seconds())))
+        owner = context_of(request).owner
+        call = ChatCall(body=translated.chat_body, encoder=answer.encoder, reply=answer.reply,
+                        reasoning_mode=separate_mode(self.deps.config.thinking.mode),
+                        on_complete=lambda: self._keep(owner, body, history, answer))
         return await self.deps.flow.run(RequestTurn(request, self.deps.clock), call)
+
+    def _keep(self, owner: str, body: JSON, history: list[JSON], answer: _Answer) -> Deferred[None] | None:
+        """Store the finished response when it is to be kept. A failed write is logged (without bodies) and never
+        reaches the client: its answer stands."""
+        final = answer.final
+        if final is None or self.store is None or not answer.translated.store:
+            return None
+        turns = conversation([*history, *answer.translated.input_messages], final)
+        d = self.store.put(owner, final, input_items(body.get("input")), turns)
+        return d.addErrback(self._not_kept, final["id"])
+
+    def _not_kept(self, failure: Failure, response_id: str) -> None:
+        self.log.failure("responses store: could not keep {id}", failure, id=response_id)
 
     @api_route(app, "/input_tokens", route="responses_input_tokens")
     async def input_tokens(self, request: Request) -> bytes:

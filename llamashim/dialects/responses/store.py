@@ -23,8 +23,9 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from llamashim import jsonutil
 
@@ -59,6 +60,16 @@ class Stored:
     conversation: list[JSON]
 
 
+@dataclass(frozen=True)
+class _Write:
+    """A write on its way to the database: whose row it is, what it holds, and a Deferred that fires (with
+    ``None``, never failing) once the write is done, whether it succeeded or not."""
+
+    owner: str
+    stored: Stored
+    done: Deferred[None]
+
+
 def _connect(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
@@ -76,7 +87,7 @@ class ResponseStore(MultiService):
         self.pool: adbapi.ConnectionPool | None = None
         # Writes on their way to the database: a follow-up turn can arrive before the thread has run the INSERT
         # (the stream's last event has reached the client by then), so reads look here first.
-        self._pending: dict[str, tuple[str, Stored]] = {}
+        self._pending: dict[str, _Write] = {}
         pruner = TimerService(PRUNE_EVERY, self._prune_logged)
         pruner.clock = reactor
         pruner.setServiceParent(self)
@@ -87,10 +98,13 @@ class ResponseStore(MultiService):
             "sqlite3", self.path, check_same_thread=False, cp_min=1, cp_max=1, cp_openfun=_connect,
             cp_reactor=self.reactor,
         )
-        self.pool.runInteraction(lambda txn: txn.executescript(_SCHEMA))
+        self.pool.runInteraction(lambda txn: txn.executescript(_SCHEMA)).addErrback(self._schema_failed)
         self.log.info("responses store: {path} (kept {days:g} days, at most {n} responses)", path=self.path,
                       days=self.max_age / 86400, n=self.max_items)
         super().startService()  # the pruner runs once now, then hourly
+
+    def _schema_failed(self, failure: Failure) -> None:
+        self.log.failure("responses store: could not set up {path}", failure, path=self.path)
 
     def stopService(self) -> Deferred[None]:
         d: Deferred[None] = Deferred.fromCoroutine(self._stop())
@@ -115,24 +129,33 @@ class ResponseStore(MultiService):
 
         return self.pool.runInteraction(run)  # type: ignore[no-any-return]
 
-    async def put(self, owner: str, response: JSON, input_items: list[Any], conversation: list[JSON]) -> None:
+    def put(self, owner: str, response: JSON, input_items: list[Any], conversation: list[JSON]) -> Deferred[None]:
+        """Keep ``response`` for ``owner``; until the row is written, reads of it are answered from memory. The
+        Deferred fires once it is written, or fails with the write."""
         response_id = response["id"]
-        self._pending[response_id] = (owner, Stored(response, input_items, conversation))
-        try:
-            await self._op(
-                "INSERT OR REPLACE INTO responses (id, owner, created, response, input_items, conversation) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                response_id, owner, self.reactor.seconds(), jsonutil.dumps(response), jsonutil.dumps(input_items),
-                jsonutil.dumps(conversation),
-            )
-        finally:
-            self._pending.pop(response_id, None)
+        written = maybeDeferred(
+            self._op,
+            "INSERT OR REPLACE INTO responses (id, owner, created, response, input_items, conversation) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            response_id, owner, self.reactor.seconds(), jsonutil.dumps(response), jsonutil.dumps(input_items),
+            jsonutil.dumps(conversation),
+        )
+        write = _Write(owner, Stored(response, input_items, conversation), Deferred())
+        self._pending[response_id] = write
+
+        def landed(result: Any) -> Any:
+            if self._pending.get(response_id) is write:
+                del self._pending[response_id]
+            write.done.callback(None)
+            return result  # the write's own outcome, for the caller
+
+        return written.addBoth(landed).addCallback(lambda _: None)
 
     async def get(self, owner: str, response_id: str) -> Stored | None:
         """The stored response ``response_id`` of ``owner``, or ``None`` (unknown, expired or someone else's)."""
         pending = self._pending.get(response_id)
         if pending is not None:
-            return pending[1] if pending[0] == owner else None
+            return pending.stored if pending.owner == owner else None
         rows = await self._run(
             "SELECT response, input_items, conversation FROM responses WHERE id = ? AND owner = ? AND created >= ?",
             response_id, owner, self.reactor.seconds() - self.max_age,
@@ -144,14 +167,9 @@ class ResponseStore(MultiService):
 
     async def delete(self, owner: str, response_id: str) -> bool:
         pending = self._pending.get(response_id)
-        if pending is not None and pending[0] == owner:
-            await self._wait_written(response_id)
+        if pending is not None and pending.owner == owner:
+            await pending.done  # a DELETE right after the stream ended must find the row
         return await self._op("DELETE FROM responses WHERE id = ? AND owner = ?", response_id, owner) > 0
-
-    async def _wait_written(self, response_id: str) -> None:
-        """Wait for a pending write to land (a DELETE right after the stream ended must find the row)."""
-        while response_id in self._pending:
-            await self._run("SELECT 1")  # queued behind the write on the one connection
 
     async def prune(self) -> int:
         """Drop what is older than ``max_age`` and all but the newest ``max_items``; returns how many went."""

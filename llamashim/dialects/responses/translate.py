@@ -19,6 +19,7 @@ import base64
 import binascii
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from llamashim import jsonutil
@@ -28,7 +29,26 @@ from llamashim.jsonutil import arr, obj
 Log = Callable[..., None]
 JSON = dict[str, Any]
 
-FUNCTION, CUSTOM, LOCAL_SHELL = "function", "custom", "local_shell"
+
+
+class ToolType(StrEnum):
+    """The Responses tool types with a local equivalent (each becomes a chat function tool)."""
+
+    FUNCTION = "function"
+    CUSTOM = "custom"
+    LOCAL_SHELL = "local_shell"
+
+
+class ItemType(StrEnum):
+    """The Responses output item types: what llamashim writes, and reads back as the input of the next turn."""
+
+    MESSAGE = "message"
+    REASONING = "reasoning"
+    FUNCTION_CALL = "function_call"
+    CUSTOM_TOOL_CALL = "custom_tool_call"
+    LOCAL_SHELL_CALL = "local_shell_call"
+
+
 ENCRYPTED_INCLUDE = "reasoning.encrypted_content"
 _BLOB_PREFIX = b"llamashim.v1:"
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -46,6 +66,7 @@ CUSTOM_PARAMETERS: JSON = {
     "required": ["input"],
     "additionalProperties": False,
 }
+LOCAL_SHELL_NAME = "local_shell"  # the chat function a local_shell tool becomes
 LOCAL_SHELL_FUNCTION: JSON = {
     "description": "Run a command on the user's machine and return its output.",
     "parameters": {
@@ -90,7 +111,7 @@ class ToolKind:
     """What a chat function stands for: a Responses ``function`` (maybe in a ``namespace``), ``custom`` or
     ``local_shell`` tool, under the client's name for it."""
 
-    kind: str
+    kind: ToolType
     name: str
     namespace: str | None = None
 
@@ -129,24 +150,25 @@ def _add_tool(out: ToolMap, tool: JSON, namespace: str | None, where: str) -> No
             if isinstance(sub, dict):
                 _add_tool(out, sub, name, f"{where}.tools[{j}]")
         return
-    if kind in (FUNCTION, CUSTOM) and not (isinstance(name, str) and name):
+    if kind in (ToolType.FUNCTION, ToolType.CUSTOM) and not (isinstance(name, str) and name):
         raise BadRequest(f"{where}.name is missing")
-    if kind == FUNCTION:
-        fn = _function(tool)
-    elif kind == CUSTOM:
-        fn = _custom_function(tool)
-    elif kind == LOCAL_SHELL:
-        name, fn = LOCAL_SHELL, dict(LOCAL_SHELL_FUNCTION)
-    else:
-        label = name if isinstance(name, str) else tool.get("server_label")
-        out.dropped.append(f"{kind}:{label}" if isinstance(label, str) else str(kind))
-        return
+    match kind:
+        case ToolType.FUNCTION:
+            fn = _function(tool)
+        case ToolType.CUSTOM:
+            fn = _custom_function(tool)
+        case ToolType.LOCAL_SHELL:
+            name, fn = LOCAL_SHELL_NAME, dict(LOCAL_SHELL_FUNCTION)
+        case _:
+            label = name if isinstance(name, str) else tool.get("server_label")
+            out.dropped.append(f"{kind}:{label}" if isinstance(label, str) else str(kind))
+            return
     assert isinstance(name, str)
     chat = _unique_name(out, name, namespace)
     if chat is None:
         out.dropped.append(f"{kind}:{name} (duplicate name)")
         return
-    out.kinds[chat] = ToolKind(str(kind), name, namespace)
+    out.kinds[chat] = ToolKind(ToolType(kind), name, namespace)
     out.names[(namespace, name)] = chat
     out.chat_tools.append({"type": "function", "function": {"name": chat, **fn}})
 
@@ -193,8 +215,8 @@ def _tool_choice(choice: Any, tools: ToolMap, log: Log) -> Any:
     kind = choice.get("type")
     if kind == "allowed_tools":
         return "required" if choice.get("mode") == "required" else "auto"
-    name = LOCAL_SHELL if kind == LOCAL_SHELL else choice.get("name")
-    if kind in (FUNCTION, CUSTOM, LOCAL_SHELL) and isinstance(name, str):
+    name = LOCAL_SHELL_NAME if kind == ToolType.LOCAL_SHELL else choice.get("name")
+    if kind in tuple(ToolType) and isinstance(name, str):
         namespace = choice.get("namespace") if isinstance(choice.get("namespace"), str) else None
         chat = tools.chat_name(name, namespace)
         if chat in tools.kinds:
@@ -222,7 +244,7 @@ class _Builder:
         if kind is None:
             if "role" not in item:
                 raise BadRequest(f"input[{i}] has neither a type nor a role")
-            kind = "message"
+            kind = ItemType.MESSAGE
         handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             self.log("responses: input[{index}] of type {type} has no chat equivalent; skipped", index=i, type=kind)
@@ -327,7 +349,7 @@ class _Builder:
         self._call(_call_id(item, i), self.tools.chat_name(name), args)
 
     def local_shell_call(self, item: JSON, i: int) -> None:
-        self._call(_call_id(item, i), self.tools.chat_name(LOCAL_SHELL), shell_arguments(obj(item.get("action"))))
+        self._call(_call_id(item, i), self.tools.chat_name(LOCAL_SHELL_NAME), shell_arguments(obj(item.get("action"))))
 
     def call_output(self, item: JSON, i: int) -> None:
         content = self._output_text(item.get("output"), i)
@@ -366,14 +388,14 @@ class _Builder:
 
 
 _HANDLERS: dict[str, Callable[[_Builder, JSON, int], None]] = {
-    "message": _Builder.message,
-    "function_call": _Builder.function_call,
-    "custom_tool_call": _Builder.custom_tool_call,
-    "local_shell_call": _Builder.local_shell_call,
+    ItemType.MESSAGE: _Builder.message,
+    ItemType.FUNCTION_CALL: _Builder.function_call,
+    ItemType.CUSTOM_TOOL_CALL: _Builder.custom_tool_call,
+    ItemType.LOCAL_SHELL_CALL: _Builder.local_shell_call,
     "function_call_output": _Builder.call_output,
     "custom_tool_call_output": _Builder.call_output,
     "local_shell_call_output": _Builder.call_output,
-    "reasoning": _Builder.reasoning_item,
+    ItemType.REASONING: _Builder.reasoning_item,
     "item_reference": _Builder.item_reference,
 }
 
