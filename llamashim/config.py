@@ -482,56 +482,94 @@ def _flatten_file(data: Any, source: str) -> dict[tuple[str, str], tuple[Any, st
     return out
 
 
+# -- the command line and the environment: every flag and variable declared once ----------------------------------
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One outside name of a setting: a command-line flag (``--name``), an environment variable, or both.
+
+    ``tap.Options`` is built from :data:`FLAGS` (name, short name, help) and so are the command-line and environment
+    layers of :func:`load_config`, whose ``cli`` mapping holds each flag under :attr:`key`."""
+
+    name: str  # the flag without ``--``; "": an environment variable only
+    target: tuple[str, str] | None  # the (section, key) it sets, section "" at the top level; None: read elsewhere
+    help: str = ""  # "{env}" stands for the environment variable's name
+    env: str | None = None
+    short: str | None = None
+    switch: bool = False  # takes no value
+    repeated: bool = False  # may be given more than once; its values are a list
+    # The key's value from the flag's (given, not empty) and the whole command line's; None: the flag's value.
+    value: Callable[[Any, Mapping[str, Any]], Any] | None = None
+
+    @property
+    def key(self) -> str:
+        """The flag's key in :func:`load_config`'s ``cli`` mapping: ``spawn-model`` → ``spawn_model``."""
+        return self.name.replace("-", "_")
+
+    @property
+    def text(self) -> str:
+        """The help, as ``--help`` shows it."""
+        return self.help.format(env=self.env)
+
+
+CONFIG_FLAG = Flag("config", None, "YAML configuration file (env {env}).", env="LLAMASHIM_CONFIG", short="c")
+SPAWN_ARGS_FLAG = Flag("spawn-args", None, "Extra llama-server arguments for --spawn-model, one string.")
+
+# In --help the flags come sorted; two flags for one key cannot be given together (--ca-file, --insecure).
+FLAGS: tuple[Flag, ...] = (
+    CONFIG_FLAG,
+    Flag("listen", ("", "listen"), f"Listen on this Twisted endpoint (repeatable; default {DEFAULT_LISTEN}).",
+         short="l", repeated=True),
+    Flag("upstream", ("upstream", "url"), f"Base URL of llama-server (env {{env}}; default {DEFAULT_UPSTREAM}).",
+         env="UPSTREAM", short="u"),
+    Flag("ca-file", ("upstream", "verify"),
+         "Trust this CA bundle (PEM) for an https upstream (upstream.verify: PATH)."),
+    Flag("insecure", ("upstream", "verify"),
+         "Do not verify the upstream's TLS certificate (upstream.verify: false). Logged loudly.",
+         short="k", switch=True, value=lambda _on, _cli: False),
+    Flag("thinking-mode", ("thinking", "mode"), f"Reasoning routing: {', '.join(THINKING_MODES)} (env {{env}}).",
+         env="THINKING_MODE"),
+    Flag("", ("thinking", "debug"), env="THINKING_DEBUG"),
+    Flag("tool-streaming", ("tools", "streaming"), f"Tool-call streaming: {', '.join(TOOL_MODES)} (env {{env}}).",
+         env="TOOL_STREAMING"),
+    Flag("verbose", ("log", "verbose"), "Log request and response bodies (env {env}=1).", env="VERBOSE",
+         short="v", switch=True),
+    Flag("spawn-model", ("upstream", "spawn"),
+         "Start and supervise llama-server on this GGUF file (upstream.spawn.model).",
+         value=lambda model, cli: {"model": model, "args": cli.get(SPAWN_ARGS_FLAG.key) or ""}),
+    SPAWN_ARGS_FLAG,
+    Flag("", ("auth", "api_keys"), env="LLAMASHIM_API_KEYS"),
+)
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[tuple[str, str], tuple[Any, str]]:
     out: dict[tuple[str, str], tuple[Any, str]] = {}
+    for flag in FLAGS:
+        if flag.env and flag.target and environ.get(flag.env) not in (None, ""):
+            out[flag.target] = (environ[flag.env], flag.env)
+    # Variables that make a value from parts, each only when the key's own variable is not set.
     host, port = environ.get("LISTEN_HOST"), environ.get("LISTEN_PORT")
-    if host or port:
+    if (host or port) and ("", "listen") not in out:
         p = _int(1)(port or "11434", "LISTEN_PORT")
         h = (host or "127.0.0.1").replace(":", "\\:")
         out[("", "listen")] = ([f"tcp:{p}:interface={h}"], "LISTEN_HOST/LISTEN_PORT")
-    if environ.get("UPSTREAM"):
-        out[("upstream", "url")] = (environ["UPSTREAM"], "UPSTREAM")
-    elif environ.get("LLAMA_SERVER_PORT"):
+    if environ.get("LLAMA_SERVER_PORT") and ("upstream", "url") not in out:
         p = _int(1)(environ["LLAMA_SERVER_PORT"], "LLAMA_SERVER_PORT")
         out[("upstream", "url")] = (f"http://127.0.0.1:{p}", "LLAMA_SERVER_PORT")
-    simple = {
-        "THINKING_MODE": ("thinking", "mode"),
-        "THINKING_DEBUG": ("thinking", "debug"),
-        "TOOL_STREAMING": ("tools", "streaming"),
-        "VERBOSE": ("log", "verbose"),
-        "LLAMASHIM_API_KEYS": ("auth", "api_keys"),
-    }
-    for var, target in simple.items():
-        if environ.get(var) not in (None, ""):
-            out[target] = (environ[var], var)
     return out
-
-
-CLI_KEYS: dict[str, tuple[str, str]] = {
-    "listen": ("", "listen"),
-    "upstream": ("upstream", "url"),
-    "thinking_mode": ("thinking", "mode"),
-    "tool_streaming": ("tools", "streaming"),
-}
 
 
 def _from_cli(cli: Mapping[str, Any]) -> dict[tuple[str, str], tuple[Any, str]]:
     out: dict[tuple[str, str], tuple[Any, str]] = {}
-    for name, target in CLI_KEYS.items():
-        value = cli.get(name)
-        if value not in (None, [], ()):
-            out[target] = (value, "--" + name.replace("_", "-"))
-    if cli.get("ca_file") and cli.get("insecure"):
-        raise ConfigError("--ca-file and --insecure cannot be used together")
-    if cli.get("ca_file"):
-        out[("upstream", "verify")] = (cli["ca_file"], "--ca-file")
-    if cli.get("insecure"):
-        out[("upstream", "verify")] = (False, "--insecure")
-    if cli.get("verbose"):
-        out[("log", "verbose")] = (True, "--verbose")
-    if cli.get("spawn_model"):
-        spawn = {"model": cli["spawn_model"], "args": cli.get("spawn_args") or ""}
-        out[("upstream", "spawn")] = (spawn, "--spawn-model")
+    for flag in FLAGS:
+        value = cli.get(flag.key) if flag.name else None
+        if flag.target is None or value is None or value is False or value in ("", [], ()):
+            continue
+        where = f"--{flag.name}"
+        if flag.target in out:
+            raise ConfigError(f"{out[flag.target][1]} and {where} cannot be used together")
+        out[flag.target] = (flag.value(value, cli) if flag.value else value, where)
     return out
 
 
@@ -552,7 +590,7 @@ def load_file(path: str) -> Any:
 
 def load_config(cli: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     """Merge and validate: command line > environment > YAML file > defaults."""
-    path = cli.get("config") or environ.get("LLAMASHIM_CONFIG")
+    path = cli.get(CONFIG_FLAG.key) or environ.get(str(CONFIG_FLAG.env))
     merged: dict[tuple[str, str], tuple[Any, str]] = {}
     if path:
         merged.update(_flatten_file(load_file(str(path)), str(path)))

@@ -10,15 +10,17 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import ILogObserver, Logger
 
 from llamashim.chat.deps import RouteDeps
 from llamashim.chat.flow import ChatFlow, ChatSettings
-from llamashim.config import Config, UpstreamSpec
+from llamashim.config import Config, ConfigError, UpstreamSpec
 from llamashim.dialects.registry import FALLBACK, ROUTES
 from llamashim.ops.logs import observer_for
 from llamashim.ops.metrics import Metrics
 from llamashim.ops.recent import RecentRequests
+from llamashim.preflight import StartupError
 from llamashim.stream.reasoning import ReasoningStyle
 from llamashim.upstream.body import collect_body
 from llamashim.upstream.client import UpstreamClient
@@ -141,6 +143,22 @@ def with_backlog(description: str, backlog: int = 1024) -> str:
     return description
 
 
+def listener(description: str, site: IProtocolFactory, reactor: Any) -> IService:
+    """The service listening on the endpoint ``description`` (parsed here and only here). A description Twisted
+    cannot use is a one-line :class:`ConfigError`; one the machine refuses, a :class:`StartupError`."""
+    try:
+        return strports.service(with_backlog(description), site, reactor=reactor)
+    except IndexError:
+        raise ConfigError(
+            f"listener {description!r}: systemd handed over no socket at that index (LISTEN_FDS); "
+            "start it through its .socket unit"
+        ) from None
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"listener {description!r} is not a valid endpoint: {e}") from None
+    except Exception as e:  # e.g. OpenSSL's errors for TLS files the preflight did not foresee
+        raise StartupError(f"listener {description!r} cannot be set up: {e}") from None
+
+
 def build_member(spec: UpstreamSpec, reactor: Any) -> Member:
     """One upstream: its client (own pool, timeouts, TLS) and, when spawned, its supervisor."""
     port = (spec.spawn.port or free_port()) if spec.spawn is not None else None
@@ -238,7 +256,7 @@ def build_service(config: Config, reactor: Any) -> MultiService:
     GCTuning().setServiceParent(top)
     top.listening.setServiceParent(top)
     for description in config.listen:
-        strports.service(with_backlog(description), parts.site, reactor=reactor).setServiceParent(top.listening)
+        listener(description, parts.site, reactor).setServiceParent(top.listening)
     return top
 
 

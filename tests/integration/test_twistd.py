@@ -5,11 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from twisted.internet import endpoints
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactorClock
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
-from llamashim.service import LlamashimService
+from llamashim.config import FLAGS, ConfigError
+from llamashim.service import LlamashimService, listener
 from llamashim.tap import Options, makeService
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -24,11 +30,13 @@ def twistd(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 def test_help_lists_every_option() -> None:
-    """twistd llamashim --help exits 0 and lists every documented option."""
+    """twistd llamashim --help exits 0 and lists every documented option, which are the flags config declares."""
     result = twistd("--help")
     assert result.returncode == 0
-    for option in ("--config", "--listen", "--upstream", "--ca-file", "--insecure", "--thinking-mode",
-                   "--tool-streaming", "--verbose", "--spawn-model"):
+    documented = ("--config", "--listen", "--upstream", "--ca-file", "--insecure", "--thinking-mode",
+                  "--tool-streaming", "--verbose", "--spawn-model", "--spawn-args")
+    assert {f"--{f.name}" for f in FLAGS if f.name} == set(documented)
+    for option in documented:
         assert option in result.stdout
 
 
@@ -69,6 +77,37 @@ def test_make_service_wires_listeners() -> None:
     assert isinstance(svc, LlamashimService)
     assert len(list(svc.listening)) == 2
     assert svc.site is not None
+
+
+def test_each_endpoint_string_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """makeService turns each --listen endpoint string into an endpoint exactly once (TCP with a backlog of 1024)."""
+    parsed: list[str] = []
+
+    def recording(reactor: Any, description: str) -> Any:
+        parsed.append(description)
+        return serverFromString(reactor, description)
+
+    monkeypatch.setattr(endpoints, "serverFromString", recording)
+    options = Options()
+    options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", "--listen", "unix:/tmp/llamashim-once.sock",
+                          "--upstream", "http://127.0.0.1:9"])
+    makeService(options, MemoryReactorClock())
+    assert parsed == ["tcp:0:interface=127.0.0.1:backlog=1024", "unix:/tmp/llamashim-once.sock"]
+
+
+@pytest.mark.parametrize(
+    ("description", "error", "needle"),
+    [
+        ("bogus:1", ConfigError, "listener 'bogus:1' is not a valid endpoint"),
+        ("systemd:domain=INET:index=0", ConfigError, "LISTEN_FDS"),
+        ("tcp:0:interface=127.0.0.1:nonsense=1", ConfigError, "is not a valid endpoint"),
+    ],
+)
+def test_an_endpoint_twisted_cannot_use_is_one_line(description: str, error: type[Exception], needle: str) -> None:
+    """service.listener says in one line why an endpoint string cannot be listened on, naming it as given."""
+    with pytest.raises(error) as e:
+        listener(description, Site(Resource()), MemoryReactorClock())
+    assert needle in str(e.value) and "\n" not in str(e.value)
 
 
 def test_systemd_listener_without_a_socket_is_a_clear_error() -> None:
