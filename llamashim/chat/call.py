@@ -14,6 +14,7 @@ from llamashim.errors import ShimError
 from llamashim.modes import ThinkingMode
 from llamashim.stream.items import Item
 from llamashim.stream.transform import StreamTransform
+from llamashim.stream.usage import Usage
 
 Encoder = Callable[[list[Item]], bytes]
 """Pipeline items → the dialect's wire bytes. Stateful: one per request."""
@@ -67,5 +68,5 @@ class CompletionCall:
     transform: Callable[[], StreamTransform]
     reply: Reply  # the whole answer → the client's JSON body
     whole: Callable[[dict[str, Any]], bytes]  # a stream request answered with one reply → its stream's bytes
-    usage: Callable[[dict[str, Any]], Any]  # the token usage of a whole answer
+    usage: Callable[[dict[str, Any]], Usage | None]  # the token usage of a whole answer
     failure: Callable[[int, bytes], ShimError]  # an upstream error answer → the client's error

@@ -35,7 +35,7 @@ from llamashim.chat.turn import Turn
 from llamashim.errors import ShimError
 from llamashim.modes import ToolsMode
 from llamashim.stream.items import Stage
-from llamashim.stream.pipeline import StreamPipeline, usage_counts
+from llamashim.stream.pipeline import StreamPipeline
 from llamashim.stream.reasoning import ReasoningRouter, ReasoningStyle, apply_to_reply
 from llamashim.stream.tools import (
     ToolCallConformance,
@@ -44,6 +44,7 @@ from llamashim.stream.tools import (
     reply_from_json_stream_answer,
     synthesize_items,
 )
+from llamashim.stream.usage import Usage
 from llamashim.upstream.body import BytesProducer, collect_body, json_reply, upstream_error
 from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.set import Pick, UpstreamSet
@@ -164,8 +165,8 @@ class ChatFlow:
             body = with_model(call.body, pick)
             self.verbose("request", jsonutil.dumps(body))  # as it goes upstream: the upstream's model id
             if not call.stream:
-                return await self._reply(turn, call, pick.member.client, body)
-            await self._stream(turn, call, pick.member.client, body)
+                return await self._reply(turn, call, pick, body)
+            await self._stream(turn, call, pick, body)
             return None
 
         return await self.with_upstream(turn, call.model, call.body.get("messages"), answer)
@@ -180,23 +181,24 @@ class ChatFlow:
 
     def _synthesizes(self, call: ChatCall, client: UpstreamClient) -> bool:
         mode, facts = self.settings.tools_mode, client.facts
-        return mode is ToolsMode.SYNTHESIZE or (mode is ToolsMode.AUTO and (
+        return mode == ToolsMode.SYNTHESIZE or (mode == ToolsMode.AUTO and (
             (bool(call.body.get("tools")) and FACT_STREAM_TOOLS_REFUSED in facts) or FACT_STREAM_ANSWERS_JSON in facts
         ))
 
-    async def _stream(self, turn: Turn, call: ChatCall, client: UpstreamClient, body: dict[str, Any]) -> None:
+    async def _stream(self, turn: Turn, call: ChatCall, pick: Pick, body: dict[str, Any]) -> None:
+        client = pick.member.client
         if self._synthesizes(call, client):
-            return await self._synthesize(turn, call, client, body)
+            return await self._synthesize(turn, call, pick, body)
         response = await self._post(turn, client, call.path, body)
-        auto = self.settings.tools_mode is ToolsMode.AUTO
+        auto = self.settings.tools_mode == ToolsMode.AUTO
         if response.code != 200:
             data = await collect_body(response, self.clock, client.idle_timeout, self.settings.max_reply_bytes)
             if body.get("tools") and auto and is_stream_tools_refusal(response.code, data):
                 self._learn(client, FACT_STREAM_TOOLS_REFUSED, f"refuses streamed tool calls ({response.code}); "
                             "synthesizing tool-call streams from now on")
-                return await self._synthesize(turn, call, client, body)
+                return await self._synthesize(turn, call, pick, body)
             raise upstream_error(response.code, data)
-        pipeline = self._pipeline(call)
+        pipeline = self._pipeline(call, pick)
         if not _is_event_stream(response):
             # An old build answers a stream request with one JSON reply: turn it into a stream.
             data = await collect_body(response, self.clock, client.idle_timeout, self.settings.max_reply_bytes)
@@ -220,10 +222,11 @@ class ChatFlow:
             client.facts[fact] = True
             self.log.info("upstream {url} {what}", url=client.base_url, what=what)
 
-    def _pipeline(self, call: ChatCall) -> StreamPipeline:
+    def _pipeline(self, call: ChatCall, pick: Pick) -> StreamPipeline:
         debug = self._thinking_debug if self.settings.thinking_debug else None
         stages: list[Stage] = [
-            ToolCallConformance(call.include_usage),
+            # every chunk names the model by its one friendly name (never the upstream's id, e.g. a file path)
+            ToolCallConformance(call.include_usage, model=pick.resolved.model.name),
             ReasoningRouter(call.reasoning_mode, self.settings.style, debug),
         ]
         return StreamPipeline(stages, call.encoder)
@@ -236,9 +239,8 @@ class ChatFlow:
         if call.on_complete is not None:
             await maybeDeferred(call.on_complete)
 
-    async def _reply_json(
-        self, turn: Turn, call: ChatCall, client: UpstreamClient, body: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def _reply_json(self, turn: Turn, call: ChatCall, client: UpstreamClient, body: dict[str, Any]
+                          ) -> dict[str, Any]:
         body = {k: v for k, v in body.items() if k != "stream_options"}
         body["stream"] = False
         response = await self._post(turn, client, call.path, body)
@@ -247,11 +249,11 @@ class ChatFlow:
             raise ShimError(502, "upstream sent a reply that is not a JSON object", "upstream_error")
         return reply
 
-    async def _reply(self, turn: Turn, call: ChatCall, client: UpstreamClient, body: dict[str, Any]) -> bytes:
-        reply = await self._reply_json(turn, call, client, body)
-        if isinstance(reply.get("usage"), dict):
-            turn.counted(usage_counts(reply["usage"]))
-        reply = apply_to_reply(normalise_reply(reply), call.reasoning_mode, self.settings.style)
+    async def _reply(self, turn: Turn, call: ChatCall, pick: Pick, body: dict[str, Any]) -> bytes:
+        reply = await self._reply_json(turn, call, pick.member.client, body)
+        turn.counted(Usage.of(reply))
+        reply = normalise_reply(reply, model=pick.resolved.model.name)
+        reply = apply_to_reply(reply, call.reasoning_mode, self.settings.style)
         out = call.reply(reply)
         data = out if isinstance(out, bytes) else jsonutil.dumps(out)
         self.verbose("response", data)
@@ -270,12 +272,12 @@ class ChatFlow:
             await self._complete(call)
         turn.finish()
 
-    async def _synthesize(self, turn: Turn, call: ChatCall, client: UpstreamClient, body: dict[str, Any]) -> None:
-        pipeline = self._pipeline(call)
+    async def _synthesize(self, turn: Turn, call: ChatCall, pick: Pick, body: dict[str, Any]) -> None:
+        pipeline = self._pipeline(call, pick)
         # Keep-alives while the whole answer is awaited; the first one starts the stream. A failure after one went
         # out propagates as a ShimError: the route's error handler ends the stream with the terminal frame.
         self._prepare(turn, call, pipeline, self.settings.synthesis_heartbeat)
-        reply = await self._reply_json(turn, call, client, body)
+        reply = await self._reply_json(turn, call, pick.member.client, body)
         await self._emit_synthesized(turn, call, pipeline, reply)
 
     # -- raw and fill-in-the-middle generation -------------------------------------------------------------------

@@ -10,7 +10,7 @@ flow knows about a turn, and what it may do to it, is this one interface.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.web.http_headers import Headers
@@ -18,6 +18,7 @@ from twisted.web.iweb import IResponse
 
 from llamashim.errors import ShimError
 from llamashim.stream.transform import StreamTransform
+from llamashim.stream.usage import Usage
 
 TerminalFrame = Callable[[ShimError], bytes]
 """The bytes that end a started stream with an error, in its dialect (the running encoder's own)."""
@@ -36,7 +37,7 @@ class Turn(Protocol):
     def upstream_answered(self, seconds: float) -> None:
         """The first upstream answered its headers ``seconds`` after it was asked."""
 
-    def counted(self, usage: Any) -> None:
+    def counted(self, usage: Usage | None) -> None:
         """The tokens the answer used."""
 
     # -- what the flow asks ---------------------------------------------------------------------------------------

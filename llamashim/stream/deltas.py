@@ -21,6 +21,7 @@ from typing import Any
 from llamashim.jsonutil import int_or, obj
 from llamashim.stream.items import Chunk, Done, Heartbeat, Item, Passthrough, StreamError, Thinking
 from llamashim.stream.reasoning import REASONING_KEYS
+from llamashim.stream.usage import Usage
 
 
 @dataclass(slots=True)
@@ -54,47 +55,9 @@ class Finish:
     reason: str
 
 
-@dataclass(slots=True)
-class UsageDelta:
-    """Token counts (``cached_tokens``: prompt tokens served from the upstream's prompt cache, when it says).
-
-    A stream may carry more than one (llama-server's last chunk has ``timings``, the usage chunk ``usage``): the
-    last one wins."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int | None = None
-    prompt_ms: float | None = None  # llama-server's timings, when it sent them
-    predicted_ms: float | None = None
-
-
-Delta = TextDelta | ReasoningDelta | ToolCallDelta | Finish | UsageDelta
-
-
-def usage_delta(usage: Any, timings: Any = None) -> UsageDelta | None:
-    """Usage from an OpenAI ``usage`` object, else from llama-server's ``timings`` (``None`` when neither)."""
-    u = obj(usage)
-    t = obj(timings)
-    cached: int | None = None
-    details = obj(u.get("prompt_tokens_details"))
-    if isinstance(details.get("cached_tokens"), int):
-        cached = details["cached_tokens"]
-    elif isinstance(t.get("cache_n"), int):
-        cached = t["cache_n"]
-    prompt_ms = _ms(t.get("prompt_ms"))
-    predicted_ms = _ms(t.get("predicted_ms"))
-    if u:
-        prompt, completion = int_or(u.get("prompt_tokens"), 0), int_or(u.get("completion_tokens"), 0)
-    elif t:
-        prompt = int_or(t.get("prompt_n"), 0) + int_or(t.get("cache_n"), 0)
-        completion = int_or(t.get("predicted_n"), 0)
-    else:
-        return None
-    return UsageDelta(prompt, completion, cached, prompt_ms, predicted_ms)
-
-
-def _ms(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+Delta = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage
+"""A stream may carry more than one :class:`Usage` (llama-server's last chunk has ``timings``, the usage chunk
+``usage``): the last one wins."""
 
 
 def _choice0(choices: Any) -> dict[str, Any] | None:
@@ -149,7 +112,7 @@ def deltas(chunk: Chunk) -> list[Delta]:
         if isinstance(reason, str) and reason:
             out.append(Finish(reason))
     if data.get("usage") or "timings" in data:
-        usage = usage_delta(data.get("usage"), data.get("timings"))
+        usage = Usage.of(data)
         if usage is not None:
             out.append(usage)
     return out
@@ -164,7 +127,7 @@ def reply_deltas(reply: dict[str, Any]) -> list[Delta]:
     _tool_deltas(message.get("tool_calls"), out)
     reason = choice.get("finish_reason")
     out.append(Finish(reason if isinstance(reason, str) and reason else "stop"))
-    usage = usage_delta(reply.get("usage"), reply.get("timings"))
+    usage = Usage.of(reply)
     if usage is not None:
         out.append(usage)
     return out
@@ -228,7 +191,7 @@ class DeltaEncoder:
     def on_finish(self, reason: str) -> bytes:
         return b""
 
-    def on_usage(self, usage: UsageDelta) -> bytes:
+    def on_usage(self, usage: Usage) -> bytes:
         return b""
 
     def on_chunk_end(self) -> bytes:

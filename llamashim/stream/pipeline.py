@@ -3,6 +3,10 @@
 A :class:`StreamPipeline` is what the relay (the I/O edge) drives: it feeds upstream reads in and writes whatever comes
 out to the client. Once a terminal item (``Done`` or ``StreamError``) has been encoded the pipeline is ``ended`` and
 ignores further input; the relay then stops reading the upstream.
+
+The pipeline learns the answer's token usage (``usage``) from what goes in, before any stage: the upstream's usage
+chunk, or llama-server's ``timings`` on the last chunk of every stream — whether or not the client asked for usage
+in its own stream, which the stages alone decide.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from llamashim.stream.items import Chunk, Done, Item, Stage, StreamError
 from llamashim.stream.sse import SSEComment, SSEParser, items_from_event
+from llamashim.stream.usage import Usage
 
 Encoder = Callable[[list[Item]], bytes]
 
@@ -25,7 +30,7 @@ class StreamPipeline:
         self.ended = False
         self.saw_finish_reason = False
         self.error: StreamError | None = None
-        self.usage: tuple[int, int] | None = None  # (prompt, completion) tokens, from the upstream's usage chunk
+        self.usage: Usage | None = None  # the last the upstream stated (usage chunk or timings)
 
     def feed(self, data: bytes) -> bytes:
         if self.ended:
@@ -45,6 +50,8 @@ class StreamPipeline:
             return b""
         out: list[Item] = []
         for item in items:
+            if isinstance(item, Chunk) and ("timings" in item.data or item.data.get("usage")):
+                self.usage = Usage.of(item.data) or self.usage
             batch = [item]
             for stage in self._stages:
                 nxt: list[Item] = []
@@ -98,9 +105,6 @@ class StreamPipeline:
             if isinstance(item, Chunk):
                 if not self.saw_finish_reason and _has_finish(item):
                     self.saw_finish_reason = True
-                usage = item.data.get("usage")
-                if isinstance(usage, dict):
-                    self.usage = usage_counts(usage)
             elif isinstance(item, (Done, StreamError)):
                 self.ended = True
                 if isinstance(item, StreamError):
@@ -108,11 +112,6 @@ class StreamPipeline:
                 items = items[: i + 1]
                 break
         return self._encode(items)
-
-
-def usage_counts(usage: dict[str, object]) -> tuple[int, int]:
-    p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    return (p if isinstance(p, int) else 0, c if isinstance(c, int) else 0)
 
 
 def _has_finish(item: Item) -> bool:

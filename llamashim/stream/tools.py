@@ -4,7 +4,9 @@ The OpenAI chunk contract clients rely on (the ``openai`` SDKs' accumulating hel
 every ``delta.tool_calls`` entry has an ``index``; the first fragment of each call carries ``id``, ``type:
 "function"`` and ``function.name``; ``arguments`` are strings that concatenate to JSON; ``object`` is
 ``chat.completion.chunk``; a reply that called tools finishes with ``finish_reason: "tool_calls"``; with
-``stream_options.include_usage`` a usage chunk (``choices: []``) comes before ``[DONE]``.
+``stream_options.include_usage`` a usage chunk (``choices: []``) comes before ``[DONE]``; ``model`` is the name the
+client knows (the one ``/v1/models`` lists), never the upstream's id, which for a spawned llama-server is a private
+file path.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from llamashim import jsonutil
 from llamashim.jsonutil import arr, int_or, map_objects, obj
 from llamashim.stream.items import Chunk, Done, Item
+from llamashim.stream.usage import Usage
 
 CHUNK_OBJECT = "chat.completion.chunk"
 
@@ -41,30 +44,47 @@ class _ChoiceState:
     saw_tools: bool = False
 
 
-def usage_from_timings(timings: Any) -> dict[str, Any]:
-    """An OpenAI usage object from llama-server's ``timings`` (zeros when there are none); the prompt tokens its
-    prompt cache served (``cache_n``) as ``prompt_tokens_details.cached_tokens``."""
-    t = obj(timings)
-    cached = int_or(t.get("cache_n"), 0)
-    prompt = int_or(t.get("prompt_n"), 0) + cached
-    completion = int_or(t.get("predicted_n"), 0)
-    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                             "total_tokens": prompt + completion}
-    if "cache_n" in t:
-        usage["prompt_tokens_details"] = {"cached_tokens": cached}
-    return usage
+class _ModelName:
+    """The model name a stream is presented under. A chunk whose ``model`` differs gets it, in ``raw`` too: the
+    upstream's ``"model":"…"`` is spliced out of the frame's bytes, so every other byte stays the upstream's; only a
+    frame where it is not found that way (other spacing or escaping, no ``model``) is encoded anew."""
+
+    __slots__ = ("_new", "_old", "_upstream", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._new = b'"model":' + jsonutil.dumps(name)
+        self._upstream: str | None = None  # the upstream's model string, and its bytes in a compact frame
+        self._old = b""
+
+    def present(self, chunk: Chunk) -> Chunk:
+        upstream = chunk.data.get("model")
+        if upstream == self.name:
+            return chunk
+        data = {**chunk.data, "model": self.name}
+        raw = chunk.raw
+        if raw is None or not isinstance(upstream, str):
+            return Chunk(data, None)
+        if upstream != self._upstream:
+            self._upstream, self._old = upstream, b'"model":' + jsonutil.dumps(upstream)
+        at = raw.find(self._old)
+        if at < 0:
+            return Chunk(data, None)
+        return Chunk(data, raw[:at] + self._new + raw[at + len(self._old) :])
 
 
 class ToolCallConformance:
-    """A pipeline stage that makes native upstream streams keep the tool-call chunk contract."""
+    """A pipeline stage that makes native upstream streams keep the tool-call chunk contract, and presents the
+    stream as ``model``'s (the name the client knows) when given: every chunk's ``model`` becomes it."""
 
-    def __init__(self, include_usage: bool) -> None:
+    def __init__(self, include_usage: bool, *, model: str | None = None) -> None:
         self.include_usage = include_usage
         self.saw_usage = False
         self._choices: dict[int, _ChoiceState] = {}
         self._meta: dict[str, Any] = {}
         self._usage_sent = False
         self._timings: Any = None
+        self._model = _ModelName(model) if model is not None else None
 
     def feed(self, item: Item) -> list[Item]:
         if isinstance(item, Chunk):
@@ -80,10 +100,12 @@ class ToolCallConformance:
         if not self.include_usage or self.saw_usage or self._usage_sent:
             return []
         self._usage_sent = True
-        usage = usage_from_timings(self._timings)
+        usage = (Usage.from_timings(self._timings) or Usage(0, 0)).to_openai()
         return [Chunk({"choices": [], **self._meta, "object": CHUNK_OBJECT, "usage": usage})]
 
     def _chunk(self, chunk: Chunk) -> Chunk:
+        if self._model is not None:
+            chunk = self._model.present(chunk)
         data = chunk.data
         if not self._meta:
             self._meta = {k: data[k] for k in ("id", "created", "model") if k in data}
@@ -216,27 +238,31 @@ def synthesize_items(reply: dict[str, Any], chunk_size: int, include_usage: bool
         if calls and finish == "stop":
             finish = "tool_calls"
         chunk(index, {}, finish)
-    if include_usage:
-        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else None
-        extra: dict[str, Any] = {}
-        if isinstance(reply.get("timings"), dict):
-            extra["timings"] = reply["timings"]
-        items.append(
-            Chunk(
-                {
-                    "choices": [],
-                    **base,
-                    "usage": usage or usage_from_timings(reply.get("timings")),
-                    **extra,
-                }
-            )
-        )
+    _add_usage(items, reply, base, include_usage)
     items.append(Done())
     return items
 
 
-def normalise_reply(reply: dict[str, Any]) -> dict[str, Any]:
-    """A non-streamed reply whose tool calls all have ``type``, ``id`` and string ``arguments``."""
+def _add_usage(items: list[Item], reply: dict[str, Any], base: dict[str, Any], include_usage: bool) -> None:
+    """What a synthesized stream says about usage, as llama-server's own stream would: the usage chunk (with the
+    reply's ``timings``) when the client asked for it, else the ``timings`` on the last chunk — so the pipeline
+    learns the usage of every stream without a usage chunk the client did not ask for."""
+    timings = reply.get("timings")
+    extra = {"timings": timings} if isinstance(timings, dict) else {}
+    if include_usage:
+        usage = reply.get("usage")
+        if not isinstance(usage, dict) or not usage:
+            usage = (Usage.from_timings(timings) or Usage(0, 0)).to_openai()
+        items.append(Chunk({"choices": [], **base, "usage": usage, **extra}))
+    elif extra and items and isinstance(items[-1], Chunk):
+        items[-1] = Chunk({**items[-1].data, **extra})
+
+
+def normalise_reply(reply: dict[str, Any], *, model: str | None = None) -> dict[str, Any]:
+    """A non-streamed reply whose tool calls all have ``type``, ``id`` and string ``arguments``, presented as
+    ``model``'s (the name the client knows) when given."""
+    if model is not None and reply.get("model") != model:
+        reply = {**reply, "model": model}
     choices = reply.get("choices")
     if not isinstance(choices, list):
         return reply

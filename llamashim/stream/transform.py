@@ -3,15 +3,16 @@ pipeline, Ollama's completion stream, or :class:`Identity` for the pass-through)
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from llamashim.stream.items import StreamError
+from llamashim.stream.usage import Usage
 
 
 class StreamTransform(Protocol):
     ended: bool
     error: StreamError | None  # the terminal error that ended the transform, if one did
-    usage: Any  # the stream's token usage once it said (None before)
+    usage: Usage | None  # the stream's token usage once it said (None before)
 
     def feed(self, data: bytes) -> bytes: ...
 
@@ -25,7 +26,7 @@ class Identity:
 
     ended = False
     error: StreamError | None = None
-    usage: Any = None
+    usage: Usage | None = None
 
     def feed(self, data: bytes) -> bytes:
         return data

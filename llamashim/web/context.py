@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamashim.errors import ShimError
+from llamashim.stream.usage import Usage
 from llamashim.web.dialect import Dialect
 
 
@@ -25,7 +26,7 @@ class RequestContext:
     upstream: str | None = None  # the upstream's name, once one was chosen
     upstream_ttfb: float | None = None  # seconds from sending upstream to its response headers
     upstream_error: str | None = None  # the error kind (ShimError.type) when the upstream failed
-    usage: tuple[int, int] | None = None  # (prompt, completion) tokens
+    usage: Usage | None = None  # the tokens the answer used, when the upstream said
     streaming: bool = False
     first_byte_at: float | None = None
     client_gone: bool = False

@@ -261,12 +261,13 @@ class ShimSite(server.Site):
         now = self.reactor.seconds()
         started = ctx.started or now
         ttfb = "-" if ctx.upstream_ttfb is None else f"{ctx.upstream_ttfb * 1000:.1f}ms"
+        usage = ctx.usage
         status = "aborted" if aborted else str(request.code)
         # A client that left before its request was complete has no request path yet: the channel's is it.
         path = request.path if request.path is not None else compat.channel_path(request.channel)
         access_log.info(
             "{method} {path} {status} {bytes}B {duration_ms}ms dialect={dialect} upstream={upstream} "
-            "upstream_ttfb={ttfb} id={request_id}",
+            "upstream_ttfb={ttfb} tokens={tokens} id={request_id}",
             method=request.method.decode("latin-1"),
             path=path.decode("latin-1"),
             status=status,
@@ -275,14 +276,15 @@ class ShimSite(server.Site):
             dialect=ctx.dialect.name,
             upstream=ctx.upstream or "-",
             ttfb=ttfb,
+            tokens=f"{usage.prompt_tokens}/{usage.completion_tokens}" if usage else "-",
             request_id=ctx.request_id.decode("ascii", "replace"),
         )
         if self.recent is not None:  # what the status page lists: never a path, a body or a key
-            usage = ctx.usage
             self.recent.record(Served(
                 at=now, method=request.method.decode("latin-1"), route=ctx.route, dialect=ctx.dialect.name,
                 status=status, duration=now - started, upstream=ctx.upstream,
-                prompt_tokens=usage[0] if usage else None, completion_tokens=usage[1] if usage else None,
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
                 streamed=ctx.streaming,
             ))
         m = self.metrics
@@ -300,9 +302,9 @@ class ShimSite(server.Site):
             m.active_streams.dec()
             if ctx.first_byte_at is not None:
                 m.ttft.labels(route).observe(ctx.first_byte_at - started)
-        if ctx.usage is not None:
-            m.tokens.labels("prompt").inc(ctx.usage[0])
-            m.tokens.labels("completion").inc(ctx.usage[1])
+        if usage is not None:
+            m.tokens.labels("prompt").inc(usage.prompt_tokens)
+            m.tokens.labels("completion").inc(usage.completion_tokens)
         if ctx.upstream_error is not None:
             m.upstream_errors.labels(ctx.upstream_error).inc()
 

@@ -15,6 +15,7 @@ from twisted.web.server import Request
 
 from llamashim.chat.turn import TerminalFrame
 from llamashim.stream.transform import StreamTransform
+from llamashim.stream.usage import Usage
 from llamashim.web.context import context_of
 from llamashim.web.relay import StreamRelay
 from llamashim.web.respond import send_json, start_stream
@@ -75,7 +76,7 @@ class RequestTurn:
         if self.ctx.upstream_ttfb is None:
             self.ctx.upstream_ttfb = seconds
 
-    def counted(self, usage: Any) -> None:
+    def counted(self, usage: Usage | None) -> None:
         if usage is not None:
             self.ctx.usage = usage
 

@@ -130,7 +130,8 @@ def test_the_real_infill_stream_becomes_generate_lines() -> None:
     assert (last.prompt_eval_duration, last.eval_duration) == (223_822_000, 89_529_000)
     assert last.total_duration == 223_822_000 + 89_529_000
     assert lines(out)[0]["model"] == "qwen2.5-coder:1.5b" and lines(out)[0]["created_at"].startswith("2023-11-14T")
-    assert enc.ended and enc.error is None and enc.usage == (16, 3)
+    assert enc.ended and enc.error is None and enc.usage is not None
+    assert (enc.usage.prompt_tokens, enc.usage.completion_tokens) == (16, 3)
 
 
 def test_every_split_of_the_stream_gives_the_same_lines() -> None:

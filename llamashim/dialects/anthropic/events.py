@@ -27,9 +27,10 @@ from typing import Any
 from llamashim import jsonutil
 from llamashim.dialects.anthropic.errors import stream_error_event
 from llamashim.dialects.anthropic.translate import BlockKind
-from llamashim.stream.deltas import DeltaEncoder, ToolCallDelta, UsageDelta, reply_deltas
+from llamashim.stream.deltas import DeltaEncoder, ToolCallDelta, reply_deltas
 from llamashim.stream.items import StreamError
 from llamashim.stream.sse import encode_event
+from llamashim.stream.usage import Usage
 
 JSON = dict[str, Any]
 
@@ -80,7 +81,7 @@ class MessagesEncoder(DeltaEncoder):
         self._finished = False  # ended cleanly: the stop reason is known
         self._closed = False  # the terminal frame (message_stop or error) has been written
         self._reason: str | None = None
-        self._usage: UsageDelta | None = None
+        self._usage: Usage | None = None
 
     # -- the message ------------------------------------------------------------------------------------------
 
@@ -156,7 +157,7 @@ class MessagesEncoder(DeltaEncoder):
         self._reason = reason
         return self._close()
 
-    def on_usage(self, usage: UsageDelta) -> bytes:
+    def on_usage(self, usage: Usage) -> bytes:
         """The last counts win, except that all-zero counts (a placeholder usage chunk) never replace real ones."""
         if self._usage is None or usage.prompt_tokens or usage.completion_tokens:
             self._usage = usage

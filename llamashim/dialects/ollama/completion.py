@@ -23,17 +23,17 @@ and 400 (``input_extra`` must be an array) from one with them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llamashim import jsonutil
 from llamashim.dialects.ollama.encoder import counts, now_iso
 from llamashim.dialects.ollama.request import OPTION_MAP, map_options, ollama_format, required_model, wants_stream
 from llamashim.errors import BadRequest, ShimError
-from llamashim.jsonutil import int_or, obj
-from llamashim.stream.deltas import UsageDelta
+from llamashim.jsonutil import int_or
 from llamashim.stream.items import Chunk, Done, StreamError
 from llamashim.stream.sse import SSEComment, SSEParser, items_from_event
+from llamashim.stream.usage import Usage
 from llamashim.upstream.body import error_message, upstream_error
 
 INFILL = b"/infill"
@@ -128,24 +128,13 @@ def probe_result(status: int, data: bytes) -> bool | None:
 # -- answers ----------------------------------------------------------------------------------------------------
 
 
-def completion_usage(value: dict[str, Any]) -> UsageDelta:
-    """Token counts and timings of a ``/completion`` answer (its last stream event, or the whole reply)."""
-    timings = obj(value.get("timings"))
-    prompt = value.get("tokens_evaluated")
-    if not isinstance(prompt, int):
-        prompt = int_or(timings.get("prompt_n"), 0) + int_or(timings.get("cache_n"), 0)
-    completion = value.get("tokens_predicted")
-    if not isinstance(completion, int):
-        completion = int_or(timings.get("predicted_n"), 0)
-    cached = timings.get("cache_n")
-    prompt_ms, predicted_ms = timings.get("prompt_ms"), timings.get("predicted_ms")
-    return UsageDelta(
-        prompt,
-        completion,
-        cached if isinstance(cached, int) else None,
-        float(prompt_ms) if isinstance(prompt_ms, (int, float)) else None,
-        float(predicted_ms) if isinstance(predicted_ms, (int, float)) else None,
-    )
+def completion_usage(value: dict[str, Any]) -> Usage:
+    """Token counts and timings of a ``/completion`` answer (its last stream event, or the whole reply): its
+    ``timings``, with the prompt and completion counts of ``tokens_evaluated``/``tokens_predicted`` when it has them."""
+    usage = Usage.from_timings(value.get("timings")) or Usage(0, 0)
+    prompt, completion = value.get("tokens_evaluated"), value.get("tokens_predicted")
+    return replace(usage, prompt_tokens=int_or(prompt, usage.prompt_tokens),
+                   completion_tokens=int_or(completion, usage.completion_tokens))
 
 
 def native_done_reason(value: dict[str, Any]) -> str:
@@ -177,7 +166,7 @@ class CompletionStream:
         self.clock = clock
         self.ended = False
         self.error: StreamError | None = None
-        self.usage: tuple[int, int] | None = None  # (prompt, completion) tokens, from the last event
+        self.usage: Usage | None = None  # from the last event
         self._parser = SSEParser()
 
     def _line(self, value: dict[str, Any]) -> bytes:
@@ -222,7 +211,7 @@ class CompletionStream:
         if value.get("stop") is True:
             self.ended = True
             usage = completion_usage(value)
-            self.usage = (usage.prompt_tokens, usage.completion_tokens)
+            self.usage = usage
             done = {**self._head(), "response": "", "done": True, "done_reason": native_done_reason(value)}
             done.update(counts(usage))
             out += self._line(done)

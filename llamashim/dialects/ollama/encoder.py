@@ -14,8 +14,9 @@ from functools import lru_cache
 from typing import Any
 
 from llamashim import jsonutil
-from llamashim.stream.deltas import DeltaEncoder, ToolCallDelta, UsageDelta, reply_deltas
+from llamashim.stream.deltas import DeltaEncoder, ToolCallDelta, reply_deltas
 from llamashim.stream.items import StreamError
+from llamashim.stream.usage import Usage
 
 
 @lru_cache(maxsize=8)  # a stream's lines share their second: one strftime a second, not one a line
@@ -29,9 +30,9 @@ def now_iso(seconds: float) -> str:
     return f"{_whole_second(whole)}.{int((seconds - whole) * 1e6):06d}Z"
 
 
-def counts(usage: UsageDelta | None) -> dict[str, int]:
+def counts(usage: Usage | None) -> dict[str, int]:
     """Ollama's counts and nanosecond durations from the usage and llama-server's timings."""
-    u = usage or UsageDelta(0, 0)
+    u = usage or Usage(0, 0)
     prompt_ms, predicted_ms = u.prompt_ms or 0.0, u.predicted_ms or 0.0
     return {
         "total_duration": int((prompt_ms + predicted_ms) * 1e6),
@@ -91,7 +92,7 @@ class OllamaChatEncoder(DeltaEncoder):
         self.generate = generate
         self.calls: dict[int, dict[str, Any]] = {}
         self.finish: str | None = None
-        self.usage: UsageDelta | None = None
+        self.usage: Usage | None = None
         self._text: list[str] = []
         self._thinking: list[str] = []
 
@@ -122,7 +123,7 @@ class OllamaChatEncoder(DeltaEncoder):
         self.finish = reason
         return b""
 
-    def on_usage(self, usage: UsageDelta) -> bytes:
+    def on_usage(self, usage: Usage) -> bytes:
         self.usage = usage
         return b""
 

@@ -227,7 +227,7 @@ class OllamaRoutes(DialectRoutes):
             transform=stream,
             reply=lambda reply: completion.reply_to_ollama(reply, native.model, clock.seconds()),
             whole=lambda reply: stream().event({**reply, "stop": True}),
-            usage=_usage,
+            usage=completion.completion_usage,
             failure=lambda status, data: completion.upstream_failure(status, data, native.model, native.infill),
         )
         return await self.deps.flow.complete(RequestTurn(request, clock), call)
@@ -279,7 +279,3 @@ class OllamaRoutes(DialectRoutes):
         reply = await self.deps.flow.with_upstream(RequestTurn(request, self.deps.clock), req["model"], None, embed)
         return send_json(request, embed_body(reply, body["model"], legacy))
 
-
-def _usage(reply: dict[str, Any]) -> tuple[int, int]:
-    usage = completion.completion_usage(reply)
-    return usage.prompt_tokens, usage.completion_tokens

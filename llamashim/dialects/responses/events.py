@@ -26,8 +26,9 @@ from typing import Any
 from llamashim import jsonutil
 from llamashim.errors import ShimError
 from llamashim.jsonutil import obj
-from llamashim.stream.deltas import Delta, DeltaEncoder, ToolCallDelta, UsageDelta, reply_deltas
+from llamashim.stream.deltas import Delta, DeltaEncoder, ToolCallDelta, reply_deltas
 from llamashim.stream.items import Item, StreamError
+from llamashim.stream.usage import Usage
 
 from .translate import ItemType, ResponsesRequest, ToolKind, ToolType, encrypt_reasoning
 
@@ -130,7 +131,7 @@ class ResponsesEncoder(DeltaEncoder):
         self._current: _Item | None = None
         self._calls: dict[int, _Item] = {}
         self._finish: str | None = None
-        self._usage: UsageDelta | None = None
+        self._usage: Usage | None = None
 
     # -- entry points: the first output of a response is its created/in_progress pair
 
@@ -284,7 +285,7 @@ class ResponsesEncoder(DeltaEncoder):
         self._finish = reason
         return self._close_current("incomplete" if reason in _INCOMPLETE else "completed")
 
-    def on_usage(self, usage: UsageDelta) -> bytes:
+    def on_usage(self, usage: Usage) -> bytes:
         self._usage = usage
         return b""
 
