@@ -10,6 +10,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from llamashim.ops.recent import Served
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("ascii")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -50,6 +52,27 @@ class Metrics:
             "llamashim_upstream_requests", "Requests by the upstream that served them", ["upstream", "status"],
             registry=r,
         )
+
+    def count(self, served: Served) -> None:
+        """One finished request: its status, duration, bytes, tokens, time to first byte and failure kind."""
+        route = served.route
+        self.requests.labels(route, served.status, served.dialect).inc()
+        if served.upstream is not None:
+            self.upstream_requests.labels(served.upstream, served.status).inc()
+        self.duration.labels(route).observe(served.duration)
+        self.bytes_out.inc(served.bytes_out)
+        if served.status == "aborted":
+            self.client_aborts.labels(route).inc()
+        if served.streamed:
+            self.active_streams.dec()
+            if served.ttft is not None:
+                self.ttft.labels(route).observe(served.ttft)
+        if served.prompt_tokens is not None:
+            self.tokens.labels("prompt").inc(served.prompt_tokens)
+        if served.completion_tokens is not None:
+            self.tokens.labels("completion").inc(served.completion_tokens)
+        if served.upstream_error is not None:
+            self.upstream_errors.labels(served.upstream_error).inc()
 
     def watch_upstreams(self, members: Callable[[], Iterable[Any]]) -> None:
         """Per-upstream gauges read at scrape time: in flight, up, idle and total slots."""

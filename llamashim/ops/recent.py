@@ -33,9 +33,15 @@ class Served:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     streamed: bool = False
+    # what /metrics counts besides (not on the status page)
+    bytes_out: int = 0
+    ttft: float | None = None  # seconds to the first byte of a stream
+    upstream_error: str | None = None  # the kind, when the upstream failed
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
+        for name in ("bytes_out", "ttft", "upstream_error"):
+            del out[name]
         out["duration_ms"] = round(out.pop("duration") * 1000, 1)
         return out
 

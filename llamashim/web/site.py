@@ -253,60 +253,54 @@ class ShimSite(server.Site):
             metrics.buffered.set_function(self.buffered_bytes)
 
     def log(self, request: ShimRequest, aborted: bool = False) -> None:  # type: ignore[override]
-        """One access line per request (also for a client that left), and the request's metrics."""
+        """One access line per request (also for a client that left), its entry among the recent requests, and its
+        metrics."""
         ctx = request.ctx
         if ctx.logged:
             return
         ctx.logged = True
+        served = self._served(request, aborted)
+        self._access_line(request, served)
+        if self.recent is not None:  # what the status page lists: never a path, a body or a key
+            self.recent.record(served)
+        if self.metrics is not None:
+            self.metrics.count(served)
+
+    def _served(self, request: ShimRequest, aborted: bool) -> Served:
+        ctx = request.ctx
         now = self.reactor.seconds()
         started = ctx.started or now
-        ttfb = "-" if ctx.upstream_ttfb is None else f"{ctx.upstream_ttfb * 1000:.1f}ms"
         usage = ctx.usage
-        status = "aborted" if aborted else str(request.code)
+        return Served(
+            at=now, method=request.method.decode("latin-1"), route=ctx.route, dialect=ctx.dialect.name,
+            status="aborted" if aborted else str(request.code), duration=now - started, upstream=ctx.upstream,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            streamed=ctx.streaming, bytes_out=request.sentLength,
+            ttft=ctx.first_byte_at - started if ctx.streaming and ctx.first_byte_at is not None else None,
+            upstream_error=ctx.upstream_error,
+        )
+
+    def _access_line(self, request: ShimRequest, served: Served) -> None:
+        ctx = request.ctx
+        ttfb = "-" if ctx.upstream_ttfb is None else f"{ctx.upstream_ttfb * 1000:.1f}ms"
+        tokens = "-" if served.prompt_tokens is None else f"{served.prompt_tokens}/{served.completion_tokens}"
         # A client that left before its request was complete has no request path yet: the channel's is it.
         path = request.path if request.path is not None else compat.channel_path(request.channel)
         access_log.info(
             "{method} {path} {status} {bytes}B {duration_ms}ms dialect={dialect} upstream={upstream} "
             "upstream_ttfb={ttfb} tokens={tokens} id={request_id}",
-            method=request.method.decode("latin-1"),
+            method=served.method,
             path=path.decode("latin-1"),
-            status=status,
-            bytes=request.sentLength,
-            duration_ms=f"{(now - started) * 1000:.1f}",
-            dialect=ctx.dialect.name,
-            upstream=ctx.upstream or "-",
+            status=served.status,
+            bytes=served.bytes_out,
+            duration_ms=f"{served.duration * 1000:.1f}",
+            dialect=served.dialect,
+            upstream=served.upstream or "-",
             ttfb=ttfb,
-            tokens=f"{usage.prompt_tokens}/{usage.completion_tokens}" if usage else "-",
+            tokens=tokens,
             request_id=ctx.request_id.decode("ascii", "replace"),
         )
-        if self.recent is not None:  # what the status page lists: never a path, a body or a key
-            self.recent.record(Served(
-                at=now, method=request.method.decode("latin-1"), route=ctx.route, dialect=ctx.dialect.name,
-                status=status, duration=now - started, upstream=ctx.upstream,
-                prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-                streamed=ctx.streaming,
-            ))
-        m = self.metrics
-        if m is None:
-            return
-        route = ctx.route
-        m.requests.labels(route, status, ctx.dialect.name).inc()
-        if ctx.upstream is not None:
-            m.upstream_requests.labels(ctx.upstream, status).inc()
-        m.duration.labels(route).observe(now - started)
-        m.bytes_out.inc(request.sentLength)
-        if aborted:
-            m.client_aborts.labels(route).inc()
-        if ctx.streaming:
-            m.active_streams.dec()
-            if ctx.first_byte_at is not None:
-                m.ttft.labels(route).observe(ctx.first_byte_at - started)
-        if usage is not None:
-            m.tokens.labels("prompt").inc(usage.prompt_tokens)
-            m.tokens.labels("completion").inc(usage.completion_tokens)
-        if ctx.upstream_error is not None:
-            m.upstream_errors.labels(ctx.upstream_error).inc()
 
     def buffered_bytes(self) -> int:
         """Response bytes llamashim holds in user space, waiting for slow clients' sockets (for /metrics)."""
