@@ -53,7 +53,7 @@ def twistd_argv(options: Sequence[str]) -> list[str]:
     return ["--nodaemon", "--pidfile=", "llamashim", *options]
 
 
-class ServeOptions(ServerOptions):  # type: ignore[misc]
+class ServeOptions(ServerOptions):
     """``llamashim serve OPTIONS``: twistd's options, parsed as ``twistd --nodaemon --pidfile= llamashim OPTIONS``."""
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:

@@ -36,23 +36,6 @@ class SpawnConfig:
     port: int | None = None
 
 
-@dataclass(frozen=True)
-class UpstreamSpec:
-    """One upstream llama-server: ``url`` or ``spawn``, the models it serves (ids or globs; empty: whatever its
-    ``/v1/models`` lists), and its own client settings."""
-
-    name: str
-    url: str | None
-    spawn: SpawnConfig | None = None
-    models: tuple[str, ...] = ()
-    verify: bool | str = True
-    connect_timeout: float = 10.0
-    idle_timeout: float | None = 600.0
-    request_timeout: float | None = None
-    api_key: str | None = None
-    max_concurrent: int | None = None  # requests at once before another upstream of the model is preferred
-
-
 # -- validators: (value, where) -> normalised value, raising ConfigError ----------------------------------------------
 
 Validator = Callable[[Any, str], Any]
@@ -234,15 +217,34 @@ def section(cls: type) -> Any:
     return field(default_factory=cls, metadata={"section": cls})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UpstreamConfig:
-    url: str = key(DEFAULT_UPSTREAM, _url)
+    """``upstream:`` — the one upstream (``url``, or ``spawn``: a supervised llama-server) and its client settings,
+    which are also every ``upstreams:`` entry's defaults."""
+
+    url: str | None = key(DEFAULT_UPSTREAM, _url)  # None only in the spec of a spawned llama-server
+    spawn: SpawnConfig | None = key(None, _spawn)
     verify: bool | str = key(True, _verify)
     connect_timeout: float = key(10.0, _number(0.001))
     idle_timeout: float | None = key(600.0, _number(0.001, optional=True))
     request_timeout: float | None = key(None, _number(0.001, optional=True))
     api_key: str | None = key(None, _opt_str)
-    spawn: SpawnConfig | None = key(None, _spawn)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpstreamSpec(UpstreamConfig):
+    """One upstream llama-server: an ``upstreams:`` entry, or the one ``upstream:`` describes (named ``default``).
+    Besides ``upstream:``'s keys (``url`` or ``spawn``, the client settings) it has a name, the models it serves
+    (ids or globs; empty: whatever its ``/v1/models`` lists) and its own limit. Every field is an entry's key."""
+
+    name: str = key("default", _str)
+    models: tuple[str, ...] = key((), lambda value, where: _str_list(value or [], where))
+    max_concurrent: int | None = key(None, _int(1, optional=True))  # requests at once before another is preferred
+
+    @classmethod
+    def inheriting(cls, defaults: UpstreamConfig, **values: Any) -> UpstreamSpec:
+        """A spec with ``defaults``' client settings, except where ``values`` give its own."""
+        return cls(**{**{f.name: getattr(defaults, f.name) for f in fields(UpstreamConfig)}, **values})
 
 
 def _mode(kind: Callable[[str], Any], choices: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> Validator:
@@ -360,8 +362,7 @@ class Config:
             return self.upstreams
         u = self.upstream
         # (limits.max_concurrent_upstream already holds the one upstream's requests, with its queue and 429)
-        return (UpstreamSpec("default", None if u.spawn is not None else u.url, u.spawn, (), u.verify,
-                             u.connect_timeout, u.idle_timeout, u.request_timeout, u.api_key),)
+        return (UpstreamSpec.inheriting(u, url=None if u.spawn is not None else u.url),)
 
     def api_keys(self) -> tuple[str, ...]:
         """Every configured API key: ``auth.api_keys`` plus the lines of ``auth.api_keys_file``."""
@@ -384,8 +385,7 @@ def _schema() -> dict[str, dict[str, Validator]]:
 # section -> key -> validator, read off the dataclasses above (each key is declared once, with its default).
 SCHEMA: dict[str, dict[str, Validator]] = _schema()
 TOP_LEVEL = {"listen", "upstreams"}
-UPSTREAM_ENTRY_KEYS = ("name", "url", "spawn", "models", "verify", "connect_timeout", "idle_timeout",
-                       "request_timeout", "api_key", "max_concurrent")
+UPSTREAM_ENTRY_KEYS = tuple(f.name for f in fields(UpstreamSpec))
 
 
 def _upstreams(value: Any, where: str, defaults: UpstreamConfig) -> tuple[UpstreamSpec, ...]:
@@ -395,35 +395,30 @@ def _upstreams(value: Any, where: str, defaults: UpstreamConfig) -> tuple[Upstre
     specs: list[UpstreamSpec] = []
     source = where.removeprefix("upstreams")  # " in FILE", or "" for a value from elsewhere
     for i, entry in enumerate(value):
-        at = f"upstreams[{i}]{source}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{at}: expected a mapping with name and url or spawn")
-        unknown = sorted(set(entry) - set(UPSTREAM_ENTRY_KEYS))
-        if unknown:
-            raise ConfigError(f"{at}: unknown key {unknown[0]!r} (known: {', '.join(UPSTREAM_ENTRY_KEYS)})")
-        def key_at(key_name: str, i: int = i) -> str:
-            return f"upstreams[{i}].{key_name}{source}"
-
-        name = _str(entry.get("name"), key_at("name")).strip() if "name" in entry else ""
-        if not name:
-            raise ConfigError(f"{at}: every upstream needs a name")
-        if any(spec.name == name for spec in specs):
-            raise ConfigError(f"{at}: the name {name!r} is used twice")
-        check = SCHEMA["upstream"]
-        url = check["url"](entry["url"], key_at("url")) if entry.get("url") is not None else None
-        spawn = check["spawn"](entry.get("spawn"), key_at("spawn"))
-        if (url is None) == (spawn is None):
-            raise ConfigError(f"{at} ({name}): give either url or spawn")
-        fields_: dict[str, Any] = {}
-        for key_name in ("verify", "connect_timeout", "idle_timeout", "request_timeout", "api_key"):
-            fields_[key_name] = (check[key_name](entry[key_name], key_at(key_name)) if key_name in entry
-                                 else getattr(defaults, key_name))
-        specs.append(UpstreamSpec(
-            name, url, spawn, _str_list(entry.get("models") or [], key_at("models")),
-            max_concurrent=_int(1, optional=True)(entry.get("max_concurrent"), key_at("max_concurrent")),
-            **fields_,
-        ))
+        specs.append(_upstream_entry(entry, f"upstreams[{i}]", source, defaults, {s.name for s in specs}))
     return tuple(specs)
+
+
+def _upstream_entry(entry: Any, at: str, source: str, defaults: UpstreamConfig, taken: set[str]) -> UpstreamSpec:
+    """One ``upstreams:`` entry (``at``: ``upstreams[i]``), each key checked by its field's validator."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{at}{source}: expected a mapping with name and url or spawn")
+    unknown = sorted(set(entry) - set(UPSTREAM_ENTRY_KEYS))
+    if unknown:
+        raise ConfigError(f"{at}{source}: unknown key {unknown[0]!r} (known: {', '.join(UPSTREAM_ENTRY_KEYS)})")
+    name = _str(entry["name"], f"{at}.name{source}").strip() if "name" in entry else ""
+    if not name:
+        raise ConfigError(f"{at}{source}: every upstream needs a name")
+    if name in taken:
+        raise ConfigError(f"{at}{source}: the name {name!r} is used twice")
+    values: dict[str, Any] = {"name": name, "url": None, "spawn": None}  # an entry names its own url or spawn
+    for f in fields(UpstreamSpec):
+        if f.name in entry and f.name != "name" and not (f.name == "url" and entry["url"] is None):
+            values[f.name] = f.metadata["check"](entry[f.name], f"{at}.{f.name}{source}")
+    if (values["url"] is None) == (values["spawn"] is None):
+        raise ConfigError(f"{at}{source} ({name}): give either url or spawn")
+    return UpstreamSpec.inheriting(defaults, **values)
+
 
 # The stream-synthesis proxy's config.yaml (shared/seeds/001): its keys and where they land.
 SEED_KEYS: dict[str, tuple[str, str] | str] = {

@@ -164,15 +164,7 @@ def build_member(spec: UpstreamSpec, reactor: Any) -> Member:
     port = (spec.spawn.port or free_port()) if spec.spawn is not None else None
     url = f"http://127.0.0.1:{port}" if port is not None else spec.url
     assert url is not None
-    client = UpstreamClient(
-        reactor,
-        url,
-        verify=spec.verify,
-        connect_timeout=spec.connect_timeout,
-        idle_timeout=spec.idle_timeout,
-        request_timeout=spec.request_timeout,
-        api_key=spec.api_key,
-    )
+    client = UpstreamClient.from_spec(reactor, spec, url)
     supervisor = None
     if spec.spawn is not None:
         supervisor = LlamaSupervisor(reactor, spec.spawn, lambda: upstream_healthy(client), port)

@@ -12,12 +12,9 @@ from twisted.internet.defer import Deferred
 
 from llamashim.errors import ShimError
 from llamashim.modes import ThinkingMode
-from llamashim.stream.items import Item
+from llamashim.stream.pipeline import Encoder
 from llamashim.stream.transform import StreamTransform
 from llamashim.stream.usage import Usage
-
-Encoder = Callable[[list[Item]], bytes]
-"""Pipeline items → the dialect's wire bytes. Stateful: one per request."""
 
 Reply = Callable[[dict[str, Any]], Any]
 """A non-streamed upstream answer (for chat: a normalised ``chat.completion`` with its reasoning routed) → the

@@ -187,8 +187,12 @@ class ChatFlow:
 
     async def _stream(self, turn: Turn, call: ChatCall, pick: Pick, body: dict[str, Any]) -> None:
         client = pick.member.client
+        pipeline = self._pipeline(call, pick)
         if self._synthesizes(call, client):
-            return await self._synthesize(turn, call, pick, body)
+            return await self._synthesize(turn, call, pick, body, pipeline)
+        # Keep the client waiting while the upstream processes the prompt (llama-server answers a stream's headers
+        # with its first token): keep-alives in its dialect from server.heartbeat seconds on.
+        self._prepare(turn, call, pipeline, self.settings.stream_heartbeat)
         response = await self._post(turn, client, call.path, body)
         auto = self.settings.tools_mode == ToolsMode.AUTO
         if response.code != 200:
@@ -196,9 +200,8 @@ class ChatFlow:
             if body.get("tools") and auto and is_stream_tools_refusal(response.code, data):
                 self._learn(client, FACT_STREAM_TOOLS_REFUSED, f"refuses streamed tool calls ({response.code}); "
                             "synthesizing tool-call streams from now on")
-                return await self._synthesize(turn, call, pick, body)
+                return await self._synthesize(turn, call, pick, body, pipeline)
             raise upstream_error(response.code, data)
-        pipeline = self._pipeline(call, pick)
         if not _is_event_stream(response):
             # An old build answers a stream request with one JSON reply: turn it into a stream.
             data = await collect_body(response, self.clock, client.idle_timeout, self.settings.max_reply_bytes)
@@ -209,7 +212,6 @@ class ChatFlow:
                 self._learn(client, FACT_STREAM_ANSWERS_JSON, "answers streaming requests with plain JSON; "
                             "synthesizing streams from now on")
             return await self._emit_synthesized(turn, call, pipeline, answer)
-        self._prepare(turn, call, pipeline, self.settings.stream_heartbeat)
         try:
             await turn.relay(response, pipeline, client.idle_timeout)
         finally:
@@ -233,7 +235,7 @@ class ChatFlow:
 
     def _prepare(self, turn: Turn, call: ChatCall, pipeline: StreamPipeline, keepalive: float) -> None:
         turn.prepare_stream(lambda err: pipeline.fail(err.message, err.type, err.code), keepalive,
-                            call.stream_content_type)
+                            pipeline.keepalive, call.stream_content_type)
 
     async def _complete(self, call: ChatCall) -> None:
         if call.on_complete is not None:
@@ -263,7 +265,6 @@ class ChatFlow:
     async def _emit_synthesized(
         self, turn: Turn, call: ChatCall, pipeline: StreamPipeline, reply: dict[str, Any]
     ) -> None:
-        self._prepare(turn, call, pipeline, 0.0)
         out = pipeline.push(synthesize_items(reply, self.settings.chunk_size, call.include_usage))
         turn.counted(pipeline.usage)
         if out:
@@ -272,8 +273,9 @@ class ChatFlow:
             await self._complete(call)
         turn.finish()
 
-    async def _synthesize(self, turn: Turn, call: ChatCall, pick: Pick, body: dict[str, Any]) -> None:
-        pipeline = self._pipeline(call, pick)
+    async def _synthesize(
+        self, turn: Turn, call: ChatCall, pick: Pick, body: dict[str, Any], pipeline: StreamPipeline
+    ) -> None:
         # Keep-alives while the whole answer is awaited; the first one starts the stream. A failure after one went
         # out propagates as a ShimError: the route's error handler ends the stream with the terminal frame.
         self._prepare(turn, call, pipeline, self.settings.synthesis_heartbeat)
@@ -296,14 +298,14 @@ class ChatFlow:
     async def _complete_on(
         self, turn: Turn, call: CompletionCall, client: UpstreamClient, body: dict[str, Any]
     ) -> bytes | None:
+        transform = call.transform()
+        if call.stream:  # keep-alives while the upstream processes the prompt, as for a chat stream
+            turn.prepare_stream(lambda err: transform.fail(err.message, err.type, err.code),
+                                self.settings.stream_heartbeat, transform.keepalive)
         response = await self._post(turn, client, call.path, body)
         max_bytes = self.settings.max_reply_bytes
         if response.code != 200:
             raise call.failure(response.code, await collect_body(response, self.clock, client.idle_timeout, max_bytes))
-        transform = call.transform()
-        if call.stream:
-            turn.prepare_stream(lambda err: transform.fail(err.message, err.type, err.code),
-                                self.settings.stream_heartbeat)
         if call.stream and _is_event_stream(response):
             try:
                 await turn.relay(response, transform, client.idle_timeout)

@@ -57,13 +57,18 @@ class Turn(Protocol):
         """A JSON answer: set its headers; the returned body is the route's result."""
 
     def prepare_stream(
-        self, terminal_frame: TerminalFrame, keepalive: float, content_type: bytes | None = None
+        self,
+        terminal_frame: TerminalFrame,
+        keepalive: float,
+        beat: Callable[[], bytes],
+        content_type: bytes | None = None,
     ) -> None:
-        """The answer will be a stream ending in ``terminal_frame`` on failure; from now on, every ``keepalive``
-        seconds that nothing went out, the dialect's keep-alive goes out (the first one starts the stream)."""
+        """The answer will be a stream ending in ``terminal_frame`` on failure. Until its output starts, every
+        ``keepalive`` seconds that nothing went out, ``beat()`` goes out (the dialect's opening events, then its
+        keep-alive event); the first one starts the stream. Called again, it replaces them (the timer goes on)."""
 
     def write(self, data: bytes) -> None:
-        """Stream bytes to the client (starting the stream)."""
+        """Stream output to the client (starting the stream; keep-alives stop)."""
 
     def finish(self) -> None:
         """End the stream."""

@@ -30,4 +30,4 @@ def observer_for(fmt: str, level: str, stream: IO[str] | None = None) -> ILogObs
     out = stream or sys.stdout
     base: Any = jsonFileLogObserver(out, recordSeparator="") if fmt == "json" else textFileLogObserver(out)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS.get(level.lower(), LogLevel.info))
-    return FilteringLogObserver(base, [predicate])  # type: ignore[no-any-return]
+    return FilteringLogObserver(base, [predicate])

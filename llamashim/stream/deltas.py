@@ -143,6 +143,16 @@ class DeltaEncoder:
     def __init__(self) -> None:
         self.ended = False
 
+    def opening(self) -> bytes:
+        """The events that open the stream before any output — the dialect's first event (Anthropic's
+        ``message_start``, Responses' ``response.created``/``in_progress``), sent once; ``b""`` where there is none."""
+        return b""
+
+    def keepalive(self) -> bytes:
+        """An event the dialect's clients parse, that resets their stream watchdog and adds nothing to the answer
+        (after :meth:`opening`); ``b""`` where there is none."""
+        return b""
+
     def __call__(self, items: list[Item]) -> bytes:
         out: list[bytes] = []
         for item in items:

@@ -11,13 +11,23 @@ in its own stream, which the stages alone decide.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from llamashim.stream.items import Chunk, Done, Item, Stage, StreamError
 from llamashim.stream.sse import SSEComment, SSEParser, items_from_event
 from llamashim.stream.usage import Usage
 
-Encoder = Callable[[list[Item]], bytes]
+
+class Encoder(Protocol):
+    """Pipeline items → a dialect's wire bytes (stateful: one per request), and the events that keep a client
+    waiting (see :class:`~llamashim.stream.deltas.DeltaEncoder`)."""
+
+    def __call__(self, items: list[Item]) -> bytes: ...
+
+    def opening(self) -> bytes: ...
+
+    def keepalive(self) -> bytes: ...
 
 
 class StreamPipeline:
@@ -31,6 +41,17 @@ class StreamPipeline:
         self.saw_finish_reason = False
         self.error: StreamError | None = None
         self.usage: Usage | None = None  # the last the upstream stated (usage chunk or timings)
+        self._opened = False
+
+    def keepalive(self) -> bytes:
+        """What keeps the client waiting before the answer: the dialect's opening events the first time, then its
+        keep-alive event; nothing once the stream ended."""
+        if self.ended:
+            return b""
+        if not self._opened:
+            self._opened = True
+            return self._encode.opening() or self._encode.keepalive()
+        return self._encode.keepalive()
 
     def feed(self, data: bytes) -> bytes:
         if self.ended:

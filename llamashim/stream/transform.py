@@ -16,6 +16,10 @@ class StreamTransform(Protocol):
 
     def feed(self, data: bytes) -> bytes: ...
 
+    def keepalive(self) -> bytes:
+        """What keeps the client waiting before the answer, in its dialect (``b""``: nothing)."""
+        ...
+
     def finish(self) -> bytes: ...
 
     def fail(self, message: str, type: str = ..., code: int | str | None = ...) -> bytes: ...
@@ -30,6 +34,9 @@ class Identity:
 
     def feed(self, data: bytes) -> bytes:
         return data
+
+    def keepalive(self) -> bytes:
+        return b""
 
     def finish(self) -> bytes:
         return b""

@@ -379,7 +379,7 @@ class FakeLlama:
         return NOT_DONE_YET
 
     def _answer(self, request: Request, body: dict[str, Any], stream: bool) -> None:
-        if request._disconnected:  # type: ignore[attr-defined]
+        if request._disconnected:
             return
         if not stream or self.old_build == "json_for_stream":
             data = self._json(request, self.reply())
@@ -442,7 +442,7 @@ class FakeLlama:
         return out
 
     def _native_answer(self, request: Request, body: dict[str, Any], stream: bool) -> None:
-        if request._disconnected:  # type: ignore[attr-defined]
+        if request._disconnected:
             return
         if not stream:
             request.write(self._json(request, self.native_final(body, False)))
@@ -569,9 +569,9 @@ def main(argv: list[str] | None = None) -> None:
     fake.chunk_interval = args.chunk_interval
     site = Site(fake.resource())
     site.noisy = False
-    port: Any = reactor.listenTCP(args.port, site, interface=args.host)  # type: ignore[attr-defined,arg-type]
+    port: Any = reactor.listenTCP(args.port, site, interface=args.host)  # type: ignore[arg-type]
     print(f"fake llama-server on http://{args.host}:{port.getHost().port} ({time.strftime('%H:%M:%S')})", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":

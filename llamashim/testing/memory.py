@@ -15,10 +15,11 @@ error shapes, body limit, access log and metrics), routed by the real ``Root`` t
 client is the real :class:`~llamashim.upstream.client.UpstreamClient` whose ``Agent`` is a
 :class:`MemoryAgent` over the fake upstream's ``Site`` (by default :class:`~llamashim.testing.fake_llama.FakeLlama`).
 
-:class:`MemoryAgent` is treq's ``RequestTraversalAgent`` with three changes: it serves a given ``Site`` (treq builds
-a plain ``Site`` around a resource); it runs on a given reactor, so the client, llamashim and the upstream share one
-clock; and bytes move only when the test calls :meth:`MemoryShim.flush` (or :meth:`MemoryShim.advance`), never
-inside ``request()`` — an answer never arrives in the call stack that asked for it, as on a real connection. A
+:class:`MemoryAgent` is treq's ``RequestTraversalAgent`` idea (the real ``Agent`` over ``iosim``) with three changes: it
+serves a given ``Site`` (treq builds a plain ``Site`` around a resource); it runs on a given reactor, so the client,
+llamashim and the upstream share one clock; and bytes move only when the test calls :meth:`MemoryShim.flush` (or
+:meth:`MemoryShim.advance`, :meth:`MemoryShim.fetch`), never inside ``request()`` — an answer never arrives in the
+call stack that asked for it, as on a real connection. A
 :class:`Plug` sits between llamashim and the fake upstream: pulled, the upstream's connects are refused.
 What memory cannot show — TCP flow control (``pauseProducing`` on a full socket), real disconnect timing, chunked
 bodies on the wire — stays in the loopback tier (``tests/integration``).
@@ -27,18 +28,20 @@ bodies on the wire — stays in the loopback tier (``tests/integration``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 from treq.client import HTTPClient
-from treq.testing import RequestTraversalAgent
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import ISSLTransport
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python import threadpool
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.web.client import URI, Agent, ResponseDone
@@ -61,6 +64,7 @@ from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.limiter import UpstreamSlots
 from llamashim.upstream.set import Member
 from llamashim.web.routing import DialectRoutes
+from llamashim.web.shutdown import drain
 
 UPSTREAM_URL = "http://llama.memory:8080"  # never resolved: the MemoryAgent serves every URL from its Site
 CLIENT_BASE = b"http://127.0.0.1"  # the Host a client sends by default (on the default allow-list)
@@ -70,6 +74,7 @@ __all__ = [
     "UPSTREAM_URL",
     "Exchange",
     "MemoryAgent",
+    "MemoryClock",
     "MemoryShim",
     "Plug",
     "SiteParts",
@@ -90,15 +95,57 @@ def memory_config(
     (so the default Host allow-list applies), then ``sections`` replacing fields section by section, e.g.
     ``memory_config(limits={"max_body_bytes": 1024}, auth={"api_keys": ("sk-1",)})``.
 
-    The Responses store is off unless ``responses={"store": True, "store_path": ...}`` says otherwise: it runs
-    SQLite in a thread pool, which a memory reactor does not have, and its default path is the user's state
-    directory."""
+    The Responses store is off unless ``responses={"store": True, "store_path": ...}`` says otherwise (its default
+    path is the user's state directory); on, its SQLite work runs inline (see :class:`MemoryClock`)."""
     args: dict[str, Any] = {"upstream": UPSTREAM_URL, "listen": ["tcp:0:interface=127.0.0.1"]}
     args.update(cli or {})
     cfg = load_config(args, environ or {})
     sections = {**sections, "responses": {"store": False, **sections.get("responses", {})}}
     changes = {name: dataclasses.replace(getattr(cfg, name), **values) for name, values in sections.items()}
     return dataclasses.replace(cfg, **changes)
+
+
+# -- the clock ------------------------------------------------------------------------------------------------------
+
+
+class MemoryClock(MemoryReactorClock):
+    """A ``MemoryReactorClock`` that also takes calls "from a thread" (``callFromThread``, as on a later turn of the
+    clock: there are no other threads here). With :func:`_inline_threads`, it runs the Responses store: adbapi's
+    work happens inline, its results arrive through ``callFromThread``, so never in the call stack that asked."""
+
+    def callFromThread(self, f: Callable[..., object], *args: object, **kw: object) -> None:
+        self.callLater(0, f, *args, **kw)
+
+
+class _InlinePool:
+    """What adbapi needs of a ``ThreadPool``, running each piece of work at once in the calling thread."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def callInThreadWithCallback(
+        self, on_result: Callable[[bool, object], object], f: Callable[..., object], *args: object, **kw: object
+    ) -> None:
+        try:
+            result = f(*args, **kw)
+        except Exception:
+            on_result(False, Failure())
+            return
+        on_result(True, result)
+
+
+@contextmanager
+def _inline_threads() -> Iterator[None]:
+    """While services start: a thread pool built now (adbapi builds one, by name, when the store starts) runs its
+    work inline. The patch lasts only for the synchronous ``startService`` calls."""
+    with mock.patch.object(threadpool, "ThreadPool", _InlinePool):
+        yield
 
 
 # -- the site, as the daemon builds it ------------------------------------------------------------------------------
@@ -123,16 +170,7 @@ def build_site(
     for spec in config.upstream_specs():
         if spec.spawn is not None or spec.url is None:
             raise ValueError(f"upstream {spec.name}: build_site serves URLs; upstream.spawn needs the full service")
-        client = UpstreamClient(
-            reactor,
-            spec.url,
-            verify=spec.verify,
-            connect_timeout=spec.connect_timeout,
-            idle_timeout=spec.idle_timeout,
-            request_timeout=spec.request_timeout,
-            api_key=spec.api_key,
-            agent=(agents or {}).get(spec.name, agent),
-        )
+        client = UpstreamClient.from_spec(reactor, spec, agent=(agents or {}).get(spec.name, agent))
         members.append(Member(spec, client))
     return daemon.build_site(config, reactor, members, unavailable, dialects)
 
@@ -151,23 +189,23 @@ class _AnyOrigin:
         return TCP4ClientEndpoint(self.reactor, "127.0.0.1", uri.port)
 
 
-class MemoryAgent(RequestTraversalAgent):  # type: ignore[misc]
-    """treq's ``RequestTraversalAgent`` serving a given :class:`Site` (such as a ``ShimSite``, so requests are its
-    own request class on its own channel class) on a given ``MemoryReactorClock``, and — unlike treq's, which
-    delivers a request inside ``request()`` — moving bytes only when flushed, as a real connection would: no answer
-    ever arrives in the call stack that asked for it.
+@implementer(IAgent)
+class MemoryAgent:
+    """The real ``Agent`` over ``iosim``, as treq's ``RequestTraversalAgent``, serving a given :class:`Site` (such as
+    a ``ShimSite``, so requests are its own request class on its own channel class; or any server factory, such as a
+    misbehaving raw upstream) on a given ``MemoryReactorClock``, and — unlike treq's, which delivers a request inside
+    ``request()`` — moving bytes only when flushed, as a real connection would: no answer ever arrives in the call
+    stack that asked for it.
 
     Each request gets a new in-memory connection (an ``iosim`` pump). :meth:`flush` moves the bytes; a connection
     either side closes is closed for the other on the next flush.
     """
 
-    def __init__(self, site: Site, reactor: MemoryReactorClock) -> None:
-        super().__init__(site.resource)
-        # treq builds its own reactor and a plain Site around the resource; serve ours, on our clock.
-        self._memoryReactor = reactor
-        self._realAgent = Agent.usingEndpointFactory(reactor, _AnyOrigin(reactor))
-        self._serverFactory = site
+    def __init__(self, site: Factory[Any], reactor: MemoryReactorClock) -> None:
         self.site = site
+        self.reactor = reactor
+        self._agent = Agent.usingEndpointFactory(reactor, _AnyOrigin(reactor))
+        self._pumps: set[iosim.IOPump] = set()
 
     def request(
         self,
@@ -176,20 +214,20 @@ class MemoryAgent(RequestTraversalAgent):  # type: ignore[misc]
         headers: Headers | None = None,
         bodyProducer: IBodyProducer | None = None,
     ) -> Deferred[IResponse]:
-        d: Deferred[IResponse] = self._realAgent.request(method, uri, headers, bodyProducer)
+        d: Deferred[IResponse] = self._agent.request(method, uri, headers, bodyProducer)
         if d.called:  # failed before connecting (a bad URI, say)
             return d
-        _host, port, factory, _timeout, _bind = self._memoryReactor.tcpClients[-1]
+        _host, port, factory, _timeout, _bind = self.reactor.tcpClients[-1]
         server_address = IPv4Address("TCP", "127.0.0.1", port)
         client_address = IPv4Address("TCP", "127.0.0.1", 31337)
-        server = self._serverFactory.buildProtocol(client_address)
+        server = self.site.buildProtocol(client_address)
         server_io = iosim.FakeTransport(server, isServer=True, hostAddress=server_address, peerAddress=client_address)
         client = factory.buildProtocol(None)
         client_io = iosim.FakeTransport(client, isServer=False, hostAddress=client_address, peerAddress=server_address)
         if URI.fromBytes(uri).scheme == b"https":
             directlyProvides(server_io, ISSLTransport)
             directlyProvides(client_io, ISSLTransport)
-        self._pumps.add(iosim.connect(server, server_io, client, client_io, greet=False, clock=self._memoryReactor))
+        self._pumps.add(iosim.connect(server, server_io, client, client_io, greet=False, clock=self.reactor))
         return d
 
     def flush(self) -> bool:
@@ -334,20 +372,24 @@ class MemoryShim:
     def __init__(
         self,
         config: Config,
-        upstream_resource: IResource | None = None,
+        upstream_resource: IResource | Factory[Any] | None = None,
         clock: MemoryReactorClock | None = None,
         unavailable: Callable[[], str | None] | None = None,
         unreachable: bool = False,
         dialects: Sequence[type[DialectRoutes]] = ROUTES,
     ) -> None:
-        self.clock = clock if clock is not None else MemoryReactorClock()
+        self.clock = clock if clock is not None else MemoryClock()
         self.config = config
         self.fake: FakeLlama | None = None
         if upstream_resource is None:
             self.fake = FakeLlama(self.clock)
             upstream_resource = self.fake.resource()
         self.upstream_resource = upstream_resource
-        upstream_site = Site(upstream_resource, reactor=self.clock)
+        upstream_site: Factory[Any]
+        if isinstance(upstream_resource, Factory):
+            upstream_site = upstream_resource  # (a raw protocol's factory: the upstream's bytes are the test's)
+        else:
+            upstream_site = Site(upstream_resource, reactor=self.clock)
         upstream_site.noisy = False
         self.upstream_agent = MemoryAgent(upstream_site, self.clock)
         self.plug = Plug(self.upstream_agent, self.clock, pulled=unreachable)
@@ -355,8 +397,9 @@ class MemoryShim:
         self.site = self.parts.site
         self.client_agent = MemoryAgent(self.site, self.clock)
         self.treq = HTTPClient(self.client_agent, data_to_body_producer=BytesProducer)
-        for service in self.parts.services:
-            service.startService()
+        with _inline_threads():
+            for service in self.parts.services:
+                service.startService()
 
     @property
     def metrics(self) -> Metrics:
@@ -414,6 +457,30 @@ class MemoryShim:
         self.clock.advance(target - self.clock.seconds())
         self.flush()
 
+    def fetch(
+        self,
+        method: str,
+        path: str,
+        body: bytes | Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        within: float = 600.0,
+    ) -> Exchange:
+        """:meth:`request`, then run the clock until its response ended (a paced upstream, a heartbeat); fails
+        with ``TimeoutError`` when it has not ended after ``within`` seconds on the clock."""
+        exchange = self.request(method, path, body, headers)
+        self.run_until(lambda: exchange.ended, within)
+        return exchange
+
+    def run_until(self, condition: Callable[[], bool], within: float = 600.0, step: float = 1.0) -> None:
+        """Flush, then run the clock ``step`` by ``step`` until ``condition()`` holds; ``TimeoutError`` after
+        ``within`` seconds on the clock."""
+        self.flush()
+        deadline = self.clock.seconds() + within
+        while not condition():
+            if self.clock.seconds() >= deadline:
+                raise TimeoutError(f"not done after {within:g} s on the clock")
+            self.advance(step)
+
     def metric(self, name: str, **labels: str) -> float:
         """A sample of the site's metrics (``0.0`` when never set), e.g. ``metric("llamashim_requests_total",
         route="chat", status="200", dialect="openai")``."""
@@ -426,10 +493,18 @@ class MemoryShim:
             service.stopService()
         self.flush()
 
+    def shutdown(self) -> None:
+        """Stop as the daemon does: drain (in-flight requests get ``shutdown.drain_timeout`` seconds on the clock,
+        the rest end with their dialect's terminal error), then :meth:`stop`."""
+        timeout = self.config.shutdown.drain_timeout
+        drained = Deferred.fromCoroutine(drain(self.site, self.clock, timeout))
+        self.run_until(lambda: drained.called, within=timeout + 1.0)
+        self.stop()
+
 
 def memory_shim(
     config: Config | None = None,
-    upstream_resource: IResource | None = None,
+    upstream_resource: IResource | Factory[Any] | None = None,
     unavailable: Callable[[], str | None] | None = None,
     unreachable: bool = False,
     dialects: Sequence[type[DialectRoutes]] = ROUTES,

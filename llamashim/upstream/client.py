@@ -1,35 +1,41 @@
-"""The upstream client: our own connection pool and ``Agent`` (treq over the same pool for metadata GETs), owned by
-a service.
+"""The upstream client: our own connection pool and ``Agent``, owned by a service.
 
 Everything that talks to llama-server goes through :class:`UpstreamClient`. It owns the ``HTTPConnectionPool`` (closed
 in ``stopService``), applies the TLS policy (verify by default, a private CA, or loudly no verification), the connect
-timeout (the ``Agent``'s) and the optional total request timeout, and turns connection-level failures into
-:class:`~llamashim.errors.ShimError` values with the status DESIGN.md promises (502 unreachable / TLS, 504 timeout).
-Responses are always unbuffered: the caller streams or collects the body itself (see :mod:`llamashim.upstream.body`).
+timeout (each connection attempt's), the idle and total request timeouts until the answer's headers
+(``Deferred.addTimeout``), and turns connection-level failures into :class:`~llamashim.errors.ShimError` values with
+the status DESIGN.md promises (502 unreachable / TLS, 504 timeout). A refused connection fails at once (see
+:class:`UpstreamEndpoints`), so a request fails over to another upstream without waiting. Responses are always
+unbuffered: the caller streams or collects the body itself (see :mod:`llamashim.upstream.body`).
 """
 
 from __future__ import annotations
 
-from http.cookiejar import CookieJar
+from collections.abc import Callable
 from typing import Any
 
-from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet import error as ierror
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
+from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseNeverReceived
+from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
+from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
-from llamashim import compat
+from llamashim import compat, jsonutil
+from llamashim.config import UpstreamSpec
 from llamashim.errors import ShimError
 from llamashim.upstream.body import BytesProducer
 from llamashim.upstream.tls import describe_tls_failure, policy_for
+
+JSON_CONTENT = [b"application/json"]
 
 
 class UpstreamTimeout(ShimError):
@@ -51,7 +57,7 @@ class UpstreamClient(Service):
         idle_timeout: float | None = 600.0,
         request_timeout: float | None = None,
         api_key: str | None = None,
-        agent: Any = None,
+        agent: IAgent | None = None,
     ) -> None:
         self.reactor = reactor
         self.base_url = base_url.rstrip("/")
@@ -60,26 +66,32 @@ class UpstreamClient(Service):
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
-        self.api_key = api_key
+        self._authorization = [b"Bearer " + api_key.encode("latin-1")] if api_key else None
+        # Until the answer's headers arrive, silence counts against the idle timeout too.
+        self._deadlines = [(seconds, key) for seconds, key in ((request_timeout, "request_timeout"),
+                                                               (idle_timeout, "idle_timeout")) if seconds]
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 64
         self.pool.cachedConnectionTimeout = 120
         self.pool.retryAutomatically = False
         compat.quiet_pool(self.pool)
-        # In-memory tests pass an agent here (llamashim.testing.memory: a RequestTraversalAgent over a fake upstream).
-        self.agent = agent or Agent.usingEndpointFactory(
-            reactor,
-            _CachedEndpoints(compat.StandardEndpointFactory(reactor, policy_for(verify), connect_timeout, None)),
-            pool=self.pool,
-        )
-        # treq keeps one cookie jar per client; a proxy must never carry one client's cookies to another's request.
-        self.http = HTTPClient(self.agent, cookiejar=NoCookies())  # type: ignore[arg-type]
+        # In-memory tests pass an agent here (llamashim.testing.memory: a MemoryAgent over a fake upstream).
+        self.agent: IAgent = agent or Agent.usingEndpointFactory(
+            reactor, UpstreamEndpoints(reactor, policy_for(verify), connect_timeout), pool=self.pool)
         # Per-upstream facts learnt at run time (e.g. "this build refuses streamed tools").
         self.facts: dict[str, bool] = {}
 
-    @property
-    def clock(self) -> IReactorTime:
-        return self.reactor  # type: ignore[no-any-return]
+    @classmethod
+    def from_spec(cls, reactor: Any, spec: UpstreamSpec, url: str | None = None,
+                  agent: IAgent | None = None) -> UpstreamClient:
+        """The client of a configured upstream, at its ``url`` (``url`` given: a spawned llama-server's)."""
+        base_url = url or spec.url
+        if base_url is None:
+            raise ValueError(f"upstream {spec.name} has no URL yet (a spawned llama-server's is known once it has "
+                             "its port)")
+        return cls(reactor, base_url, verify=spec.verify, connect_timeout=spec.connect_timeout,
+                   idle_timeout=spec.idle_timeout, request_timeout=spec.request_timeout, api_key=spec.api_key,
+                   agent=agent)
 
     def startService(self) -> None:
         super().startService()
@@ -107,12 +119,13 @@ class UpstreamClient(Service):
     ) -> Deferred[IResponse]:
         """Send a request; fire with the (unbuffered) response once its headers are in.
 
-        Cancelling the returned Deferred aborts the upstream connection at once. Failures arrive as
-        :class:`ShimError` (502/504) with a message naming the cause.
+        ``headers`` (a new ``Headers`` when not given) get the upstream's API key. Cancelling the returned Deferred
+        aborts the upstream connection at once. Failures arrive as :class:`ShimError` (502/504) with a message
+        naming the cause.
         """
         headers = headers if headers is not None else Headers()
-        if self.api_key:
-            headers.setRawHeaders(b"authorization", [b"Bearer " + self.api_key.encode("latin-1")])
+        if self._authorization is not None:
+            headers.setRawHeaders(b"authorization", self._authorization)
         if isinstance(body, bytes):
             body = BytesProducer(body)
         # The hot path goes to the pool's Agent directly, not through treq's per-request wrappers (URL parsing,
@@ -122,7 +135,19 @@ class UpstreamClient(Service):
         replay = getattr(body, "body", None) if body is not None else b""
         if isinstance(replay, bytes):
             d.addErrback(self._retry_stale, method, url, headers, replay)
-        return self._guard(d)
+        for seconds, key in self._deadlines:
+            d.addTimeout(seconds, self.reactor, onTimeoutCancel=self._timed_out(key))
+        return d.addErrback(self._translate)
+
+    def post_json(self, path: bytes, body: Any, headers: Headers | None = None) -> Deferred[IResponse]:
+        """POST ``body`` as compact JSON to ``path``, as :meth:`request` (``headers`` get the content type)."""
+        headers = headers if headers is not None else Headers()
+        headers.setRawHeaders(b"content-type", JSON_CONTENT)
+        return self.request(b"POST", path, headers, BytesProducer(jsonutil.dumps(body)))
+
+    def get(self, path: bytes, headers: Headers | None = None) -> Deferred[IResponse]:
+        """A metadata GET (``/health``, ``/props``, ``/v1/models``), as :meth:`request`."""
+        return self.request(b"GET", path, headers)
 
     def _retry_stale(self, failure: Failure, method: bytes, url: bytes, headers: Headers, data: bytes) -> Any:
         """A kept-alive connection the upstream had already closed (llama-server closes idle ones): the request
@@ -136,53 +161,23 @@ class UpstreamClient(Service):
             return self.agent.request(method, url, headers, BytesProducer(data) if data or method == b"POST" else None)
         return failure
 
-    def get(self, path: bytes, headers: Headers | None = None) -> Deferred[IResponse]:
-        """A metadata GET (``/health``, ``/props``, ``/v1/models``) through treq, with the same timeouts and errors."""
-        headers = headers.copy() if headers is not None else Headers()
-        if self.api_key:
-            headers.setRawHeaders(b"authorization", [b"Bearer " + self.api_key.encode("latin-1")])
-        d: Deferred[IResponse] = self.http.get(  # type: ignore[assignment]
-            self.url(path).decode("ascii"), headers=headers, allow_redirects=False, unbuffered=True,
-            reactor=self.reactor,
-        )
-        return self._guard(d)
+    def _timed_out(self, key: str) -> Callable[[Any, float], Failure]:
+        """What a request that ``upstream.<key>`` cut short fails with (whatever the cancellation left)."""
 
-    def _guard(self, d: Deferred[IResponse]) -> Deferred[IResponse]:
-        timed_out: list[str] = []
-        timers = []
-        if self.request_timeout:
-            timers.append(self._arm(d, self.request_timeout, "request_timeout", timed_out))
-        # Until the headers arrive, silence counts against the idle timeout too.
-        if self.idle_timeout:
-            timers.append(self._arm(d, self.idle_timeout, "idle_timeout", timed_out))
+        def timed_out(_cancelled: Any, seconds: float) -> Failure:
+            return Failure(UpstreamTimeout(f"upstream {self.base_url} did not answer within {seconds:g} s "
+                                           f"(upstream.{key})"))
 
-        def done(result: Any) -> Any:
-            for t in timers:
-                if t.active():
-                    t.cancel()
-            if isinstance(result, Failure):
-                return self._translate(result, timed_out)
-            return result
+        return timed_out
 
-        return d.addBoth(done)
-
-    def _arm(self, d: Deferred[Any], seconds: float, what: str, flag: list[str]) -> Any:
-        def fire() -> None:
-            flag.append(what)
-            d.cancel()
-
-        return self.reactor.callLater(seconds, fire)
-
-    def _translate(self, failure: Failure, timed_out: list[str]) -> Failure:
+    def _translate(self, failure: Failure) -> Failure:
         where = self.base_url
         if failure.check(ShimError):
-            return failure
-        if timed_out:  # our own timer cancelled the request (the failure may wrap the CancelledError)
-            what = timed_out[0]
-            seconds = self.request_timeout if what == "request_timeout" else self.idle_timeout
-            return Failure(UpstreamTimeout(f"upstream {where} did not answer within {seconds:g} s (upstream.{what})"))
+            return failure  # a timeout of ours
         if failure.check(CancelledError):
             return failure  # the client went away; nobody is listening for an answer
+        if failure.check(ierror.ConnectingCancelledError):
+            return Failure(CancelledError())  # the client went away while we were connecting
         reasons = [failure]
         if isinstance(failure.value, ResponseNeverReceived):
             reasons = list(failure.value.reasons)
@@ -212,27 +207,39 @@ class UpstreamClient(Service):
 
 
 @implementer(IAgentEndpointFactory)
-class _CachedEndpoints:
-    """One endpoint per upstream origin, built once: twisted's Agent would build a HostnameEndpoint (with an IDNA
-    check of the host name) for every request, even when the pool hands it a kept-alive connection."""
+class UpstreamEndpoints:
+    """The endpoint of each upstream origin, built once: twisted's Agent would build one for every request (with an
+    IDNA check of the host name), even when the pool then hands it a kept-alive connection.
 
-    def __init__(self, factory: Any) -> None:
-        self.factory = factory
-        self.cache: dict[tuple[bytes, bytes, int], Any] = {}
+    An IP address is connected to directly. A host name goes through ``HostnameEndpoint`` trying every address it
+    resolves to at once: by default it starts one every 0.3 s and sees that the last one failed only at the next
+    0.3 s tick, so every refused connection (``localhost`` → ``::1`` when llama-server listens on 127.0.0.1, or
+    an upstream that is down) cost 0.3 s or more before the request failed, failed over or connected."""
 
-    def endpointForURI(self, uri: Any) -> Any:
+    def __init__(self, reactor: Any, policy: IPolicyForHTTPS, connect_timeout: float) -> None:
+        self.reactor = reactor
+        self.policy = policy
+        self.connect_timeout = connect_timeout
+        self.cache: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         key = (uri.scheme, uri.host, uri.port)
         endpoint = self.cache.get(key)
         if endpoint is None:
-            endpoint = self.cache[key] = self.factory.endpointForURI(uri)
+            endpoint = self.cache[key] = self._endpoint(uri)
         return endpoint
 
-
-class NoCookies(CookieJar):
-    """A cookie jar that keeps nothing."""
-
-    def extract_cookies(self, response: Any, request: Any) -> None:
-        pass
-
-    def set_cookie(self, cookie: Any) -> None:
-        pass
+    def _endpoint(self, uri: URI) -> IStreamClientEndpoint:
+        if uri.scheme not in (b"http", b"https"):
+            raise SchemeNotSupported(f"Unsupported scheme: {uri.scheme!r}")
+        host = uri.host.decode("ascii")
+        tcp: IStreamClientEndpoint
+        if isIPv6Address(host):
+            tcp = TCP6ClientEndpoint(self.reactor, host, uri.port, self.connect_timeout)
+        elif isIPAddress(host):
+            tcp = TCP4ClientEndpoint(self.reactor, host, uri.port, self.connect_timeout)
+        else:
+            tcp = HostnameEndpoint(self.reactor, host, uri.port, self.connect_timeout, attemptDelay=0)
+        if uri.scheme == b"https":
+            return wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), tcp)
+        return tcp

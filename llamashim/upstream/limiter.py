@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.defer import DeferredSemaphore
 
 from llamashim.errors import ShimError
 
@@ -46,19 +46,6 @@ class UpstreamSlots:
         self.max_queue = max_queue
         self.unavailable = unavailable
         self._semaphore = DeferredSemaphore(max_concurrent) if max_concurrent else None
-        self._watchers: list[tuple[int, Deferred[None]]] = []
-
-    def when_queued(self, n: int) -> Deferred[None]:
-        """Fires once ``n`` requests are waiting (for tests and diagnostics)."""
-        d: Deferred[None] = Deferred()
-        self._watchers.append((n, d))
-        self._notify()
-        return d
-
-    def _notify(self) -> None:
-        for watcher in [w for w in self._watchers if self.queued >= w[0]]:
-            self._watchers.remove(watcher)
-            watcher[1].callback(None)
 
     @property
     def queued(self) -> int:
@@ -79,9 +66,7 @@ class UpstreamSlots:
             return await work()
         if semaphore.tokens == 0 and len(semaphore.waiting) >= self.max_queue:
             raise Busy(self.active, self.queued)
-        acquired = semaphore.acquire()
-        self._notify()
-        await acquired
+        await semaphore.acquire()
         try:
             return await work()
         finally:

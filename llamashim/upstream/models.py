@@ -128,10 +128,6 @@ class ModelIndex:
         self._served[name] = [Served(name, e["id"], e, props, load_status(e)) for e in entries]
         self._rebuild()
 
-    def drop_upstream(self, name: str) -> None:
-        self._served.pop(name, None)
-        self._rebuild()
-
     def _rebuild(self) -> None:
         models: dict[str, Model] = {}
         for upstream in self._order:

@@ -2,68 +2,91 @@
 
 :class:`UpstreamSet` is a service owning each member's client (its own connection pool, timeouts, TLS, learnt
 facts) and supervisor (when spawned), and a ``TimerService`` that keeps the index and the health fresh: every
-``refresh`` seconds each member's ``/v1/models``, ``/props`` and ``/slots`` are read; a member that is down is
-probed on ``/health`` with back-off (1, 2, 4 … 60 s) and comes back by itself when it answers.
+``refresh`` seconds each member's ``/v1/models``, ``/props`` and ``/slots`` are read; a member that is down or
+loading is probed on ``/health`` with back-off (1, 2, 4 … 60 s) and comes back by itself when it answers (its
+:class:`~llamashim.upstream.health.Health`).
 
 :meth:`UpstreamSet.pick` is the routing decision for one request (model → candidates → :func:`choice.choose`);
 :meth:`UpstreamSet.failed` marks a member down after a failure before the first byte so the caller can retry on
-another (see ``ChatFlow``).
+another (see ``ChatFlow``). What a member's llama-server can do is asked of it and kept with it: whether a model
+fills in the middle (:meth:`UpstreamSet.fills_in_the_middle`), and unloading a model (:meth:`UpstreamSet.unload`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 
 from llamashim.config import UpstreamSpec
 from llamashim.errors import ShimError
-from llamashim.jsonutil import arr, int_or, obj
+from llamashim.jsonutil import int_or, obj
 from llamashim.upstream.body import collect_body, error_message, json_reply
+from llamashim.upstream.capabilities import FIM_PROBE, INFILL, UNLOAD, probe_result
 from llamashim.upstream.choice import AffinityMap, Choice, Load, choose, conversation_key
 from llamashim.upstream.client import UpstreamClient
-from llamashim.upstream.models import ModelIndex, Resolved, Served, UnknownModel
+from llamashim.upstream.health import Health, State
+from llamashim.upstream.models import ModelIndex, Resolved, Served, UnknownModel, model_entries
 from llamashim.upstream.supervisor import LlamaSupervisor
 
 REFRESH_SECONDS = 30.0
 TICK_SECONDS = 1.0
-MAX_BACKOFF = 60.0
+PROBE_TIMEOUT = 10.0  # seconds a /health probe may take (a probe on its way holds back the next one)
 
 
 @dataclass
 class Member:
+    """One configured upstream: its settings, client (and supervisor), health, what was last read from it, what
+    it was found to do, and llamashim's own count of requests in flight to it."""
+
+    log: ClassVar[Logger] = Logger()
+
     spec: UpstreamSpec
     client: UpstreamClient
     supervisor: LlamaSupervisor | None = None
-    up: bool = True
-    reason: str = ""
-    loading: bool = False
+    health: Health = field(default_factory=Health)
     in_flight: int = 0
+    # what its last refresh read
     idle_slots: int | None = None
     total_slots: int | None = None
     props: dict[str, Any] | None = None
     router: bool = False  # a router-mode llama-server (several models, loaded on demand)
-    next_probe: float = 0.0
-    backoff: float = 1.0
+    models_seen: list[str] = field(default_factory=list)  # the ids its /v1/models listed
+    fim: dict[str, bool] = field(default_factory=dict)  # model id → fills in the middle (its answer to FIM_PROBE)
+    # the refresh: one at a time (others wait for it instead of repeating it)
     last_refresh: float = -1e9
     refreshed: bool = False  # a refresh has run to its end at least once (until then requests wait for it)
-    in_progress: Deferred[None] | None = None  # a refresh running now (others wait for it instead of repeating it)
+    in_progress: Deferred[None] | None = None
     waiters: list[Deferred[None]] = field(default_factory=list)
-    limit: DeferredSemaphore | None = None  # max_concurrent: requests beyond it wait here (cancellable)
+    limit: DeferredSemaphore | None = field(default=None, init=False)  # max_concurrent: requests beyond it wait
 
     def __post_init__(self) -> None:
         if self.spec.max_concurrent:
             self.limit = DeferredSemaphore(self.spec.max_concurrent)
-    models_seen: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def up(self) -> bool:
+        return self.health.state is State.UP
+
+    @property
+    def loading(self) -> bool:
+        return self.health.state is State.LOADING
+
+    @property
+    def reason(self) -> str:
+        """Why it is not up ("" when it is)."""
+        return self.health.reason
 
     @property
     def not_ready(self) -> str | None:
@@ -76,14 +99,49 @@ class Member:
         """Why this member should not be chosen now (``None``: it can be)."""
         if self.not_ready is not None:
             return self.not_ready
-        if not self.up:
-            return self.reason or "down"
-        return None
+        if self.health.usable:
+            return None
+        return self.health.reason or self.health.state.value
 
     def load(self) -> Load:
-        ready = self.supervisor is None or self.supervisor.reason is None
-        return Load(self.spec.name, self.up, self.loading, ready, self.in_flight, self.spec.max_concurrent,
-                    self.idle_slots, self.total_slots)
+        state = self.health.state
+        return Load(self.spec.name, state is State.UP, state is State.LOADING, self.not_ready is None,
+                    self.in_flight, self.spec.max_concurrent, self.idle_slots, self.total_slots)
+
+    async def fills_in_the_middle(self, model_id: str, headers: Headers | None = None) -> bool:
+        """Whether ``model_id`` has FIM tokens here: asked with FIM_PROBE once, the answer kept; ``False`` when
+        it cannot be told (asked again next time)."""
+        known = self.fim.get(model_id)
+        if known is not None:
+            return known
+        client = self.client
+        try:
+            response = await client.post_json(INFILL, {**FIM_PROBE, "model": model_id}, headers)
+            answer = await collect_body(response, client.reactor, client.idle_timeout, 1024 * 1024)
+        except ShimError as e:
+            self.log.debug("could not ask {upstream} whether {model} fills in the middle: {message}",
+                           upstream=self.name, model=model_id, message=e.message)
+            return False
+        fim = probe_result(response.code, answer)
+        if fim is None:
+            self.log.debug("could not tell whether {model} fills in the middle on {upstream} (HTTP {status})",
+                           model=model_id, upstream=self.name, status=response.code)
+            return False
+        self.fim[model_id] = fim
+        return fim
+
+    async def unload(self, model_id: str) -> None:
+        """Unload ``model_id`` from this router-mode llama-server (``POST /models/unload``); a failure is logged."""
+        client = self.client
+        try:
+            response = await client.post_json(UNLOAD, {"model": model_id})
+            await collect_body(response, client.reactor, client.idle_timeout, 1024 * 1024)
+        except ShimError as e:
+            self.log.warn("could not unload {model} from {upstream}: {message}", model=model_id,
+                          upstream=self.name, message=e.message)
+            return
+        self.log.info("unloaded {model} from {upstream} (HTTP {code})", model=model_id, upstream=self.name,
+                      code=response.code)
 
 
 @dataclass(frozen=True)
@@ -173,17 +231,11 @@ class UpstreamSet(MultiService):
                 waiter.callback(None)
 
     async def check_health(self) -> dict[str, str | None]:
-        """Every member's ``/health`` now: name → ``None`` when ok, else why not."""
-        async def one(member: Member) -> None:
-            if member.supervisor is not None and member.supervisor.reason is not None:
-                return  # a supervised llama-server that is not ready says why itself
-            if await self._healthy(member):
-                member.up, member.loading, member.reason = True, False, ""
-            elif not member.loading:
-                member.up = False
-
-        await DeferredList([Deferred.fromCoroutine(one(m)) for m in self.members.values()], consumeErrors=True)
-        return {name: m.why_not() or (m.reason if m.loading else None) for name, m in self.members.items()}
+        """Every member's ``/health`` now (a :meth:`probe` of each ready one): name → ``None`` when ok, else why
+        not."""
+        ready = [m for m in self.members.values() if m.not_ready is None]  # one not ready says why itself
+        await DeferredList([self.probe(m) for m in ready], consumeErrors=True)
+        return {name: m.why_not() for name, m in self.members.items()}
 
     def resolve(self, model: str | None) -> Resolved:
         try:
@@ -219,26 +271,43 @@ class UpstreamSet(MultiService):
 
     def succeeded(self, member: Member) -> None:
         """A request to ``member`` got its answer: whatever was wrong with it is over."""
-        if not member.up or member.loading:
-            if not member.up:
-                self.log.info("upstream {name} is back", name=member.name)
-            member.up, member.loading, member.reason, member.backoff = True, False, "", 1.0
+        if member.health.state is not State.UP and member.health.became_up() is not State.LOADING:
+            self.log.info("upstream {name} is back", name=member.name)
 
     def failed(self, member: Member, err: ShimError) -> None:
-        """``member`` failed a request before its first byte: down until a ``/health`` probe says otherwise."""
+        """``member`` failed a request before its first byte: down (or loading, for a 503) until a ``/health``
+        probe says otherwise."""
+        now = self.reactor.seconds()
         if err.status == 503:
-            member.loading = True
-            member.reason = err.message
-            member.next_probe = self.reactor.seconds() + 1.0
+            member.health.loading(err.message, now)
             return
-        if member.up:
+        if member.health.failed(err.message, now) in (State.UP, State.LOADING):
             self.log.warn("upstream {name} is down ({message}); probing it with back-off", name=member.name,
                           message=err.message)
-        member.up = False
-        member.reason = err.message
-        member.backoff = 1.0
-        member.next_probe = self.reactor.seconds() + member.backoff
         self.affinity.forget(member.name)
+
+    # -- what an upstream can do ------------------------------------------------------------------------------
+
+    async def fills_in_the_middle(self, model: str, headers: Headers | None = None) -> bool:
+        """Whether ``model`` fills in the middle, asked of the upstream a request for it would go to (once per
+        upstream and model id); ``False`` when no upstream can tell."""
+        try:
+            await self.ensure_index()
+            pick = self.pick(model)
+        except ShimError as e:
+            self.log.debug("no upstream to ask whether {model} fills in the middle: {message}", model=model,
+                           message=e.message)
+            return False
+        return await pick.member.fills_in_the_middle(pick.served.id or model, headers)
+
+    async def unload(self, model: str) -> None:
+        """Unload ``model`` from every router-mode upstream serving it; a single-model llama-server keeps its one
+        model loaded (nothing to do there)."""
+        await self.ensure_index()
+        found = self.index.find(model)
+        unloads = [Deferred.fromCoroutine(self.members[s.upstream].unload(s.id))
+                   for s in (found.served if found is not None else ()) if self.members[s.upstream].router]
+        await DeferredList(unloads, consumeErrors=True)
 
     # -- keeping the index and the health fresh ---------------------------------------------------------------
 
@@ -248,37 +317,50 @@ class UpstreamSet(MultiService):
         for member in self.members.values():
             if member.in_progress is not None or member.not_ready is not None:
                 continue
-            if (not member.up or member.loading) and now >= member.next_probe:
-                work.append(Deferred.fromCoroutine(self._probe(member)))
-            elif member.up and now - member.last_refresh >= self.refresh_seconds:
+            if member.health.probe_due(now):
+                work.append(self.probe(member))
+            elif member.health.usable and now - member.last_refresh >= self.refresh_seconds:
                 work.append(self._refresh_once(member))
         d: Deferred[Any] = DeferredList(work, consumeErrors=True)
         return d.addCallback(lambda _: None)
 
+    def probe(self, member: Member) -> Deferred[None]:
+        """Ask ``member``'s ``/health`` now and take the answer: up (its index refreshed when it was not up), or
+        loading or down with the next probe later (see :mod:`llamashim.upstream.health`). Never fails."""
+        return Deferred.fromCoroutine(self._probe(member))
+
     async def _probe(self, member: Member) -> None:
-        if await self._healthy(member):
-            was_down = not member.up
-            member.up, member.loading, member.reason, member.backoff = True, False, "", 1.0
-            if was_down:
+        health = member.health
+        before = health.state
+        if before is not State.UP:
+            health.probing()  # the timer starts no other probe of it meanwhile
+        reason, loading = await self._ask_health(member)
+        if reason is not None:
+            health.probe_failed(reason, self.reactor.seconds(), loading)
+            return
+        if health.became_up() is not State.UP:
+            if before is State.DOWN:
                 self.log.info("upstream {name} is back", name=member.name)
             await self._refresh_once(member)
-        else:
-            member.backoff = min(member.backoff * 2, MAX_BACKOFF)
-            member.next_probe = self.reactor.seconds() + member.backoff
 
-    async def _healthy(self, member: Member) -> bool:
+    async def _ask_health(self, member: Member) -> tuple[str | None, bool]:
+        """``member``'s answer to ``/health``: (``None``, False) when healthy, else (why not, whether it is loading:
+        llama-server answers 503 while it loads its model)."""
         try:
-            response = await member.client.get(b"/health")
+            d = member.client.get(b"/health")
+            response = await d.addTimeout(PROBE_TIMEOUT, self.reactor)
             data = await collect_body(response, self.reactor, 5.0, 1024 * 1024)
         except ShimError as e:
-            member.reason = e.message
-            return False
+            return e.message, False
+        except defer.TimeoutError:
+            return f"upstream /health did not answer within {PROBE_TIMEOUT:g} s", False
+        except Exception as e:  # e.g. a body cut short: not healthy either
+            return f"upstream /health failed: {str(e) or type(e).__name__}", False
         if response.code == 200:
-            return True
+            return None, False
         message, _ = error_message(data)
-        member.reason = f"upstream: {message}" if message else f"upstream /health answered HTTP {response.code}"
-        member.loading = response.code == 503  # llama-server answers 503 while it loads its model
-        return False
+        reason = f"upstream: {message}" if message else f"upstream /health answered HTTP {response.code}"
+        return reason, response.code == 503
 
     async def refresh(self, member: Member) -> None:
         """Read ``member``'s models, props and slots into the index (failures leave what was known)."""
@@ -295,8 +377,7 @@ class UpstreamSet(MultiService):
         member.router = isinstance(props, dict) and props.get("role") == "router"
         member.props = None if member.router else props
         self.index.set_upstream(member.name, models, member.props, member.spec.models)
-        member.models_seen = [e.get("id") for e in arr(obj(models).get("data"))] if isinstance(models, dict) \
-            else member.models_seen
+        member.models_seen = [e["id"] for e in model_entries(models)]
         if not member.router:
             slots = await self._optional_json(client, b"/slots")
             if isinstance(slots, list):

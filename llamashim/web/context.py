@@ -54,4 +54,4 @@ def context_of(request: Any) -> RequestContext:
     ctx = getattr(request, "ctx", None)
     if ctx is None:
         ctx = request.ctx = RequestContext(Dialect())
-    return ctx  # type: ignore[no-any-return]
+    return ctx

@@ -54,9 +54,5 @@ class Dialect:
         """The terminal frame that ends a started stream (for streams whose encoder has no state of its own)."""
         return encode_data({"error": {"message": err.message, "type": err.type, "code": err.code}})
 
-    def heartbeat(self) -> bytes | None:
-        """A keep-alive the dialect's clients ignore, or ``None`` when the wire format has none."""
-        return None
-
     def __repr__(self) -> str:
         return f"<Dialect {self.name}>"

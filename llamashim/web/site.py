@@ -72,7 +72,7 @@ class ShimRequest(server.Request):
             self.ctx.first_byte_at = self._site.reactor.seconds()
         super().write(data)
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure) -> None:
         # A refused body has its own log line (log_refusal); the connection it closes is no client abort. A stream
         # whose terminal event went out is complete, even when the client hangs up before the response ends.
         if not self.finished and self.channel is not None and not self._refused:
@@ -105,7 +105,7 @@ class ShimRequest(server.Request):
     def _refuse_body(self, length: int | None) -> None:
         """Answer 413 right away and drop the connection; the rest of the body is never read."""
         self._refused = True
-        self.content = _Discard()  # type: ignore[assignment]
+        self.content = _Discard()
         path = compat.channel_path(self.channel)
         what = f"{length} bytes" if length is not None else "more than the limit"
         message = f"request body too large ({what}); limits.max_body_bytes is {self.max_body_bytes}"
@@ -161,7 +161,7 @@ class ShimRequest(server.Request):
         self.notifyFinish().addBoth(lambda _: site.in_flight.discard(self))
         super().process()
 
-    def processingFailed(self, reason: Failure) -> None:  # type: ignore[override]
+    def processingFailed(self, reason: Failure) -> None:
         """An unexpected error in our code: log it, answer a JSON 500 — never a traceback or an HTML page."""
         self._log.failure("unhandled error handling {method} {uri}", reason, method=self.method, uri=self.uri)
         self.answer_error(ShimError(500, "internal error in llamashim (see its log)", "server_error"))

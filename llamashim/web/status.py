@@ -45,16 +45,19 @@ CSP = (
 
 def upstream_view(member: Member, now: float) -> dict[str, Any]:
     """One upstream as the status page shows it (a :class:`~llamashim.upstream.set.Member`)."""
-    why = member.why_not()
-    state = "ok" if why is None and not member.loading else ("loading" if member.loading else "down")
+    health = member.health
+    if member.not_ready is not None:
+        state = "down"  # a supervised llama-server that is not ready yet (its supervisor says why)
+    else:
+        state = "ok" if health.usable else health.state.value  # loading, down or probing
     supervisor = member.supervisor
     refreshed = member.last_refresh  # -1e9 until the first refresh
     return {
         "name": member.name,
         "url": member.client.base_url,
         "state": state,
-        "reason": why or (member.reason if member.loading else None),
-        "models": [m for m in member.models_seen if isinstance(m, str)],
+        "reason": member.why_not(),
+        "models": list(member.models_seen),
         "in_flight": member.in_flight,
         "idle_slots": member.idle_slots,
         "total_slots": member.total_slots,

@@ -63,7 +63,9 @@ class RequestTurn:
         self.ctx = context_of(request)
         self._content_type: bytes | None = None
         self._opened = False
+        self._output = False  # real output went out (not only keep-alives)
         self._keepalive: KeepAlive | None = None
+        self._beat: Callable[[], bytes] = lambda: b""
 
     @property
     def request_id(self) -> str:
@@ -99,14 +101,27 @@ class RequestTurn:
         return send_json(self.request, body)
 
     def prepare_stream(
-        self, terminal_frame: TerminalFrame, keepalive: float, content_type: bytes | None = None
+        self,
+        terminal_frame: TerminalFrame,
+        keepalive: float,
+        beat: Callable[[], bytes],
+        content_type: bytes | None = None,
     ) -> None:
         self._content_type = content_type
         self.ctx.terminal_frame = terminal_frame
-        heartbeat = self.ctx.dialect.heartbeat()
-        if heartbeat is not None and keepalive > 0 and self._keepalive is None:
-            self._keepalive = KeepAlive(self.clock, keepalive, lambda: self.write(heartbeat))
+        self._beat = beat
+        if keepalive <= 0 or self._output:
+            self._stop_keepalive()
+        elif self._keepalive is None:
+            self._keepalive = KeepAlive(self.clock, keepalive, self._send_keepalive)
             self.request.notifyFinish().addBoth(lambda _: self._stop_keepalive())
+        else:
+            self._keepalive.seconds = keepalive
+
+    def _send_keepalive(self) -> None:
+        data = self._beat()
+        if data:
+            self._send(data)
 
     def _open(self) -> None:
         if not self._opened:
@@ -115,6 +130,12 @@ class RequestTurn:
                 start_stream(self.request, self._content_type or self.ctx.dialect.stream_content_type)
 
     def write(self, data: bytes) -> None:
+        if data:
+            self._output = True
+            self._stop_keepalive()  # the answer is coming: keep-alives stop the moment real output starts
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
         if self.request.finished or self.ctx.client_gone:
             self._stop_keepalive()
             return

@@ -7,8 +7,6 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ import pytest
 import yaml
 
 from llamashim.testing.provision import RealLlamaPaths, provision
-from tests.e2e.daemon import free_port, stop_process
+from tests.e2e.daemon import Daemon, StartShim, free_port, running_daemon, stop_process, wait_healthy
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,20 +33,6 @@ class RealLlama:
     log_path: Path
     model: str
     paths: RealLlamaPaths
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama-server exited with {proc.returncode} during start-up")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200 and json.load(r).get("status") == "ok":
-                    return
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
-        time.sleep(0.1)  # polling an external process for readiness, with a deadline
-    raise TimeoutError("llama-server did not become healthy within 60 s")
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +53,7 @@ def real_llama(real_llama_paths: RealLlamaPaths, tmp_path_factory: pytest.TempPa
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, time.monotonic() + 60)
+        wait_healthy(url, proc, time.monotonic() + 60)
         yield RealLlama(url, port, log_path, p.model, p)
     finally:
         stop_process(proc)
@@ -90,7 +74,7 @@ def _llama_server(paths: RealLlamaPaths, log_path: Path, *args: str) -> Iterator
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, time.monotonic() + 120)
+        wait_healthy(url, proc, time.monotonic() + 120)
         yield RealLlama(url, port, log_path, paths.model, paths)
     finally:
         stop_process(proc)
@@ -124,6 +108,26 @@ def shim_config(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def shim_daemon(shim_config: Callable[..., Path]) -> StartShim:
+    """``with shim_daemon(upstream_url, *flags, sections=None, env=None) as d:`` — llamashim (``twistd``) in front of
+    ``upstream_url`` with :func:`shim_config`'s configuration (its log in the same directory), stopped on leaving."""
+
+    def start(upstream: str, *args: str, sections: dict[str, Any] | None = None,
+              env: dict[str, str] | None = None) -> AbstractContextManager[Daemon]:
+        config = shim_config(sections)
+        return running_daemon(upstream, "--config", str(config), *args, env=env, tmp=config.parent)
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def shim(real_llama: RealLlama, shim_daemon: StartShim) -> Iterator[Daemon]:
+    """llamashim with its defaults in front of the session's llama-server, one per test module."""
+    with shim_daemon(real_llama.url) as d:
+        yield d
 
 
 def _npm_install(package_json: Path, target: Path, needs: tuple[str, ...]) -> Path:

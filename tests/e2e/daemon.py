@@ -1,18 +1,21 @@
-"""Run the real daemon (``twistd -n llamashim``) as a subprocess for end-to-end tests."""
+"""Run the real daemon (``twistd -n llamashim``) as a subprocess for end-to-end tests, and wait for processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamashim.upstream.supervisor import free_port
+from llamashim.upstream.supervisor import free_port as free_port  # (the e2e modules import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +32,9 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
 
+StartShim = Callable[..., AbstractContextManager[Daemon]]  # shim_daemon: (upstream, *flags, sections=, env=)
+
+
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
     """Wait until the daemon accepts connections (it logs before it listens), failing fast if it died."""
     while time.monotonic() < deadline:
@@ -40,6 +46,21 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) -
         except OSError:
             time.sleep(0.05)  # polling a port for readiness, with a deadline; not test synchronisation
     raise TimeoutError(f"llamashim did not listen on {port} in time")
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    """Wait until a llama-server's /health says ok, failing fast if it died."""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama-server exited with {proc.returncode} during start-up")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200 and json.load(r).get("status") == "ok":
+                    return
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        time.sleep(0.1)  # polling an external process for readiness, with a deadline
+    raise TimeoutError(f"llama-server did not become healthy at {url} in time")
 
 
 @contextmanager

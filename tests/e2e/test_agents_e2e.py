@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.daemon import Daemon, running_daemon
+from tests.e2e.daemon import Daemon, StartShim
 
 YARN = ("--rope-scaling", "yarn", "--yarn-orig-ctx", "8192", "-np", "1")
 # Greedy whatever the client's temperature, and llama-server's default stop strings (used when a request brings
@@ -52,11 +52,6 @@ def big_llama(request: pytest.FixtureRequest, llama_server_factory: Callable[...
               ) -> Iterator[Any]:
     with llama_server_factory(*SERVERS[request.param]) as llama:
         yield llama
-
-
-def _shim(llama: Any, shim_config: Callable[..., Path]) -> AbstractContextManager[Daemon]:
-    config = shim_config()
-    return running_daemon(llama.url, "--verbose", "--config", str(config), tmp=config.parent)
 
 
 def _access(d: Daemon, method_path: str) -> list[str]:
@@ -83,13 +78,13 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("big_llama", ["16k"], indirect=True)
 def test_codex_exec_completes_a_turn(
-    big_llama: Any, agent_bins: Path, shim_config: Callable[..., Path], tmp_path: Path
+    big_llama: Any, agent_bins: Path, shim_daemon: StartShim, tmp_path: Path
 ) -> None:
     """``codex exec`` (wire_api responses) completes a turn: exit 0, an answer, ``POST /v1/responses 200``."""
     home, work = _scratch(tmp_path)
     codex_home = tmp_path / "codex-home"
     codex_home.mkdir()
-    with _shim(big_llama, shim_config) as d:
+    with shim_daemon(big_llama.url, "--verbose") as d:
         (codex_home / "config.toml").write_text(
             'model = "smollm2"\n'
             'model_provider = "llamashim"\n\n'
@@ -117,11 +112,11 @@ def test_codex_exec_completes_a_turn(
 
 @pytest.mark.parametrize("big_llama", ["32k"], indirect=True)
 def test_claude_code_completes_a_turn(
-    big_llama: Any, agent_bins: Path, shim_config: Callable[..., Path], tmp_path: Path
+    big_llama: Any, agent_bins: Path, shim_daemon: StartShim, tmp_path: Path
 ) -> None:
     """``claude -p`` completes one turn: exit 0, an answer on stdout, ``POST /v1/messages 200``."""
     home, work = _scratch(tmp_path)
-    with _shim(big_llama, shim_config) as d:
+    with shim_daemon(big_llama.url, "--verbose") as d:
         env = _env(
             home,
             ANTHROPIC_BASE_URL=d.url,

@@ -14,14 +14,14 @@ import json
 import secrets
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import pytest
+from anthropic.types import TextBlockParam, ToolParam
 
-from tests.e2e.daemon import Daemon, running_daemon
+from tests.e2e.daemon import Daemon, StartShim
 
 HERE = Path(__file__).parent / "node"
 GREEDY = {"temperature": 0}
@@ -68,13 +68,6 @@ def tool_request(choice: dict[str, Any]) -> dict[str, Any]:
         tool_choice=choice,
         extra_body=GREEDY,
     )
-
-
-@pytest.fixture(scope="module")
-def shim(real_llama: Any, shim_config: Callable[..., Path]) -> Iterator[Daemon]:
-    config = shim_config()
-    with running_daemon(real_llama.url, "--config", str(config), tmp=config.parent) as d:
-        yield d
 
 
 def client(d: Daemon, key: str = "sk-ant-test") -> anthropic.Anthropic:
@@ -139,12 +132,12 @@ def test_tool_result_follow_up_turn(shim: Daemon) -> None:
         model="claude-sonnet-4-5",
         max_tokens=30,
         system="You answer every question by calling a tool.",
-        messages=[
+        messages=cast(Any, [
             *CONVERSATION,
             {"role": "assistant", "content": [use.model_dump(include={"type", "id", "name", "input"})]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "Sunny, 24 C."}]},
-        ],
-        tools=[WEATHER_TOOL],
+        ]),
+        tools=[cast(ToolParam, WEATHER_TOOL)],
         extra_body=GREEDY,
     )
     assert follow.stop_reason in ("end_turn", "max_tokens", "tool_use")
@@ -164,17 +157,17 @@ def test_count_tokens_matches_the_prompt(shim: Daemon) -> None:
     assert counted == m.usage.input_tokens + (m.usage.cache_read_input_tokens or 0)
 
 
-def test_api_keys_wrong_key_is_refused_right_key_works(real_llama: Any, shim_config: Callable[..., Path]) -> None:
+def test_api_keys_wrong_key_is_refused_right_key_works(real_llama: Any, shim_daemon: StartShim) -> None:
     """With ``auth.api_keys`` set, a wrong ``x-api-key`` raises ``AuthenticationError``; the right one is served."""
-    config = shim_config({"auth": {"api_keys": ["sk-ant-right"]}})
-    with running_daemon(real_llama.url, "--config", str(config), tmp=config.parent) as d:
+    with shim_daemon(real_llama.url, sections={"auth": {"api_keys": ["sk-ant-right"]}}) as d:
         request: dict[str, Any] = dict(
             model="claude-sonnet-4-5", max_tokens=4, messages=[{"role": "user", "content": "Hi."}]
         )
         with pytest.raises(anthropic.AuthenticationError) as raised:
             client(d, "sk-ant-wrong").messages.create(**request)
         assert raised.value.status_code == 401
-        assert raised.value.body["type"] == "error" and raised.value.body["error"]["type"] == "authentication_error"
+        body = cast(dict[str, Any], raised.value.body)
+        assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
         ok = client(d, "sk-ant-right").messages.create(**request)
         assert ok.content and ok.usage.output_tokens > 0
 
@@ -188,7 +181,7 @@ LONG_SYSTEM = "\n".join(
 )
 
 
-def claude_code_system() -> list[dict[str, Any]]:
+def claude_code_system() -> list[TextBlockParam]:
     """Claude Code's system blocks: a billing header that changes on every request, then fixed prompts."""
     header = f"x-anthropic-billing-header: cc_version=2.1.328.d94; cc_entrypoint=sdk-cli; cch={secrets.token_hex(3)};"
     return [
@@ -201,12 +194,11 @@ def claude_code_system() -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("strip", [True, False], ids=["strip", "keep"])
 def test_billing_header_and_the_prompt_cache(
-    real_llama: Any, shim_config: Callable[..., Path], strip: bool
+    real_llama: Any, shim_daemon: StartShim, strip: bool
 ) -> None:
     """Stripping the per-request billing header lets the second Claude-Code-shaped turn reuse llama-server's cache;
     keeping it does not."""
-    config = shim_config({"anthropic": {"strip_billing_header": strip}})
-    with running_daemon(real_llama.url, "--config", str(config), tmp=config.parent) as d:
+    with shim_daemon(real_llama.url, sections={"anthropic": {"strip_billing_header": strip}}) as d:
         c = client(d)
         usages = []
         for _ in range(2):

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from llamashim.testing.provision import RealLlamaPaths
-from tests.e2e.conftest import _wait_healthy
-from tests.e2e.daemon import free_port, stop_process
+from tests.e2e.daemon import free_port, stop_process, wait_healthy
 
 LLAMASHIM = str(Path(sys.executable).with_name("llamashim"))
 
@@ -27,7 +26,7 @@ def llama_server(paths: RealLlamaPaths, log: Path, *flags: str) -> Iterator[str]
                                 stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, time.monotonic() + 60)
+        wait_healthy(url, proc, time.monotonic() + 60)
         yield url
     finally:
         stop_process(proc)

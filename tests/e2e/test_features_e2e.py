@@ -17,9 +17,9 @@ import openai
 import pytest
 
 from tests.assemble import assemble
-from tests.e2e.daemon import Daemon, running_daemon
+from tests.e2e.daemon import Daemon, StartShim
 
-WEATHER_TOOL = {
+WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -69,12 +69,8 @@ TOOL_REQUEST: dict[str, Any] = dict(
 
 
 @pytest.fixture(scope="module", params=["native", "synthesize"])
-def tool_shim(
-    request: pytest.FixtureRequest, real_llama: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Daemon]:
-    with running_daemon(
-        real_llama.url, "--tool-streaming", request.param, tmp=tmp_path_factory.mktemp("tools")
-    ) as d:
+def tool_shim(request: pytest.FixtureRequest, real_llama: Any, shim_daemon: StartShim) -> Iterator[Daemon]:
+    with shim_daemon(real_llama.url, "--tool-streaming", request.param) as d:
         yield d
 
 
@@ -137,12 +133,6 @@ def _raw_stream(d: Daemon, mode: str) -> bytes:
     )
     with urllib.request.urlopen(req, timeout=120) as r:
         return bytes(r.read())
-
-
-@pytest.fixture(scope="module")
-def shim(real_llama: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_daemon(real_llama.url, tmp=tmp_path_factory.mktemp("features")) as d:
-        yield d
 
 
 def _contents(raw: bytes) -> tuple[str, str, str]:
@@ -261,6 +251,7 @@ def test_ollama_client_chat_streamed_and_not(shim: Daemon) -> None:
     names = [m.model for m in cl.list().models]
     assert names
     friendly = names[0]
+    assert friendly is not None
     reply = cl.chat(model=friendly, messages=[{"role": "user", "content": "Say hi."}], options={"num_predict": 8})
     assert reply.message.content and reply.done and reply.eval_count
     parts = list(
@@ -290,6 +281,7 @@ def test_ollama_client_real_tool_call(shim: Daemon, stream: bool) -> None:
     """The recipe's real get_weather call, in Ollama's shape: arguments come back as a dict."""
     cl = ollama.Client(host=shim.url, timeout=120)
     model = cl.list().models[0].model
+    assert model is not None
     messages = [
         {"role": "system", "content": "You answer every question by calling a tool."},
         *_ollama_turn("Rome"), *_ollama_turn("Berlin"),
@@ -312,6 +304,7 @@ def test_ollama_client_generate_and_embed(shim: Daemon) -> None:
     """The ollama client's generate (both ways), embed and legacy embeddings work; vectors have one size."""
     cl = ollama.Client(host=shim.url, timeout=120)
     model = cl.list().models[0].model
+    assert model is not None
     gen = cl.generate(model=model, prompt="Say hi.", options={"num_predict": 6, "temperature": 0})
     assert gen.done and gen.response
     parts = list(cl.generate(model=model, prompt="Say hi.", options={"num_predict": 6}, stream=True))

@@ -12,21 +12,16 @@ import ollama
 import openai
 import pytest
 
-from tests.e2e.daemon import Daemon, running_daemon
+from tests.e2e.daemon import Daemon, StartShim
 
 KEY = "sk-e2e-shared-box-7f3a"
 
 
 @pytest.fixture(scope="module")
-def shim(real_llama: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    tmp = tmp_path_factory.mktemp("hardening")
-    config = tmp / "llamashim.yaml"
-    config.write_text(
-        "log: {format: json}\n"
-        "limits: {max_concurrent_upstream: 2, max_queue: 8}\n"
-        "cors: {origins: ['https://app.example']}\n"
-    )
-    with running_daemon(real_llama.url, "--config", str(config), env={"LLAMASHIM_API_KEYS": KEY}, tmp=tmp) as d:
+def shim(real_llama: Any, shim_daemon: StartShim) -> Iterator[Daemon]:
+    sections = {"log": {"format": "json"}, "limits": {"max_concurrent_upstream": 2, "max_queue": 8},
+                "cors": {"origins": ["https://app.example"]}}
+    with shim_daemon(real_llama.url, sections=sections, env={"LLAMASHIM_API_KEYS": KEY}) as d:
         yield d
 
 
@@ -54,6 +49,7 @@ def test_copilot_metadata_calls_need_no_key_but_chat_does(shim: Daemon) -> None:
     """Ollama list and show work without a key; chat is a 401 without one and answers with it."""
     cl = ollama.Client(host=shim.url, timeout=60)
     model = cl.list().models[0].model
+    assert model is not None
     assert "tools" in (cl.show(model).capabilities or [])
     with pytest.raises(ollama.ResponseError) as e:
         cl.chat(model=model, messages=[{"role": "user", "content": "hi"}])

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.daemon import Daemon, running_daemon
+from tests.e2e.daemon import Daemon, StartShim
 
 HERE = Path(__file__).parent / "node"
 
@@ -29,8 +29,8 @@ def node_modules() -> Path:
 
 
 @pytest.fixture(scope="module", params=["native", "synthesize"])
-def shim(request: pytest.FixtureRequest, real_llama: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_daemon(real_llama.url, "--tool-streaming", request.param, tmp=tmp_path_factory.mktemp("node")) as d:
+def shim(request: pytest.FixtureRequest, real_llama: Any, shim_daemon: StartShim) -> Iterator[Daemon]:
+    with shim_daemon(real_llama.url, "--tool-streaming", request.param) as d:
         yield d
 
 

@@ -26,7 +26,8 @@ import pytest
 from ollama._types import GenerateResponse
 
 from tests.e2e.conftest import RealLlama
-from tests.e2e.daemon import Daemon, free_port, running_daemon, stop_process
+from tests.e2e.daemon import Daemon, StartShim, free_port, stop_process, wait_healthy
+from tests.support import ndjson
 
 CONTINUE_MODEL = "qwen2.5-coder:1.5b"  # the name in the user's Continue config; one upstream model serves any name
 CONTINUE_STOPS = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
@@ -105,20 +106,6 @@ def with_uint32_keys(src: Path, dst: Path, keys: dict[str, int]) -> None:
 # -- fixtures -----------------------------------------------------------------------------------------------------
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama-server exited with {proc.returncode} during start-up")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)  # polling an external process for readiness, with a deadline
-    raise TimeoutError("llama-server did not become healthy within 60 s")
-
-
 @pytest.fixture(scope="module")
 def fim_llama(real_llama: RealLlama, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real llama-server on SmolLM2 with FIM token ids: its URL."""
@@ -132,21 +119,21 @@ def fim_llama(real_llama: RealLlama, tmp_path_factory: pytest.TempPathFactory) -
              "-np", "1"], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, time.monotonic() + 60)
+        wait_healthy(url, proc, time.monotonic() + 60)
         yield url
     finally:
         stop_process(proc)
 
 
 @pytest.fixture(scope="module")
-def fim_shim(fim_llama: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_daemon(fim_llama, tmp=tmp_path_factory.mktemp("fim-shim")) as d:
+def fim_shim(fim_llama: str, shim_daemon: StartShim) -> Iterator[Daemon]:
+    with shim_daemon(fim_llama) as d:
         yield d
 
 
 @pytest.fixture(scope="module")
-def plain_shim(real_llama: RealLlama, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_daemon(real_llama.url, tmp=tmp_path_factory.mktemp("plain-shim")) as d:
+def plain_shim(real_llama: RealLlama, shim_daemon: StartShim) -> Iterator[Daemon]:
+    with shim_daemon(real_llama.url) as d:
         yield d
 
 
@@ -159,8 +146,8 @@ def post(url: str, body: dict[str, Any]) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def ndjson(body: bytes) -> list[GenerateResponse]:
-    return [GenerateResponse.model_validate(json.loads(line)) for line in body.splitlines()]
+def generated(body: bytes) -> list[GenerateResponse]:
+    return [GenerateResponse.model_validate(value) for value in ndjson(body)]
 
 
 # -- tests ----------------------------------------------------------------------------------------------------------
@@ -173,8 +160,8 @@ def test_continue_autocompletion_against_a_real_infill(fim_shim: Daemon, fim_lla
     assert status == 200 and "insert" in shown["capabilities"] and ".Suffix" in shown["template"]
     status, body = post(fim_shim.url + "/api/generate", CONTINUE_FIM)
     assert status == 200
-    lines = ndjson(body)
-    text = "".join(line.response for line in lines)
+    lines = generated(body)
+    text = "".join(line.response or "" for line in lines)
     last = lines[-1]
     assert last.done and not any(line.done for line in lines[:-1]) and text
     assert last.done_reason in ("length", "stop") and last.eval_count is not None and 0 < last.eval_count <= 8
@@ -196,7 +183,7 @@ def test_the_ollama_client_fills_in_the_middle_for_real(fim_shim: Daemon) -> Non
     parts = list(client.generate(model=CONTINUE_MODEL, prompt="The capital of France is", raw=True, stream=True,
                                  options={"num_predict": 4, "temperature": 0}))
     assert parts[-1].done and parts[-1].done_reason == "length" and parts[-1].eval_count == 4
-    assert "".join(p.response for p in parts).strip()
+    assert "".join(p.response or "" for p in parts).strip()
 
 
 def test_a_real_model_without_fim_tokens(plain_shim: Daemon) -> None:
@@ -216,8 +203,8 @@ def test_raw_generate_on_the_real_server(plain_shim: Daemon, real_llama: RealLla
     prompt = "The capital of France is"
     status, body = post(plain_shim.url + "/api/generate", {
         "model": CONTINUE_MODEL, "prompt": prompt, "raw": True, "options": {"num_predict": 6, "temperature": 0}})
-    lines = ndjson(body)
+    lines = generated(body)
     assert status == 200 and lines[-1].done and lines[-1].eval_count == 6 and lines[-1].done_reason == "length"
     status, direct = post(real_llama.url + "/completion", {"prompt": prompt, "n_predict": 6, "temperature": 0})
-    assert status == 200 and json.loads(direct)["content"] == "".join(line.response for line in lines)
+    assert status == 200 and json.loads(direct)["content"] == "".join(line.response or "" for line in lines)
     assert json.loads(direct)["tokens_evaluated"] == lines[-1].prompt_eval_count

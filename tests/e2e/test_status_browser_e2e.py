@@ -10,13 +10,10 @@ import shutil
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.e2e.daemon import Daemon, running_daemon
+from tests.e2e.daemon import Daemon
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -59,12 +56,6 @@ class Stream(threading.Thread):
             self.error = e
         finally:
             self.started.set()
-
-
-@pytest.fixture(scope="module")
-def shim(real_llama: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_daemon(real_llama.url, tmp=tmp_path_factory.mktemp("status")) as d:
-        yield d
 
 
 def test_the_status_page_shows_a_running_stream_and_the_chart(shim: Daemon, tmp_path: Path) -> None:

@@ -7,26 +7,17 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import anthropic
 import ollama
 import openai
 import pytest
 
-from tests.e2e.daemon import Daemon, running_daemon
+from tests.e2e.daemon import Daemon
 
 SAY = "Say hello."
 MAX = 8
-
-
-@pytest.fixture(scope="module")
-def shim(real_llama: Any, shim_config: Callable[..., Path]) -> Iterator[Daemon]:
-    config = shim_config()
-    with running_daemon(real_llama.url, "--config", str(config), tmp=config.parent) as d:
-        yield d
 
 
 def _get(url: str) -> bytes:

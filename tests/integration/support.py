@@ -1,27 +1,52 @@
-"""Helpers for the integration tier: loopback listeners, the daemon's service tree in-process, raw clients."""
+"""The integration tier's one fixture module, in the shape of Tahoe's ``HttpTestFixture``.
+
+In memory (most tests): :class:`ShimFixture` (the ``shims`` fixture) starts each :class:`Env` — the daemon's real
+site in front of a fake upstream on one clock (:mod:`llamashim.testing.memory`) — and stops them after the test; an
+``Env`` answers ``post``/``get`` as ``(status, headers, body)`` and hands out the ``openai``, ``anthropic`` and
+``ollama`` SDK clients, whose requests it serves in memory through their HTTP client's ``MockTransport``.
+
+On loopback (what only the wire shows: TCP flow control, disconnect timing, chunked bodies, TLS, the service tree,
+real clients on real sockets): :func:`start_shim`, :func:`listen`, :func:`fetch`, :func:`raw_connect`,
+:func:`in_thread`.
+"""
 
 from __future__ import annotations
 
+import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar, cast
 
+import anthropic
+import httpx
+import httpx2
+import ollama
+import openai
 from treq.client import HTTPClient
 from twisted.internet import reactor as _reactor
+from twisted.internet import threads
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from llamashim.config import Config, load_config
-from llamashim.service import build_service
+from llamashim.service import LlamashimService, build_service
+from llamashim.testing.fake_llama import FakeLlama, Seen
+from llamashim.testing.memory import CLIENT_BASE, MemoryClock, MemoryShim, memory_config
+from llamashim.web.site import ShimSite
 
 reactor: Any = _reactor
 T = TypeVar("T")
+JSON = dict[str, Any]
+BASE = CLIENT_BASE.decode()  # what an SDK client's base URL starts with in memory (a Host on the allow-list)
 
 
 def timeout(d: Deferred[T], seconds: float = 10.0) -> Deferred[T]:
@@ -44,13 +69,17 @@ def config(upstream: str, cli: dict[str, Any] | None = None, environ: dict[str, 
 
 @dataclass
 class Shim:
-    service: Any
+    service: LlamashimService
     port: IListeningPort
     url: str
 
     @property
-    def site(self) -> Any:
+    def site(self) -> ShimSite:
         return self.service.site
+
+    @property
+    def port_number(self) -> int:
+        return cast(IPv4Address, self.port.getHost()).port
 
     def stop(self) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._stop())
@@ -61,7 +90,7 @@ class Shim:
 
 async def start_shim(cfg: Config) -> Shim:
     """The real service tree (upstream client, routes, site) listening on a free loopback port."""
-    svc = build_service(cfg, reactor)
+    svc = cast(LlamashimService, build_service(cfg, reactor))
     svc.startService()
     port = None
     for s in svc.listening:  # strports services listen asynchronously
@@ -82,8 +111,24 @@ class RawClient(Protocol):
         self.waiters: list[tuple[Callable[[bytes], bool], Deferred[None]]] = []
 
     def connectionMade(self) -> None:
-        self.transport.write(self.request)  # type: ignore[union-attr]
+        assert self.transport is not None
+        self.transport.write(self.request)
         self.connected_d.callback(self)
+
+    def _tcp(self) -> Any:
+        assert self.transport is not None, "not connected"
+        return self.transport  # a tcp.Client: ITCPTransport and IPushProducer
+
+    def stop_reading(self) -> None:
+        """Stop reading the socket: the kernel's buffers fill, then the server's writes stall."""
+        self._tcp().pauseProducing()
+
+    def read_again(self) -> None:
+        self._tcp().resumeProducing()
+
+    def abort(self) -> None:
+        """Vanish now (RST), as a killed client does."""
+        self._tcp().abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
@@ -100,7 +145,7 @@ class RawClient(Protocol):
             self.waiters.append((cond, d))
         return d
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if not self.closed.called:
             self.closed.callback(None)
 
@@ -159,7 +204,7 @@ class Scripted(Resource):
     def render(self, request: Request) -> bytes | int:
         assert request.content is not None
         body = request.content.read()
-        headers = {k.lower(): v for k, v in request.requestHeaders.getAllRawHeaders()}
+        headers = {k.lower(): list(v) for k, v in request.requestHeaders.getAllRawHeaders()}
         self.seen.append((request.method, request.uri, headers, body))
         request.setResponseCode(self.status)
         for k, v in self.headers.items():
@@ -178,14 +223,172 @@ class Scripted(Resource):
 
 
 async def fetch(
-    url: str, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, Any, bytes]:
+    url: str, method: str = "GET", body: bytes | None = None, headers: Mapping[str, str] | None = None
+) -> tuple[int, Headers, bytes]:
     """One request with treq on a non-persistent pool: (status, response headers, body)."""
     pool = HTTPConnectionPool(reactor, persistent=False)
     client = HTTPClient(Agent(reactor, pool=pool))
+    sent = Headers({k: [v] for k, v in (headers or {}).items()})
     try:
-        response = await timeout(client.request(method, url, data=body, headers=headers))
+        response = await timeout(client.request(method, url, data=body, headers=sent))
         data = await timeout(response.content())
         return response.code, response.headers, data
     finally:
         await pool.closeCachedConnections()
+
+
+async def in_thread(fn: Callable[[], T], seconds: float = 30) -> T:
+    """Run a blocking client call (an SDK on a real socket) in a thread while the reactor serves; with a deadline."""
+    return await timeout(threads.deferToThread(fn), seconds)
+
+
+# -- fake upstreams -------------------------------------------------------------------------------------------------
+
+
+class TemplatingFake(FakeLlama):
+    """The fake plus llama-server's ``POST /apply-template``, which the fake itself lacks: the prompt is each
+    message's role and content (:func:`render`), so the fake's one-token-per-character ``/tokenize`` gives a
+    predictable count."""
+
+    def _routes(self) -> dict[tuple[str, str], Callable[[Request, Seen], bytes | int]]:
+        return {**super()._routes(), ("POST", "/apply-template"): self._apply_template}
+
+    def _apply_template(self, request: Request, seen: Seen) -> bytes:
+        return self._json(request, {"prompt": render(seen.body["messages"])})
+
+
+def render(messages: Iterable[Mapping[str, Any]]) -> str:
+    """The prompt :class:`TemplatingFake` makes of chat messages."""
+    return "".join(f"<|{m['role']}|>{m['content']}" for m in messages)
+
+
+# -- the in-memory tier -------------------------------------------------------------------------------------------
+
+_NOT_FORWARDED = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}  # the Agent's business
+
+
+class Env:
+    """One memory shim as a route suite drives it. ``post``/``get`` send a request and run the clock until its
+    response ended: ``(status, headers, body)``. ``fake`` is the fake llama-server behind it (when there is one)."""
+
+    def __init__(self, shim: MemoryShim, fake: FakeLlama | None, headers: Mapping[str, str]) -> None:
+        self.shim = shim
+        self._fake = fake
+        self.headers = dict(headers)
+        self.stopped = False
+
+    @property
+    def fake(self) -> FakeLlama:
+        assert self._fake is not None, "this shim's upstream is not a FakeLlama"
+        return self._fake
+
+    @property
+    def store_path(self) -> str:
+        """Where this shim's Responses store keeps its SQLite file (when the store is on)."""
+        return str(self.shim.config.responses.store_path)
+
+    def post(self, path: str, body: bytes | Mapping[str, Any], headers: Mapping[str, str] | None = None
+             ) -> tuple[int, Headers, bytes]:
+        """POST ``body`` (a mapping as JSON) with ``Content-Type: application/json`` and the env's headers."""
+        data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+        return self.call("POST", path, data, {"Content-Type": "application/json", **self.headers, **(headers or {})})
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, Headers, bytes]:
+        return self.call("GET", path, None, headers)
+
+    def call(self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+             ) -> tuple[int, Headers, bytes]:
+        exchange = self.shim.fetch(method, path, body, headers)
+        assert exchange.response is not None, f"no response: {exchange.failure}"
+        return exchange.code, exchange.response.headers, bytes(exchange.body)
+
+    def _serve(self, method: str, target: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes
+               ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        sent = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers
+                if k.decode("latin-1").lower() not in _NOT_FORWARDED}
+        exchange = self.shim.fetch(method, target.decode("latin-1"), body if body or method != "GET" else None, sent)
+        if exchange.response is None:
+            raise ConnectionError(f"no response: {exchange.failure}")
+        got = [(k, v) for k, values in exchange.response.headers.getAllRawHeaders() for v in values
+               if k.lower().decode("latin-1") not in _NOT_FORWARDED]
+        return exchange.code, got, bytes(exchange.body)
+
+    def _httpx2(self, request: httpx2.Request) -> httpx2.Response:
+        code, headers, body = self._serve(request.method, request.url.raw_path, request.headers.raw, request.read())
+        return httpx2.Response(code, headers=headers, content=body)
+
+    def _httpx(self, request: httpx.Request) -> httpx.Response:
+        code, headers, body = self._serve(request.method, request.url.raw_path, request.headers.raw, request.read())
+        return httpx.Response(code, headers=headers, content=body)
+
+    def openai(self, key: str = "sk-x", v1: bool = True, **headers: str) -> openai.OpenAI:
+        """The ``openai`` SDK, its requests served in memory (base URL with or without ``/v1``)."""
+        return openai.OpenAI(base_url=BASE + ("/v1" if v1 else ""), api_key=key, max_retries=0,
+                             default_headers=headers or None,
+                             http_client=httpx2.Client(transport=httpx2.MockTransport(self._httpx2)))
+
+    def anthropic(self, key: str = "sk-x", bearer: bool = False) -> anthropic.Anthropic:
+        """The ``anthropic`` SDK (the key as ``x-api-key``, or as a Bearer token), its requests served in memory."""
+        http = httpx2.Client(transport=httpx2.MockTransport(self._httpx2))
+        if bearer:
+            return anthropic.Anthropic(base_url=BASE, auth_token=key, max_retries=0, http_client=http)
+        return anthropic.Anthropic(base_url=BASE, api_key=key, max_retries=0, http_client=http)
+
+    def ollama(self) -> ollama.Client:
+        """The ``ollama`` client, its requests served in memory."""
+        return ollama.Client(host=BASE, transport=httpx.MockTransport(self._httpx))
+
+    def restart(self) -> None:
+        """Stop this shim as the daemon stops and start a new one on the same configuration and upstream (so the
+        same Responses store file)."""
+        self.shim.shutdown()
+        self.shim = MemoryShim(self.shim.config, self.shim.upstream_resource, clock=self.shim.clock)
+
+    def shutdown(self) -> None:
+        """Stop as the daemon does (drain, then stop), once."""
+        if not self.stopped:
+            self.stopped = True
+            self.shim.shutdown()
+
+
+class ShimFixture:
+    """Tahoe's ``HttpTestFixture`` for llamashim: one clock per test, the shims started on it (each with its
+    configuration written as YAML and loaded as the daemon loads it, a Responses store under ``tmp_path``), and
+    every one stopped when the test ends."""
+
+    def __init__(self, tmp_path: Path, headers: Mapping[str, str] | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.clock = MemoryClock()
+        self.headers = dict(headers or {})  # sent with every Env.post (an API version header, say)
+        self.envs: list[Env] = []
+
+    def start(
+        self,
+        tools: str = "native",
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+        fake: FakeLlama | None = None,
+        upstream: IResource | Factory[Any] | None = None,
+        cli: Mapping[str, Any] | None = None,
+        unreachable: bool = False,
+    ) -> Env:
+        """A shim in front of ``upstream`` (default: ``fake``, default a new :class:`FakeLlama` on the clock), with
+        ``tools`` as ``--tool-streaming`` and ``settings`` as the YAML configuration's sections."""
+        n = len(self.envs)
+        sections = {name: dict(values) for name, values in (settings or {}).items()}
+        store = {"store": True, "store_path": str(self.tmp_path / f"store{n}" / "responses.sqlite3"),
+                 **sections.pop("responses", {})}
+        path = self.tmp_path / f"llamashim{n}.yaml"
+        path.write_text(json.dumps(sections))  # JSON is YAML
+        cfg = memory_config({"config": str(path), "tool_streaming": tools, **(cli or {})}, responses=store)
+        if upstream is None:
+            fake = fake or FakeLlama(self.clock)
+            upstream = fake.resource()
+        env = Env(MemoryShim(cfg, upstream, clock=self.clock, unreachable=unreachable), fake, self.headers)
+        self.envs.append(env)
+        return env
+
+    def close(self) -> None:
+        for env in reversed(self.envs):
+            if not env.stopped:
+                env.stopped = True
+                env.shim.stop()

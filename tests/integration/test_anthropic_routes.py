@@ -1,46 +1,35 @@
-"""The Anthropic Messages routes over loopback: the real service tree in front of the fake llama-server, driven by
-the ``anthropic`` SDK (in a thread), by raw HTTP where the wire itself is the point, and by a captured real Claude
-Code request (tests/fixtures/agents).
+"""The Anthropic Messages routes in memory: the real site in front of the fake llama-server on one clock, driven by
+the ``anthropic`` SDK (its requests served in memory), by raw requests where the bytes themselves are the point, and
+by a captured real Claude Code request (tests/fixtures/agents).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, cast
 
 import anthropic
 import pytest
-import pytest_twisted
-from twisted.internet import threads
-from twisted.internet.defer import Deferred, maybeDeferred
+from anthropic.types import MessageParam, TextBlockParam, ToolParam
+from anthropic.types.beta import BetaTextBlock
+from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from llamashim import jsonutil
-from llamashim.testing.fake_llama import FakeLlama, Seen
-from tests.integration.support import (
-    Scripted,
-    Shim,
-    config,
-    fetch,
-    http_request,
-    listen,
-    raw_connect,
-    reactor,
-    start_shim,
-    timeout,
-)
+from llamashim.testing.fake_llama import FakeLlama
+from tests.integration.support import Scripted, ShimFixture, TemplatingFake, render
+from tests.support import anthropic_error as error_of
+from tests.support import sse_events
 
-T = TypeVar("T")
 JSON = dict[str, Any]
+VERSION = {"anthropic-version": "2023-06-01"}
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "agents" / "claude_code_2.1.328_requests.jsonl"
 MODEL = "claude-sonnet-4-5"
-HELLO = [{"role": "user", "content": "Hi"}]
-WEATHER = {
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hi"}]
+WEATHER: ToolParam = {
     "name": "get_weather",
     "description": "The weather in a city.",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
@@ -59,17 +48,6 @@ TOOL_MODES = [
     ("auto", "refuse_stream_tools"),
     ("auto", "json_for_stream"),
 ]
-
-
-class TemplatingFake(FakeLlama):
-    """The fake plus llama-server's ``POST /apply-template``, which the fake itself lacks: the prompt is each
-    message's role and content, so the fake's one-token-per-character ``/tokenize`` gives a predictable count."""
-
-    def _routes(self) -> dict[tuple[str, str], Callable[[Request, Seen], bytes | int]]:
-        return {**super()._routes(), ("POST", "/apply-template"): self._apply_template}
-
-    def _apply_template(self, request: Request, seen: Seen) -> bytes:
-        return self._json(request, {"prompt": render(seen.body["messages"])})
 
 
 class Held(Resource):
@@ -100,10 +78,6 @@ class Held(Resource):
             request.finish()
 
 
-def render(messages: list[JSON]) -> str:
-    return "".join(f"<|{m['role']}|>{m['content']}" for m in messages)
-
-
 def read_requests(path: Path) -> list[JSON]:
     """The capture format (tests/fixtures/agents/README.md): pretty-printed JSON records one after another."""
     text, decoder, pos, out = path.read_text(encoding="utf-8"), json.JSONDecoder(), 0, []
@@ -114,80 +88,11 @@ def read_requests(path: Path) -> list[JSON]:
     return out
 
 
-@dataclass
-class Env:
-    fake: FakeLlama
-    port: Any
-    shim: Shim
-    stopped: bool = False
-
-    def client(self, key: str = "sk-x", bearer: bool = False) -> anthropic.Anthropic:
-        auth: JSON = {"auth_token": key} if bearer else {"api_key": key}
-        return anthropic.Anthropic(base_url=self.shim.url, max_retries=0, timeout=20, **auth)
-
-    async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
-        data = body if isinstance(body, bytes) else jsonutil.dumps(body)
-        return await fetch(self.shim.url + path, "POST", data,
-                           {"Content-Type": "application/json", "anthropic-version": "2023-06-01", **(headers or {})})
-
-    async def stop_shim(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            await timeout(self.shim.stop())
-
-    async def close(self) -> None:
-        await self.stop_shim()
-        await timeout(maybeDeferred(self.port.stopListening))
-
-
-Start = Callable[..., Awaitable[Env]]
-
-
-@pytest_twisted.async_yield_fixture
-async def start(tmp_path: Path) -> AsyncIterator[Start]:
-    """Starts shims (fake upstream, YAML config, a Responses store under ``tmp_path``) and stops them afterwards."""
-    envs: list[Env] = []
-
-    async def factory(
-        tools: str = "native", settings: dict[str, Any] | None = None, fake: FakeLlama | None = None,
-        upstream: Any = None,
-    ) -> Env:
-        fake = fake or FakeLlama(reactor)
-        port, url = listen(upstream if upstream is not None else fake.resource())
-        sections: dict[str, Any] = {"responses": {"store_path": str(tmp_path / f"store{len(envs)}.sqlite3")}}
-        sections.update(settings or {})
-        path = tmp_path / f"llamashim{len(envs)}.yaml"
-        path.write_text(json.dumps(sections))  # JSON is YAML
-        env = Env(fake, port, await start_shim(config(url, {"config": str(path), "tool_streaming": tools})))
-        envs.append(env)
-        return env
-
-    yield factory
-    for env in reversed(envs):
-        await env.close()
-
-
-async def in_thread(fn: Callable[[], T], seconds: float = 30) -> T:
-    return await timeout(threads.deferToThread(fn), seconds)
-
-
-def sse_events(body: bytes) -> list[tuple[str | None, JSON]]:
-    """A whole SSE body → (event name, parsed data) per frame."""
-    out: list[tuple[str | None, JSON]] = []
-    for frame in body.decode("utf-8").split("\n\n"):
-        event, data = None, []
-        for line in frame.splitlines():
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
-        if data:
-            out.append((event, json.loads("\n".join(data))))
-    return out
+@pytest.fixture
+def shims(shims: ShimFixture) -> ShimFixture:
+    """This suite's shims send Anthropic's version header with every post, as the SDK does."""
+    shims.headers.update(VERSION)
+    return shims
 
 
 def check_wire(events: list[tuple[str | None, JSON]]) -> list[str]:
@@ -209,7 +114,7 @@ def streamed(client: anthropic.Anthropic, **kw: Any) -> tuple[list[str], Any]:
     kw.setdefault("max_tokens", 256)
     kw.setdefault("messages", HELLO)
     with client.messages.stream(**kw) as stream:
-        types = [event.type for event in stream]
+        types: list[str] = [event.type for event in stream]
         return types, stream.get_final_message()
 
 
@@ -220,24 +125,15 @@ def create(client: anthropic.Anthropic, **kw: Any) -> Any:
     return client.messages.create(**kw)
 
 
-def error_of(body: bytes) -> JSON:
-    value = jsonutil.loads(body)
-    assert value["type"] == "error" and set(value) == {"type", "error"}, value
-    err: JSON = value["error"]
-    assert set(err) == {"type", "message"}
-    return err
-
-
 # -- text --------------------------------------------------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_create_with_the_sdk(start: Start) -> None:
+def test_create_with_the_sdk(shims: ShimFixture) -> None:
     """messages.create answers one text block, stop_reason end_turn, the upstream's usage; system and sampling go on."""
-    env = await start()
+    env = shims.start()
     # (this SDK has no sampling arguments any more; Claude Code still sends temperature)
-    m = await in_thread(lambda: create(env.client(), system="Be brief.", stop_sequences=["END"],
-                                       extra_body={"temperature": 0.5, "top_k": 5}))
+    m = create(env.anthropic(), system="Be brief.", stop_sequences=["END"],
+               extra_body={"temperature": 0.5, "top_k": 5})
     assert m.id.startswith("msg_") and m.type == "message" and m.role == "assistant" and m.model == MODEL
     assert [(b.type, b.text) for b in m.content] == [("text", "Hello, world!")]
     assert m.stop_reason == "end_turn" and m.stop_sequence is None
@@ -248,12 +144,11 @@ async def test_create_with_the_sdk(start: Start) -> None:
         False, 256, 0.5, 5, ["END"])
 
 
-@pytest_twisted.ensureDeferred
-async def test_stream_helper_reaches_the_final_message(start: Start) -> None:
+def test_stream_helper_reaches_the_final_message(shims: ShimFixture) -> None:
     """messages.stream() accumulates the text deltas into the final message, with the stop reason and usage."""
-    env = await start()
+    env = shims.start()
     env.fake.content = ["Par", "is is", " sunny."]
-    types, m = await in_thread(lambda: streamed(env.client()))
+    types, m = streamed(env.anthropic())
     assert types[0] == "message_start" and types[-1] == "message_stop"
     assert [(b.type, b.text) for b in m.content] == [("text", "Paris is sunny.")]
     assert m.stop_reason == "end_turn" and m.usage.output_tokens == 3 and m.usage.input_tokens == 12
@@ -261,12 +156,11 @@ async def test_stream_helper_reaches_the_final_message(start: Start) -> None:
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
 
 
-@pytest_twisted.ensureDeferred
-async def test_raw_stream_event_order(start: Start) -> None:
+def test_raw_stream_event_order(shims: ShimFixture) -> None:
     """The raw stream has Anthropic's event order, each frame with its event: line."""
-    env = await start()
-    status, headers, body = await env.post("/v1/messages", {"model": MODEL, "max_tokens": 64, "messages": HELLO,
-                                                            "stream": True})
+    env = shims.start()
+    status, headers, body = env.post("/v1/messages", {"model": MODEL, "max_tokens": 64, "messages": HELLO,
+                                                      "stream": True})
     assert status == 200
     assert headers.getRawHeaders(b"content-type") == [b"text/event-stream; charset=utf-8"]
     events = sse_events(body)
@@ -284,17 +178,16 @@ async def test_raw_stream_event_order(start: Start) -> None:
 
 
 @pytest.mark.parametrize(("tools", "old_build"), TOOL_MODES)
-@pytest_twisted.ensureDeferred
-async def test_tool_use_and_tool_result_round_trip(start: Start, tools: str, old_build: str | None) -> None:
+def test_tool_use_and_tool_result_round_trip(shims: ShimFixture, tools: str, old_build: str | None) -> None:
     """A tool call is a tool_use block in every mode; its tool_result goes upstream as a tool message."""
-    env = await start(tools)
+    env = shims.start(tools)
     env.fake.content = ["Checking."]
     env.fake.tool_calls = [("get_weather", '{"city": "Paris"}')]
     env.fake.old_build = old_build
-    client = env.client()
-    types, final = await in_thread(lambda: streamed(client, tools=[WEATHER], tool_choice={"type": "any"}))
+    client = env.anthropic()
+    types, final = streamed(client, tools=[WEATHER], tool_choice={"type": "any"})
     assert types[0] == "message_start" and types[-1] == "message_stop"
-    plain = await in_thread(lambda: create(client, tools=[WEATHER], tool_choice={"type": "any"}))
+    plain = create(client, tools=[WEATHER], tool_choice={"type": "any"})
     for m in (final, plain):
         assert [b.type for b in m.content] == ["text", "tool_use"] and m.stop_reason == "tool_use"
         use = m.content[1]
@@ -307,7 +200,7 @@ async def test_tool_use_and_tool_result_round_trip(start: Start, tools: str, old
     turn = [*HELLO, {"role": "assistant", "content": [b.model_dump() for b in final.content]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "fakecall00", "content": "sunny"},
                                          {"type": "text", "text": "Thanks."}]}]
-    after = await in_thread(lambda: create(client, tools=[WEATHER], messages=turn))
+    after = create(client, tools=[WEATHER], messages=turn)
     assert after.stop_reason == "end_turn"
     messages = env.fake.chat_requests()[-1].body["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "user"]
@@ -318,18 +211,17 @@ async def test_tool_use_and_tool_result_round_trip(start: Start, tools: str, old
     assert messages[3] == {"role": "user", "content": "Thanks."}
 
 
-@pytest_twisted.ensureDeferred
-async def test_old_build_synthesis_gives_the_same_events(start: Start) -> None:
+def test_old_build_synthesis_gives_the_same_events(shims: ShimFixture) -> None:
     """An upstream refusing streamed tools: the synthesized stream has the native stream's event sequence."""
-    native = await start("native")
-    old = await start("auto")
+    native = shims.start("native")
+    old = shims.start("auto")
     old.fake.old_build = "refuse_stream_tools"
     body = {"model": MODEL, "max_tokens": 64, "messages": HELLO, "tools": [WEATHER], "stream": True}
     shapes = []
     for env in (native, old):
         env.fake.content = ["Checking."]
         env.fake.tool_calls = [("get_weather", '{"city": "Rome"}')]
-        status, _, data = await env.post("/v1/messages", body)
+        status, _, data = env.post("/v1/messages", body)
         assert status == 200
         events = sse_events(data)
         types = check_wire(events)
@@ -341,31 +233,28 @@ async def test_old_build_synthesis_gives_the_same_events(start: Start) -> None:
     assert [r.body["stream"] for r in old.fake.chat_requests()] == [True, False]
 
 
-@pytest_twisted.ensureDeferred
-async def test_parallel_tool_use(start: Start) -> None:
+def test_parallel_tool_use(shims: ShimFixture) -> None:
     """Two upstream calls are two tool_use blocks; disable_parallel_tool_use sends parallel_tool_calls false."""
-    env = await start()
+    env = shims.start()
     env.fake.content = []
     env.fake.tool_calls = [("get_weather", '{"city": "Paris"}'), ("get_weather", '{"city": "Rome"}')]
-    client = env.client()
-    _, m = await in_thread(lambda: streamed(client, tools=[WEATHER]))
+    client = env.anthropic()
+    _, m = streamed(client, tools=[WEATHER])
     assert [(b.type, b.id, b.input) for b in m.content] == [("tool_use", "fakecall00", {"city": "Paris"}),
                                                              ("tool_use", "fakecall01", {"city": "Rome"})]
     assert m.stop_reason == "tool_use"
-    await in_thread(lambda: create(client, tools=[WEATHER],
-                                   tool_choice={"type": "auto", "disable_parallel_tool_use": True}))
+    create(client, tools=[WEATHER], tool_choice={"type": "auto", "disable_parallel_tool_use": True})
     sent = env.fake.chat_requests()[-1].body
     assert sent["parallel_tool_calls"] is False and sent["tool_choice"] == "auto"
 
 
 @pytest.mark.parametrize("stream", [False, True])
-@pytest_twisted.ensureDeferred
-async def test_length_finish_is_max_tokens(start: Start, stream: bool) -> None:
+def test_length_finish_is_max_tokens(shims: ShimFixture, stream: bool) -> None:
     """An answer cut by the token limit stops for max_tokens, streamed or not."""
-    env = await start()
+    env = shims.start()
     env.fake.finish_reason = "length"
-    status, _, body = await env.post("/v1/messages", {"model": MODEL, "max_tokens": 4, "messages": HELLO,
-                                                      "stream": stream})
+    status, _, body = env.post("/v1/messages", {"model": MODEL, "max_tokens": 4, "messages": HELLO,
+                                                "stream": stream})
     assert status == 200
     if stream:
         events = sse_events(body)
@@ -379,31 +268,30 @@ async def test_length_finish_is_max_tokens(start: Start, stream: bool) -> None:
 
 
 @pytest.mark.parametrize("source", ["reasoning_content", "inline_think"])
-@pytest_twisted.ensureDeferred
-async def test_reasoning_becomes_a_signed_thinking_block(start: Start, source: str) -> None:
+def test_reasoning_becomes_a_signed_thinking_block(shims: ShimFixture, source: str) -> None:
     """Reasoning is a signed thinking block that comes back as reasoning_content; thinking disabled drops it."""
-    env = await start()
+    env = shims.start()
     if source == "reasoning_content":
         env.fake.reasoning = ["Let me", " think."]
     else:
         env.fake.inline_think = ["Let me", " think."]
     env.fake.content = ["Paris."]
-    client = env.client()
-    types, final = await in_thread(lambda: streamed(client, thinking={"type": "enabled", "budget_tokens": 1024}))
+    client = env.anthropic()
+    types, final = streamed(client, thinking={"type": "enabled", "budget_tokens": 1024})
     assert "thinking" in types and "signature" in types
-    plain = await in_thread(lambda: create(client))
+    plain = create(client)
     for m in (final, plain):
         assert [b.type for b in m.content] == ["thinking", "text"]
         assert m.content[0].thinking == "Let me think." and m.content[0].signature
         assert m.content[1].text == "Paris."
     sent = env.fake.chat_requests()[-2].body
     assert sent["chat_template_kwargs"] == {"enable_thinking": True} and sent["thinking_budget_tokens"] == 1024
-    off = await in_thread(lambda: create(client, thinking={"type": "disabled"}))
+    off = create(client, thinking={"type": "disabled"})
     assert [(b.type, b.text) for b in off.content] == [("text", "Paris.")]
     env.fake.reasoning = env.fake.inline_think = []
     turn = [*HELLO, {"role": "assistant", "content": [b.model_dump() for b in final.content]},
             {"role": "user", "content": "And Italy?"}]
-    await in_thread(lambda: create(client, messages=turn))
+    create(client, messages=turn)
     assistant = env.fake.chat_requests()[-1].body["messages"][1]
     assert assistant == {"role": "assistant", "content": "Paris.", "reasoning_content": "Let me think."}
 
@@ -420,16 +308,15 @@ def claude_code_request() -> tuple[str, dict[str, str], JSON]:
 
 
 @pytest.mark.parametrize(("strip", "old_build"), [(True, None), (False, None), (True, "refuse_stream_tools")])
-@pytest_twisted.ensureDeferred
-async def test_claude_code_turn_and_the_billing_header(start: Start, strip: bool, old_build: str | None) -> None:
+def test_claude_code_turn_and_the_billing_header(shims: ShimFixture, strip: bool, old_build: str | None) -> None:
     """The captured Claude Code turn streams fine; its billing header goes upstream only when stripping is off."""
-    env = await start("auto", {"anthropic": {"strip_billing_header": strip}})
+    env = shims.start("auto", {"anthropic": {"strip_billing_header": strip}})
     env.fake.content = ["O", "K"]
     env.fake.old_build = old_build
     path, headers, body = claude_code_request()
     assert path == "/v1/messages?beta=true"
     assert body["system"][0]["text"].startswith("x-anthropic-billing-header: cc_version=")
-    status, _, data = await env.post(path, body, headers)
+    status, _, data = env.post(path, body, headers)
     assert status == 200, data
     events = sse_events(data)
     check_wire(events)
@@ -446,59 +333,55 @@ async def test_claude_code_turn_and_the_billing_header(start: Start, strip: bool
     assert seen.body["messages"][1]["role"] == "user" and seen.body["messages"][1]["content"].endswith("Say OK")
 
 
-@pytest_twisted.ensureDeferred
-async def test_billing_header_in_a_string_system_prompt(start: Start) -> None:
+def test_billing_header_in_a_string_system_prompt(shims: ShimFixture) -> None:
     """A string system prompt whose first line is the billing header loses that line, and only that line."""
-    env = await start()
+    env = shims.start()
     system = "x-anthropic-billing-header: cc_version=2.1.328.d94; cch=abc;\nYou are helpful."
-    await in_thread(lambda: create(env.client(), system=system))
+    create(env.anthropic(), system=system)
     assert env.fake.chat_requests()[-1].body["messages"][0] == {"role": "system", "content": "You are helpful."}
 
 
-@pytest_twisted.ensureDeferred
-async def test_beta_query_string_works(start: Start) -> None:
+def test_beta_query_string_works(shims: ShimFixture) -> None:
     """/v1/messages?beta=true (Claude Code's, and the SDK's beta client's, path) serves the same answer."""
-    env = await start()
-    status, _, body = await env.post("/v1/messages?beta=true", {"model": MODEL, "max_tokens": 16, "messages": HELLO})
+    env = shims.start()
+    status, _, body = env.post("/v1/messages?beta=true", {"model": MODEL, "max_tokens": 16, "messages": HELLO})
     assert status == 200 and jsonutil.loads(body)["content"] == [{"type": "text", "text": "Hello, world!"}]
-    m = await in_thread(lambda: env.client().beta.messages.create(model=MODEL, max_tokens=16, messages=HELLO))
-    assert m.content[0].text == "Hello, world!"
+    m = env.anthropic().beta.messages.create(model=MODEL, max_tokens=16, messages=cast(Any, HELLO))
+    assert isinstance(m.content[0], BetaTextBlock) and m.content[0].text == "Hello, world!"
     assert env.fake.chat_requests()[-1].path == "/v1/chat/completions"
 
 
 # -- models, keys ------------------------------------------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_model_alias_goes_upstream_and_the_client_name_comes_back(start: Start) -> None:
+def test_model_alias_goes_upstream_and_the_client_name_comes_back(shims: ShimFixture) -> None:
     """models.aliases {"claude-*": "smol"}: the upstream gets smol, the reply echoes claude-sonnet-4-5."""
-    env = await start(settings={"models": {"aliases": {"claude-*": "smol"}}}, fake=FakeLlama(reactor, model="smol"))
-    m = await in_thread(lambda: create(env.client()))
-    _, s = await in_thread(lambda: streamed(env.client()))
-    status, _, body = await env.post("/v1/messages", {"model": MODEL, "max_tokens": 8, "messages": HELLO,
-                                                      "stream": True})
+    env = shims.start(settings={"models": {"aliases": {"claude-*": "smol"}}}, fake=FakeLlama(shims.clock, model="smol"))
+    m = create(env.anthropic())
+    _, s = streamed(env.anthropic())
+    status, _, body = env.post("/v1/messages", {"model": MODEL, "max_tokens": 8, "messages": HELLO,
+                                                "stream": True})
     assert m.model == s.model == MODEL
     assert sse_events(body)[0][1]["message"]["model"] == MODEL
     assert [r.body["model"] for r in env.fake.chat_requests()] == ["smol"] * 3
 
 
-@pytest_twisted.ensureDeferred
-async def test_api_keys_in_either_header(start: Start) -> None:
+def test_api_keys_in_either_header(shims: ShimFixture) -> None:
     """x-api-key and Bearer keys both pass and stop at llamashim; a wrong key is Anthropic's 401."""
-    env = await start(settings={"auth": {"api_keys": [KEY_A, KEY_B]}})
-    m = await in_thread(lambda: create(env.client(KEY_A)))
+    env = shims.start(settings={"auth": {"api_keys": [KEY_A, KEY_B]}})
+    m = create(env.anthropic(KEY_A))
     assert m.content[0].text == "Hello, world!"
     assert not {"x-api-key", "authorization"} & set(env.fake.chat_requests()[-1].headers)
-    _, s = await in_thread(lambda: streamed(env.client(KEY_B, bearer=True)))
+    _, s = streamed(env.anthropic(KEY_B, bearer=True))
     assert s.content[0].text == "Hello, world!"
     assert "authorization" not in env.fake.chat_requests()[-1].headers
-    for client in (env.client("sk-wrong"), env.client("sk-wrong", bearer=True)):
+    for client in (env.anthropic("sk-wrong"), env.anthropic("sk-wrong", bearer=True)):
         with pytest.raises(anthropic.AuthenticationError) as raised:
-            await in_thread(lambda client=client: create(client))
+            create(client)
         assert raised.value.status_code == 401
     body = {"model": MODEL, "max_tokens": 8, "messages": HELLO}
     for headers in ({"x-api-key": "sk-wrong"}, {}):
-        status, _, data = await env.post("/v1/messages", body, headers)
+        status, _, data = env.post("/v1/messages", body, headers)
         assert status == 401
         err = error_of(data)
         assert err["type"] == "authentication_error" and err["message"]
@@ -508,15 +391,14 @@ async def test_api_keys_in_either_header(start: Start) -> None:
 # -- failures ----------------------------------------------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_mid_stream_drop_ends_with_an_error_event(start: Start) -> None:
+def test_mid_stream_drop_ends_with_an_error_event(shims: ShimFixture) -> None:
     """An upstream drop mid-stream ends the stream with event: error and no message_stop; the SDK raises."""
-    env = await start()
+    env = shims.start()
     env.fake.content = [f"t{i} " for i in range(10)]
     env.fake.fault = "drop_mid_stream"
     env.fake.fault_after = 3
-    status, _, body = await env.post("/v1/messages", {"model": MODEL, "max_tokens": 64, "messages": HELLO,
-                                                      "stream": True})
+    status, _, body = env.post("/v1/messages", {"model": MODEL, "max_tokens": 64, "messages": HELLO,
+                                                "stream": True})
     assert status == 200
     events = sse_events(body)
     types = check_wire(events)
@@ -526,128 +408,119 @@ async def test_mid_stream_drop_ends_with_an_error_event(start: Start) -> None:
     last = events[-1][1]
     assert last["error"]["type"] in ("api_error", "overloaded_error") and last["error"]["message"]
     with pytest.raises(anthropic.APIStatusError):
-        await in_thread(lambda: streamed(env.client()))
+        streamed(env.anthropic())
 
 
 @pytest.mark.parametrize("stream", [False, True])
-@pytest_twisted.ensureDeferred
-async def test_upstream_unavailable_is_529_overloaded(start: Start, stream: bool) -> None:
+def test_upstream_unavailable_is_529_overloaded(shims: ShimFixture, stream: bool) -> None:
     """An upstream 503 (busy or loading) is Anthropic's 529 overloaded_error; the SDK raises OverloadedError."""
-    env = await start()
+    env = shims.start()
     env.fake.status_override = 503
-    status, _, data = await env.post("/v1/messages", {"model": MODEL, "max_tokens": 8, "messages": HELLO,
-                                                      "stream": stream})
+    status, _, data = env.post("/v1/messages", {"model": MODEL, "max_tokens": 8, "messages": HELLO,
+                                                "stream": stream})
     assert status == 529
     assert error_of(data)["type"] == "overloaded_error"
     with pytest.raises(anthropic.OverloadedError):
-        await in_thread(lambda: streamed(env.client()) if stream else create(env.client()))
+        streamed(env.anthropic()) if stream else create(env.anthropic())
 
 
 @pytest.mark.parametrize("stream", [False, True])
-@pytest_twisted.ensureDeferred
-async def test_context_overflow_is_prompt_too_long(start: Start, stream: bool) -> None:
+def test_context_overflow_is_prompt_too_long(shims: ShimFixture, stream: bool) -> None:
     """llama-server's exceed_context_size_error is a 400 whose message starts "prompt is too long:"."""
     up = Scripted()
     up.status, up.body = 400, OVERFLOW
-    env = await start(upstream=up)
-    status, _, data = await env.post("/v1/messages", {"model": MODEL, "max_tokens": 8, "messages": HELLO,
-                                                      "stream": stream})
+    env = shims.start(upstream=up)
+    status, _, data = env.post("/v1/messages", {"model": MODEL, "max_tokens": 8, "messages": HELLO,
+                                                "stream": stream})
     assert status == 400
     err = error_of(data)
     assert err["type"] == "invalid_request_error"
     assert err["message"] == "prompt is too long: 21157 tokens > 8192 maximum"
     with pytest.raises(anthropic.BadRequestError, match="prompt is too long:"):
-        await in_thread(lambda: create(env.client(), stream=stream))
+        create(env.anthropic(), stream=stream)
 
 
-@pytest_twisted.ensureDeferred
-async def test_malformed_requests_are_anthropic_shaped_400s(start: Start) -> None:
+def test_malformed_requests_are_anthropic_shaped_400s(shims: ShimFixture) -> None:
     """Malformed requests are 400 invalid_request_error in Anthropic's shape and never go upstream."""
-    env = await start()
+    env = shims.start()
     for body, needle in ((b'{"model": ', "not valid JSON"),
                          ({"model": MODEL, "messages": HELLO}, "max_tokens"),
                          ({"model": MODEL, "max_tokens": 8, "messages": [{"role": "system", "content": "x"}]},
                           "role")):
-        status, headers, data = await env.post("/v1/messages", body)
+        status, headers, data = env.post("/v1/messages", body)
         assert status == 400, data
-        assert headers.getRawHeaders(b"content-type")[0].startswith(b"application/json")
+        assert (headers.getRawHeaders(b"content-type") or [b""])[0].startswith(b"application/json")
         err = error_of(data)
         assert err["type"] == "invalid_request_error" and needle in err["message"]
     with pytest.raises(anthropic.BadRequestError):
-        await in_thread(lambda: create(env.client(), messages=[]))
+        create(env.anthropic(), messages=[])
     assert env.fake.chat_requests() == []
 
 
 @pytest.mark.parametrize("args", ['"Paris"', "city=Paris"])
 @pytest.mark.parametrize("tools", ["native", "synthesize"])
-@pytest_twisted.ensureDeferred
-async def test_tool_arguments_that_are_not_an_object_still_give_a_dict_input(
-    start: Start, tools: str, args: str
+def test_tool_arguments_that_are_not_an_object_still_give_a_dict_input(
+    shims: ShimFixture, tools: str, args: str
 ) -> None:
     """Non-object tool arguments give the same dict input streamed and not, and the SDK does not raise."""
-    env = await start(tools)
+    env = shims.start(tools)
     env.fake.content = []
     env.fake.tool_calls = [("get_weather", args)]
-    client = env.client()
-    plain = await in_thread(lambda: create(client, tools=[WEATHER]))
+    client = env.anthropic()
+    plain = create(client, tools=[WEATHER])
     assert plain.content[0].input == {}
-    _, final = await in_thread(lambda: streamed(client, tools=[WEATHER]))
+    _, final = streamed(client, tools=[WEATHER])
     assert final.content[0].input == plain.content[0].input
 
 
-@pytest_twisted.ensureDeferred
-async def test_limits_answer_in_anthropic_shapes(start: Start) -> None:
+def test_limits_answer_in_anthropic_shapes(shims: ShimFixture) -> None:
     """Body and queue limits answer 413 request_too_large and 429 rate_limit_error with Retry-After."""
     up = Held()
-    env = await start(upstream=up, settings={"limits": {"max_body_bytes": 4096, "max_concurrent_upstream": 1,
+    env = shims.start(upstream=up, settings={"limits": {"max_body_bytes": 4096, "max_concurrent_upstream": 1,
                                                         "max_queue": 0}})
     big = {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "x" * 5000}]}
-    status, _, data = await env.post("/v1/messages", big)
+    status, _, data = env.post("/v1/messages", big)
     assert status == 413 and error_of(data)["type"] == "request_too_large"
     body = {"model": MODEL, "max_tokens": 8, "messages": HELLO}
-    first = Deferred.fromCoroutine(env.post("/v1/messages", body))
-    await timeout(up.arrived)
-    status, headers, data = await env.post("/v1/messages", body)
+    first = env.shim.request("POST", "/v1/messages", body, VERSION)
+    env.shim.run_until(lambda: up.arrived.called)
+    status, headers, data = env.post("/v1/messages", body)
     assert status == 429 and headers.getRawHeaders(b"retry-after") == [b"1"]
     assert error_of(data)["type"] == "rate_limit_error"
-    up.answer(200, jsonutil.dumps(FakeLlama(reactor).reply()))
-    status, _, data = await timeout(first)
+    up.answer(200, jsonutil.dumps(FakeLlama(shims.clock).reply()))
+    env.shim.run_until(lambda: first.ended)
+    status, data = first.code, bytes(first.body)
     assert status == 200 and jsonutil.loads(data)["content"][0]["text"] == "Hello, world!"
 
 
-@pytest_twisted.ensureDeferred
-async def test_synthesis_heartbeats_are_pings_then_an_error_event(start: Start) -> None:
-    """A synthesized answer's wait sends event: ping; an upstream 503 then ends it with overloaded_error."""
+def test_synthesis_heartbeats_are_pings_then_an_error_event(shims: ShimFixture) -> None:
+    """A synthesized answer's wait opens with message_start, then sends event: ping; an upstream 503 then ends it
+    with overloaded_error."""
     up = Held()
-    env = await start("synthesize", upstream=up, settings={"tools": {"heartbeat": 0.05}})
+    env = shims.start("synthesize", upstream=up, settings={"tools": {"heartbeat": 0.05}})
     body = {"model": MODEL, "max_tokens": 8, "messages": HELLO, "tools": [WEATHER], "stream": True}
-    client = await raw_connect(env.shim.url, http_request("POST", "/v1/messages", jsonutil.dumps(body), {
-        "Content-Type": "application/json", "Connection": "close"}))
-    await timeout(client.wait_for(lambda b: b"event: ping" in b))
+    exchange = env.shim.request("POST", "/v1/messages", body, VERSION)
+    env.shim.run_until(lambda: b"event: ping" in exchange.body, step=0.05)
     up.answer(503, b'{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}')
-    await timeout(client.closed)
-    head, _, chunked = bytes(client.received).partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 ")
-    events = sse_events(b"".join(line + b"\n" for line in chunked.split(b"\r\n")[1::2]))
+    env.shim.run_until(lambda: exchange.ended)
+    assert exchange.complete and exchange.code == 200
+    events = sse_events(bytes(exchange.body))
     types = [d["type"] for _, d in events]
-    assert set(types[:-1]) == {"ping"} and types[-1] == "error"
+    assert types[0] == "message_start" and set(types[1:-1]) == {"ping"} and types[-1] == "error"
     assert events[-1][1]["error"] == {"type": "overloaded_error", "message": "Loading model"}
 
 
-@pytest_twisted.ensureDeferred
-async def test_shutdown_ends_a_running_stream_with_an_error_event(start: Start) -> None:
+def test_shutdown_ends_a_running_stream_with_an_error_event(shims: ShimFixture) -> None:
     """Stopping the service mid-stream ends the stream with event: error (overloaded_error), not a cut body."""
-    env = await start(settings={"shutdown": {"drain_timeout": 0}})
+    env = shims.start(settings={"shutdown": {"drain_timeout": 0}})
     env.fake.content = [f"t{i} " for i in range(50)]
     env.fake.chunk_interval = 0.5  # paces the fake; the test waits on what the client received, never on time
     body = {"model": MODEL, "max_tokens": 64, "messages": HELLO, "stream": True}
-    client = await raw_connect(env.shim.url, http_request("POST", "/v1/messages", jsonutil.dumps(body), {
-        "Content-Type": "application/json", "Connection": "close"}))
-    await timeout(client.wait_for(lambda b: b"text_delta" in b))
-    await env.stop_shim()
-    await timeout(client.closed)
-    text = bytes(client.received)
-    assert text.rstrip().endswith(b"0") and b"message_stop" not in text
+    exchange = env.shim.request("POST", "/v1/messages", body, VERSION)
+    env.shim.run_until(lambda: b"text_delta" in exchange.body)
+    env.shutdown()
+    text = bytes(exchange.body)
+    assert exchange.complete and b"message_stop" not in text  # the body ended, not cut
     last = text.rsplit(b"event: ", 1)[1]
     assert last.startswith(b"error\ndata: ")
     assert b'"type":"overloaded_error"' in last
@@ -656,19 +529,17 @@ async def test_shutdown_ends_a_running_stream_with_an_error_event(start: Start) 
 # -- count_tokens --------------------------------------------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_count_tokens_with_the_upstream_template(start: Start) -> None:
+def test_count_tokens_with_the_upstream_template(shims: ShimFixture) -> None:
     """count_tokens counts the /apply-template prompt's /tokenize tokens, billing header stripped."""
-    fake = TemplatingFake(reactor)
-    env = await start(fake=fake)
-    system = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=1;"},
-              {"type": "text", "text": "Be brief."}]
-    counted = await in_thread(lambda: env.client().messages.count_tokens(
-        model=MODEL, messages=HELLO, system=system, tools=[WEATHER]))  # type: ignore[arg-type]
+    fake = TemplatingFake(shims.clock)
+    env = shims.start(fake=fake)
+    system: list[TextBlockParam] = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=1;"},
+                                    {"type": "text", "text": "Be brief."}]
+    counted = env.anthropic().messages.count_tokens(model=MODEL, messages=HELLO, system=system, tools=[WEATHER])
     assert counted.input_tokens == len(render([{"role": "system", "content": "Be brief."}, *HELLO]))
     template = [r for r in fake.requests if r.path == "/apply-template"][-1].body
     assert template["messages"] == [{"role": "system", "content": "Be brief."}, *HELLO]
     assert template["tools"][0]["function"]["name"] == "get_weather"
-    status, _, body = await env.post("/v1/messages/count_tokens", {"model": MODEL, "messages": HELLO})
+    status, _, body = env.post("/v1/messages/count_tokens", {"model": MODEL, "messages": HELLO})
     assert status == 200 and jsonutil.loads(body) == {"input_tokens": len("<|user|>Hi")}
     assert fake.chat_requests() == []

@@ -1,4 +1,6 @@
-"""Real client libraries (``openai``, ``ollama``) against llamashim in front of the fake llama-server.
+"""Real client libraries (``openai``, ``ollama``) against llamashim in front of the fake llama-server, on real sockets:
+the clients' own HTTP stacks read llamashim's chunked streams off the wire (the route suites drive the same SDKs in
+memory).
 
 The clients are synchronous; they run in a thread while the reactor serves llamashim and the fake on loopback.
 """
@@ -6,20 +8,18 @@ The clients are synchronous; they run in a thread while the reactor serves llama
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import ollama
 import openai
 import pytest
 import pytest_twisted
-from twisted.internet import threads
+from openai.types.chat import ChatCompletionMessageParam
 
 from llamashim.testing.fake_llama import FakeLlama
 from tests.assemble import assemble
-from tests.integration.support import Shim, config, listen, reactor, start_shim, timeout
+from tests.integration.support import Shim, config, in_thread, listen, reactor, start_shim
 
-T = TypeVar("T")
 WEATHER = {
     "type": "function",
     "function": {
@@ -27,11 +27,7 @@ WEATHER = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-MESSAGES = [{"role": "user", "content": "Weather in Paris and Rome?"}]
-
-
-async def in_thread(fn: Callable[[], T], seconds: float = 30) -> T:
-    return await timeout(threads.deferToThread(fn), seconds)
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Weather in Paris and Rome?"}]
 
 
 async def setup(cli: dict[str, Any] | None = None) -> tuple[FakeLlama, Shim, Any]:

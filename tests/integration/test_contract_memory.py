@@ -213,30 +213,48 @@ def test_upstream_drop_mid_stream_ends_with_the_terminal_error_frame(dialect: Di
 
 
 def test_synthesis_failure_after_heartbeats_ends_with_the_terminal_error_frame() -> None:
-    """tools.streaming synthesize: heartbeats start the stream while the reply is awaited; an upstream 500 then
-    ends it with the terminal error frame carrying the upstream's message, and no [DONE]."""
+    """tools.streaming synthesize: keep-alive chunks (the role chunk, then empty deltas) start the stream while the
+    reply is awaited; an upstream 500 then ends it with the terminal error frame carrying the upstream's message,
+    and no [DONE]."""
     valve = Valve(_fake_resource())
     shim = memory_shim(upstream_resource=valve, tools={"streaming": "synthesize", "heartbeat": 1.0})
     valve.hold(b"/v1/chat/completions")
     exchange = post_chat(shim, OPENAI, stream=True)
     shim.advance(3.5)
     assert exchange.code == 200
-    assert bytes(exchange.body).count(b": keep-alive") == 3
+    waiting = [jsonutil.loads(e[len(b"data: "):]) for e in bytes(exchange.body).split(b"\n\n") if e]
+    assert [c["choices"][0]["delta"] for c in waiting] == [{"role": "assistant", "content": None}, {}, {}]
     assert len(valve.held) == 1 and valve.held[0].content is not None
-    assert jsonutil.loads(valve.held[0].content.getvalue())["stream"] is False  # type: ignore[attr-defined]
+    assert jsonutil.loads(valve.held[0].content.getvalue())["stream"] is False
     valve.fail(500, "the model fell over")
     shim.flush()
     assert OPENAI.terminal_error(exchange) == "the model fell over"
 
 
-def test_synthesis_failure_before_any_heartbeat_is_an_error_answer() -> None:
-    """Ollama's NDJSON has no heartbeat: a synthesized answer that fails is a plain error answer, status kept."""
+def test_synthesis_failure_after_ollama_keepalives_ends_with_the_error_line() -> None:
+    """Ollama: empty ``done: false`` lines keep the client waiting for a synthesized answer; an upstream 500 then
+    ends the stream with the terminal ``{"error": ...}`` line."""
     valve = Valve(_fake_resource())
     shim = memory_shim(upstream_resource=valve, tools={"streaming": "synthesize", "heartbeat": 1.0})
     valve.hold(b"/v1/chat/completions")
     exchange = post_chat(shim, OLLAMA, stream=True)
     shim.advance(3.5)
-    assert exchange.response is None  # nothing was sent while waiting
+    waiting = [jsonutil.loads(line) for line in exchange.lines()]
+    assert len(waiting) == 3 and all(w["message"] == {"role": "assistant", "content": ""} for w in waiting)
+    assert not any(w["done"] for w in waiting)
+    valve.fail(500, "the model fell over")
+    shim.flush()
+    assert OLLAMA.terminal_error(exchange) == "the model fell over"
+
+
+def test_synthesis_failure_before_any_keepalive_is_an_error_answer() -> None:
+    """A synthesized answer that fails before the first keep-alive is a plain error answer, status kept."""
+    valve = Valve(_fake_resource())
+    shim = memory_shim(upstream_resource=valve, tools={"streaming": "synthesize", "heartbeat": 5.0})
+    valve.hold(b"/v1/chat/completions")
+    exchange = post_chat(shim, OLLAMA, stream=True)
+    shim.advance(1.0)
+    assert exchange.response is None  # nothing was sent yet
     valve.fail(500, "the model fell over")
     shim.flush()
     assert exchange.code == 500

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -43,7 +43,7 @@ async def env() -> AsyncIterator[Env]:
     fake.content = []
     port, url = listen(fake.resource())
     yield Env(fake, url)
-    await port.stopListening()
+    await maybeDeferred(port.stopListening)
 
 
 def check(report: Report, name: str) -> Any:
@@ -132,7 +132,7 @@ async def test_a_server_that_wants_a_key() -> None:
             probe(reactor, url, api_key="sk-llama", quick=True, timeout=10.0))))
         assert check(report, "API key").status == OK and check(report, "slots").status == OK
     finally:
-        await port.stopListening()
+        await maybeDeferred(port.stopListening)
 
 
 @pytest.fixture
@@ -142,10 +142,10 @@ def fake_process() -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "llamashim.testing.fake_llama", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_listening(port, proc, time.monotonic() + 30)  # type: ignore[arg-type]
+        _wait_listening(port, proc, time.monotonic() + 30)
         yield f"http://127.0.0.1:{port}"
     finally:
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
 
 
 def test_the_command_prints_json_and_exits_by_client(fake_process: str) -> None:

@@ -1,4 +1,7 @@
-"""Fault injection at the socket level: each failure ends in a well-formed error and leaks no connection."""
+"""Fault injection at the byte level: an upstream that closes, resets, talks garbage, stalls or cuts its chunked
+body ends each request in a well-formed error and leaks no connection — in memory, where a raw upstream protocol
+writes exactly the bytes it likes and every connection is counted. On loopback: a kept-alive connection the upstream
+closes just as the pool reuses it (only a real pool shows it)."""
 
 from __future__ import annotations
 
@@ -6,11 +9,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import tcp
 from twisted.internet.protocol import Factory, Protocol
 
 from llamashim import jsonutil
-from tests.integration.support import config, fetch, reactor, start_shim, timeout
+from tests.integration.support import ShimFixture, config, fetch, reactor, start_shim
 
 CHUNK = (
     b'data: {"choices":[{"finish_reason":null,"index":0,"delta":{"content":"Hi"}}],"created":1,'
@@ -50,17 +52,6 @@ class RawUpstream(Protocol):
             t.loseConnection()
 
 
-def connections_to(port: int) -> int:
-    """Open sockets in this process connected to ``port`` (llamashim's upstream connections)."""
-    n = 0
-    for reader in set(reactor.getReaders()) | set(reactor.getWriters()):
-        if not isinstance(reader, tcp.Connection) or reader.disconnected:
-            continue
-        if getattr(reader.getPeer(), "port", None) == port:
-            n += 1
-    return n
-
-
 BODY = jsonutil.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
 PLAIN = jsonutil.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
 
@@ -76,31 +67,24 @@ PLAIN = jsonutil.dumps({"model": "m", "messages": [{"role": "user", "content": "
         ("truncated_chunked", BODY, 200, "mid-stream"),
     ],
 )
-@pytest_twisted.ensureDeferred
-async def test_upstream_faults_end_well_and_leak_nothing(mode: str, body: bytes, status: int, needle: str) -> None:
+def test_upstream_faults_end_well_and_leak_nothing(
+    shims: ShimFixture, mode: str, body: bytes, status: int, needle: str
+) -> None:
     """Each upstream socket fault gives its 502/504 or final error frame, every time, and leaves no connection open."""
-    factory = Factory.forProtocol(lambda: RawUpstream(mode))
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    shim = await start_shim(
-        config(f"http://127.0.0.1:{port.getHost().port}", {"tool_streaming": "native"})
-    )
-    shim.service.upstream.idle_timeout = 0.3
-    try:
-        for _ in range(3):
-            code, _, data = await fetch(shim.url + "/v1/chat/completions", "POST", body)
-            assert code == status, (code, data)
-            if status == 200:
-                last = data.rstrip(b"\n").split(b"\n\n")[-1]
-                assert last.startswith(b'data: {"error"')
-                assert needle in jsonutil.loads(last[6:])["error"]["message"]
-            else:
-                err = jsonutil.loads(data)["error"]
-                assert needle in err["message"], err
-        await timeout(shim.site.when_idle())  # no client connection is left open on llamashim's side
-        assert connections_to(port.getHost().port) == 0  # nor any upstream connection
-    finally:
-        await shim.stop()
-        await port.stopListening()
+    env = shims.start(upstream=Factory.forProtocol(lambda: RawUpstream(mode)),
+                      settings={"upstream": {"idle_timeout": 0.3}})
+    for _ in range(3):
+        code, _, data = env.post("/v1/chat/completions", body)
+        assert code == status, (code, data)
+        if status == 200:
+            last = data.rstrip(b"\n").split(b"\n\n")[-1]
+            assert last.startswith(b'data: {"error"')
+            assert needle in jsonutil.loads(last[6:])["error"]["message"]
+        else:
+            err = jsonutil.loads(data)["error"]
+            assert needle in err["message"], err
+    assert not env.shim.site.open_channels  # no client connection is left open on llamashim's side
+    assert env.shim.upstream_agent.open_connections == 0  # nor any upstream connection
 
 
 class ClosesIdleConnections(Protocol):

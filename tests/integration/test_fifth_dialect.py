@@ -17,7 +17,8 @@ from llamashim.chat.call import ChatCall
 from llamashim.dialects.registry import ROUTES
 from llamashim.errors import ShimError
 from llamashim.modes import ThinkingMode
-from llamashim.stream.items import Item, StreamError
+from llamashim.stream.deltas import DeltaEncoder
+from llamashim.stream.items import StreamError
 from llamashim.testing.memory import MemoryShim, memory_shim
 from llamashim.web.dialect import Dialect
 from llamashim.web.respond import read_json_object, send_json
@@ -43,8 +44,8 @@ class EchoDialect(Dialect):
 ECHO = EchoDialect()
 
 
-def echo_encoder(items: list[Item]) -> bytes:
-    return b""  # this dialect only answers whole replies
+class EchoEncoder(DeltaEncoder):
+    """This dialect only answers whole replies: its stream encoder writes nothing."""
 
 
 def echo_reply(answer: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +61,7 @@ class EchoRoutes(DialectRoutes):
     async def echo(self, request: Request) -> bytes | None:
         body = read_json_object(request, 64)
         call = ChatCall(body={"model": "m", "messages": [{"role": "user", "content": body["say"]}]},
-                        encoder=echo_encoder, reply=echo_reply, reasoning_mode=ThinkingMode.DEFAULT)
+                        encoder=EchoEncoder(), reply=echo_reply, reasoning_mode=ThinkingMode.DEFAULT)
         return await self.deps.flow.run(RequestTurn(request, self.deps.clock), call)
 
     @api_route(app, "/ping", route="echo_ping", methods=("GET",), upstream=False)

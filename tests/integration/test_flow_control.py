@@ -206,7 +206,7 @@ async def test_slow_client_pauses_upstream_and_loses_nothing() -> None:
     try:
         request = http_request("GET", "/big", headers={"Connection": "close"})  # the end is the connection's end
         client = await raw_connect(shim.url, request, rcvbuf=32 * 1024)
-        client.transport.pauseProducing()  # the client stops reading
+        client.stop_reading()
         big = await timeout(up.big_ready)
         await until_upstream_stays_paused(shim, big)
         # What the upstream produced is what the sockets on the way hold, far from the 20 MiB.
@@ -214,7 +214,7 @@ async def test_slow_client_pauses_upstream_and_loses_nothing() -> None:
         # llamashim itself holds at most a little in user space for this client.
         held = shim.site.buffered_bytes()
         assert held < 2 * 1024 * 1024, held
-        client.transport.resumeProducing()
+        client.read_again()
         await timeout(client.closed, 60)
         assert _body_len(bytes(client.received)) == TOTAL
         await timeout(big.done)
@@ -265,7 +265,7 @@ async def test_client_leaving_closes_the_upstream_at_once(moment: str, mode: str
         else:
             await timeout(up.arrived)
         left = reactor.seconds()
-        client.transport.abortConnection()
+        client.abort()
         closed_at = await timeout(up.lost, 5)
         assert closed_at - left < 0.5, moment
     finally:

@@ -102,7 +102,7 @@ async def test_the_page_is_static_html_under_a_strict_policy(env: Env) -> None:
     code, headers, body = await fetch(env.shim.url + "/status")
     assert code == 200
     assert headers.getRawHeaders(b"content-type") == [b"text/html; charset=utf-8"]
-    csp = headers.getRawHeaders(b"content-security-policy")[0].decode()
+    csp = (headers.getRawHeaders(b"content-security-policy") or [b""])[0].decode()
     script = re.search(rb"<script>(.*?)</script>", body, re.S)
     assert script is not None
     digest = base64.b64encode(hashlib.sha256(script.group(1)).digest()).decode()

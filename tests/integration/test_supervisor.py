@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 
 from llamashim import jsonutil
 from llamashim.config import SpawnConfig
@@ -77,10 +77,10 @@ def events_until(predicate: Any) -> Deferred[dict[str, Any]]:
 
     def observe(event: dict[str, Any]) -> None:
         if not d.called and predicate(event):
-            globalLogPublisher.removeObserver(observe)
+            globalLogPublisher.removeObserver(cast(ILogObserver, observe))
             d.callback(event)
 
-    globalLogPublisher.addObserver(observe)
+    globalLogPublisher.addObserver(cast(ILogObserver, observe))
     return d
 
 
@@ -93,7 +93,8 @@ async def test_ready_then_proxied_restarted_and_stopped(child: Path) -> None:
     """The child is proxied once ready, restarted after it dies (503 meanwhile), and none outlives stop."""
     ready = events_until(is_ready)
     shim = await start_shim(spawn_config(child))
-    supervisor: LlamaSupervisor = shim.service.supervisor
+    supervisor = shim.service.supervisor
+    assert supervisor is not None
     try:
         first_pid = supervisor.pid
         assert first_pid is not None
@@ -112,10 +113,11 @@ async def test_ready_then_proxied_restarted_and_stopped(child: Path) -> None:
         status, _, body = await fetch(shim.url + "/props")
         assert status == 503 and "exited with status 7" in jsonutil.loads(body)["error"]["message"]
         await timeout(ready_again)
-        assert supervisor.pid != first_pid and alive(supervisor.pid)
+        assert supervisor.pid is not None and supervisor.pid != first_pid and alive(supervisor.pid)
         status, _, body = await fetch(shim.url + "/props")
         assert status == 200 and jsonutil.loads(body)["pid"] == supervisor.pid
         last_pid = supervisor.pid
+        assert last_pid is not None
     finally:
         await shim.stop()
     assert not alive(first_pid) and not alive(last_pid)  # no orphan
@@ -131,7 +133,7 @@ async def test_child_that_cannot_start_is_retried_with_growing_back_off(child: P
             delays.append(event["delay"])
 
     third = events_until(lambda e: "restarting in" in e.get("log_format", "") and len(delays) >= 2)
-    globalLogPublisher.addObserver(observe)
+    globalLogPublisher.addObserver(cast(ILogObserver, observe))
     supervisor = LlamaSupervisor(reactor, SpawnConfig("/m.gguf", ("--exit-at-once",), str(child)), max_backoff=0.4)
     supervisor.backoff = 0.1
     supervisor.startService()
@@ -141,7 +143,7 @@ async def test_child_that_cannot_start_is_retried_with_growing_back_off(child: P
         assert delays[:2] == [0.1, 0.2] and event["delay"] == 0.4  # doubling, capped by max_backoff
         assert supervisor.reason is not None and "status 3" in supervisor.reason
     finally:
-        globalLogPublisher.removeObserver(observe)
+        globalLogPublisher.removeObserver(cast(ILogObserver, observe))
         await supervisor.stopService()
 
 

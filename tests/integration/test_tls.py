@@ -107,10 +107,10 @@ async def test_ssl_listener_serves_https(certs: CertFiles) -> None:
     shim = await start_shim(config(f"http://127.0.0.1:{up_port.getHost().port}", {"listen": [listen]}))
     pool = HTTPConnectionPool(reactor, persistent=False)
     try:
-        trust = ssl.Certificate.loadPEM(certs.ca.read_text())
+        trust = ssl.Certificate.loadPEM(certs.ca.read_bytes())
         agent = Agent(reactor, BrowserLikePolicyForHTTPS(trustRoot=trust), pool=pool)
         client = HTTPClient(agent)
-        https = f"https://localhost:{shim.port.getHost().port}"
+        https = f"https://localhost:{shim.port_number}"
         code, body = await get(https + "/props", client)
         assert code == 200 and body["path"] == "/props"
     finally:

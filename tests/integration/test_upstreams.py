@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 import yaml
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import globalLogPublisher
@@ -52,7 +52,7 @@ class Holding(Resource):
         self.hold = False
         held, self.held = self.held, []
         for request in held:
-            if not request.finished and not request._disconnected:  # type: ignore[attr-defined]
+            if not request.finished and not request._disconnected:
                 body = self.fake.handle(request)
                 assert isinstance(body, bytes)
                 request.write(body)
@@ -85,12 +85,12 @@ class Upstream:
 
     def listen(self) -> None:
         self.port = reactor.listenTCP(self.number, self.factory, interface="127.0.0.1")
-        self.number = self.port.getHost().port
+        self.number = self.port.getHost().port  # type: ignore[union-attr]
 
     async def kill(self) -> None:
         """Stop listening and drop every open connection: new connections are refused."""
         if self.port is not None:
-            await self.port.stopListening()
+            await maybeDeferred(self.port.stopListening)
             self.port = None
         for wrapper in list(self.factory.protocols):
             wrapper.transport.abortConnection()
@@ -197,8 +197,8 @@ def when_logged(predicate: Callable[[dict[str, Any]], bool]) -> tuple[Deferred[d
         if not d.called and predicate(event):
             d.callback(event)
 
-    globalLogPublisher.addObserver(observe)
-    return d, lambda: globalLogPublisher.removeObserver(observe)
+    globalLogPublisher.addObserver(observe)  # type: ignore[arg-type]
+    return d, lambda: globalLogPublisher.removeObserver(observe)  # type: ignore[arg-type]
 
 
 @pytest_twisted.async_yield_fixture
@@ -258,7 +258,11 @@ async def test_a_request_during_the_first_refresh_waits_for_the_index(tmp_path: 
     original = upstreams.ensure_index
 
     async def ensure_index(max_age: float | None = None) -> None:
-        reactor.callLater(0, lambda: [up.resource.release() for up in ups.values()])  # once the request is here
+        def release() -> None:
+            for up in ups.values():
+                up.resource.release()
+
+        reactor.callLater(0, release)  # once the request is here
         await original(max_age)
 
     upstreams.ensure_index = ensure_index
@@ -506,15 +510,15 @@ async def test_probe_with_back_off_while_down(tmp_path: Path) -> None:
     try:
         await a.kill()
         status, _, _ = await env.post("/v1/chat/completions", chat("same-7B", "one"))
-        assert status == 200 and not member.up and member.backoff == 1.0
-        await timeout(Deferred.fromCoroutine(upstreams._probe(member)))
-        assert not member.up and member.backoff == 2.0
-        assert member.next_probe > reactor.seconds() + 1.0
-        await timeout(Deferred.fromCoroutine(upstreams._probe(member)))
-        assert member.backoff == 4.0
+        assert status == 200 and not member.up and member.health.backoff == 1.0
+        await timeout(upstreams.probe(member))
+        assert not member.up and member.health.backoff == 2.0
+        assert member.health.next_probe > reactor.seconds() + 1.0
+        await timeout(upstreams.probe(member))
+        assert member.health.backoff == 4.0
         a.listen()
-        await timeout(Deferred.fromCoroutine(upstreams._probe(member)))
-        assert member.up and member.backoff == 1.0 and member.reason == ""
+        await timeout(upstreams.probe(member))
+        assert member.up and member.health.backoff == 1.0 and member.reason == ""
     finally:
         await close(env)
 
@@ -580,7 +584,7 @@ async def test_client_leaving_before_the_first_byte_is_no_upstream_failure(tmp_p
     a, b = env.ups["a"], env.ups["b"]
     a.fake.fault = "slow_headers"  # on a clock nobody advances: no byte, ever
     events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
+    globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
     try:
         arrived = a.fake.next_request()
         client = await raw_connect(env.shim.url, http_request(
@@ -596,7 +600,7 @@ async def test_client_leaving_before_the_first_byte_is_no_upstream_failure(tmp_p
         assert b.chats() == []
         assert not [e for e in events if "failed before the first byte" in str(e.get("log_format"))]
     finally:
-        globalLogPublisher.removeObserver(events.append)
+        globalLogPublisher.removeObserver(events.append)  # type: ignore[arg-type]
         await close(env)
 
 

@@ -11,22 +11,19 @@ import anthropic
 import httpx2
 import pytest
 from anthropic._streaming import SSEDecoder
-from anthropic.lib.streaming._messages import accumulate_event
-from anthropic.types import Message, RawMessageStreamEvent
+from anthropic.types import Message
 from anthropic.types.shared import ErrorResponse
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import TypeAdapter
 
-from llamashim.dialects.anthropic.dialect import ANTHROPIC
 from llamashim.dialects.anthropic.events import PING, SIGNATURE, MessagesEncoder, message_object, new_message_id
 from llamashim.stream.items import Chunk, Done, Item, StreamError
 from llamashim.stream.pipeline import StreamPipeline
 from llamashim.stream.tools import ToolCallConformance
+from tests.support import accumulate_message
 
 JSON = dict[str, Any]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-EVENTS: TypeAdapter[RawMessageStreamEvent] = TypeAdapter(RawMessageStreamEvent)
 MODEL = "claude-sonnet-4-5-20250929"
 MSG_ID = "msg_0123456789abcdef01234567"
 USAGE = {"prompt_tokens": 120, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 100}}
@@ -102,12 +99,7 @@ def accumulate(data: bytes) -> tuple[Message, list[JSON]]:
         assert name == payload["type"], "the SSE event name must be the payload's type"
         events.append(payload)
     check_grammar(events)
-    snapshot = None
-    bufs: dict[int, bytes] = {}
-    for payload in events:
-        snapshot = accumulate_event(event=EVENTS.validate_python(payload), current_snapshot=snapshot, json_bufs=bufs)
-    assert snapshot is not None
-    return Message.model_validate(snapshot.to_dict()), events
+    return accumulate_message(events), events
 
 
 def same(a: Message | JSON, b: Message | JSON) -> bool:
@@ -341,9 +333,12 @@ def test_late_fragment_reaches_the_message() -> None:
 
 
 def test_ping_and_frame_format() -> None:
-    """The dialect's heartbeat is the documented ping; every frame is ``event: <type>\\ndata: <compact json>\\n\\n``."""
+    """The encoder's keep-alive is the documented ping, after message_start opened the stream; every frame is
+    ``event: <type>\\ndata: <compact json>\\n\\n``."""
     _, data = encode([chunk("a"), chunk(finish="stop"), Done()])
-    assert ANTHROPIC.heartbeat() == b'event: ping\ndata: {"type":"ping"}\n\n'
+    waiting = MessagesEncoder("m", "msg_1")
+    assert waiting.opening().startswith(b"event: message_start\n")
+    assert waiting.keepalive() == PING == b'event: ping\ndata: {"type":"ping"}\n\n'
     for frame in data.split(b"\n\n")[:-1]:
         event, payload = frame.split(b"\n")
         assert payload.startswith(b"data: {") and b'": ' not in payload

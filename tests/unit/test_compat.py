@@ -22,6 +22,7 @@ from twisted.web.client import URI, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
 
 from llamashim import compat
 from llamashim.upstream.tls import policy_for
@@ -65,6 +66,7 @@ def test_standard_endpoint_factory_builds_an_endpoint_per_uri(url: bytes) -> Non
 # -- quiet_pool ---------------------------------------------------------------------------------------------------
 
 
+@implementer(IStreamClientEndpoint)
 class _RecordingEndpoint:
     def __init__(self) -> None:
         self.factories: list[Any] = []

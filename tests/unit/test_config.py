@@ -133,7 +133,7 @@ def test_seed_proxy_config_is_accepted(tmp_path: Path) -> None:
 def test_example_file_loads() -> None:
     """The shipped etc/llamashim.yaml loads without a configuration error."""
     c = load_config({"config": str(ROOT / "etc" / "llamashim.yaml")}, {})
-    assert c.upstream.url.startswith("http")
+    assert c.upstream.url is not None and c.upstream.url.startswith("http")
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ def error(status: int, message: str) -> Answer:
 
 
 def props(tools: bool = True, n_ctx: int = 4096, slots: int = 2, vision: bool = False) -> dict[str, Any]:
-    value = json.loads(fixture("real_props.json"))
+    value: dict[str, Any] = json.loads(fixture("real_props.json"))
     value["default_generation_settings"]["n_ctx"] = n_ctx
     value["total_slots"] = slots
     value["modalities"]["vision"] = vision

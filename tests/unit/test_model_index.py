@@ -76,13 +76,13 @@ def test_two_upstreams_serving_one_model_are_one_model() -> None:
     assert upstream_of(index, "/other/qwen.gguf") == ["gpu0", "gpu1"]
 
 
-def test_set_upstream_replaces_and_drop_upstream_removes() -> None:
-    """What an upstream serves is replaced on refresh; a dropped upstream's models go away."""
+def test_set_upstream_replaces_what_it_served() -> None:
+    """What an upstream serves is replaced on refresh: a model it no longer lists goes away."""
     index = two()
     index.set_upstream("b", models("mistral"), None)
     assert index.names() == ["Qwen2.5-7B-Q4", "mistral"]
-    index.drop_upstream("b")
-    assert index.names() == ["Qwen2.5-7B-Q4"]
+    index.set_upstream("b", models("gemma"), None)
+    assert index.names() == ["Qwen2.5-7B-Q4", "gemma"]
 
 
 def test_router_mode_entries_keep_their_load_status() -> None:

@@ -22,7 +22,7 @@ CLOCK = 1_700_000_000.0
 
 # Continue's autocompletion request (core/llm/llms/Ollama.ts, _streamFim → _getGenerateOptions): undefined fields
 # dropped by JSON.stringify, so no ``raw`` and no ``stream``; the stops are its Qwen coder template's and its own.
-CONTINUE_FIM = {
+CONTINUE_FIM: dict[str, Any] = {
     "model": "qwen2.5-coder:1.5b",
     "prompt": "def add(a, b):\n    return ",
     "suffix": "\n\nprint(add(1, 2))\n",

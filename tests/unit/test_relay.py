@@ -10,7 +10,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 
-from llamashim.dialects.openai_chat.dialect import encode_openai_items
+from llamashim.dialects.openai_chat.dialect import OpenAIChatEncoder
 from llamashim.stream.pipeline import StreamPipeline
 from llamashim.web.context import context_of
 from llamashim.web.relay import StreamRelay
@@ -72,11 +72,17 @@ def start(
 
     if heartbeat:
         keepalive = KeepAlive(clock, heartbeat, lambda: write(b": keep-alive\n\n"))
-    relay = StreamRelay(request, response, StreamPipeline([], encode_openai_items), clock, idle,  # type: ignore[arg-type]
+    relay = StreamRelay(request, response, StreamPipeline([], OpenAIChatEncoder("m", 0)), clock, idle,  # type: ignore[arg-type]
                         write=write)
     d = relay.start()
     if keepalive is not None:
-        d.addBoth(lambda result: (keepalive.stop(), result)[1])  # type: ignore[union-attr]
+        beating = keepalive
+
+        def stop(result: object) -> object:
+            beating.stop()
+            return result
+
+        d.addBoth(stop)
     return request, response, d
 
 

@@ -8,8 +8,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from openai import omit
-from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import Response, ResponseOutputMessage, ResponseStreamEvent
 from pydantic import TypeAdapter
 
@@ -23,6 +21,7 @@ from llamashim.dialects.responses.translate import ResponsesRequest, decrypt_rea
 from llamashim.errors import ShimError
 from llamashim.stream.items import Chunk, Done, Item, StreamError, Thinking
 from llamashim.stream.sse import SSEEvent, SSEParser
+from tests.support import accumulate_response as accumulate
 
 EVENT = TypeAdapter(ResponseStreamEvent)
 USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17, "prompt_tokens_details": {"cached_tokens": 4}}
@@ -100,18 +99,6 @@ def validated(events: list[dict[str, Any]]) -> list[Any]:
     """Every event validates as one of the SDK's stream event types; sequence numbers are 0..n-1."""
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     return [EVENT.validate_python(e) for e in events]
-
-
-def accumulate(events: list[dict[str, Any]]) -> Any:
-    """The SDK's accumulator (what ``client.responses.stream`` runs) over the events: the final response."""
-    state: ResponseStreamState[Any] = ResponseStreamState(input_tools=omit, text_format=omit)
-    final = None
-    for event in validated(events):
-        for out in state.handle_event(event):
-            if out.type == "response.completed":
-                final = out.response
-    assert final is not None
-    return final
 
 
 def types(events: list[dict[str, Any]]) -> list[str]:

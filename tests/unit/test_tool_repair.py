@@ -95,7 +95,7 @@ def test_empty_tools_removed_with_tool_choice(empty: Any) -> None:
 def test_message_fixups() -> None:
     """Object arguments become JSON text, calls get id and type, null content '', tool results the call's id."""
     log = Log()
-    body = {
+    body: dict[str, Any] = {
         "messages": [
             {"role": "assistant", "content": None, "tool_calls": [
                 {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},

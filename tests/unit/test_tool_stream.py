@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openai.lib.streaming.chat import ChatCompletionStreamState
-from openai.types.chat import ChatCompletionChunk
 
-from llamashim.dialects.openai_chat.dialect import encode_openai_items
+from llamashim.dialects.openai_chat.dialect import OpenAIChatEncoder
 from llamashim.stream.items import Chunk, Done, Item
 from llamashim.stream.pipeline import StreamPipeline
 from llamashim.stream.tools import (
@@ -20,36 +18,21 @@ from llamashim.stream.tools import (
     reply_from_json_stream_answer,
     synthesize_items,
 )
+from tests.support import accumulate_chat as accumulate
+from tests.support import sse_chunks
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
-def sse_chunks(data: bytes) -> list[dict[str, Any]]:
-    out = []
-    for frame in data.split(b"\n\n"):
-        for line in frame.split(b"\n"):
-            if line.startswith(b"data: {"):
-                out.append(json.loads(line[6:]))
-    return out
-
-
-def accumulate(data: bytes) -> Any:
-    """Feed a stream's chunks to the SDK's own accumulator, as ``client.chat.completions.stream`` does."""
-    state: ChatCompletionStreamState = ChatCompletionStreamState()
-    for value in sse_chunks(data):
-        state.handle_chunk(ChatCompletionChunk.model_validate(value))
-    return state.get_final_completion()
-
-
 def run(stage_items: list[Item], include_usage: bool = False) -> bytes:
-    pipe = StreamPipeline([ToolCallConformance(include_usage)], encode_openai_items)
+    pipe = StreamPipeline([ToolCallConformance(include_usage)], OpenAIChatEncoder("m", 0))
     return pipe.push(stage_items) + pipe.finish()
 
 
 def test_real_tool_stream_passes_byte_for_byte() -> None:
     """A real tool stream fed in 7-byte reads comes out byte for byte, and the SDK assembles the call."""
     raw = (FIXTURES / "real_tool_stream.sse").read_bytes()
-    pipe = StreamPipeline([ToolCallConformance(False)], encode_openai_items)
+    pipe = StreamPipeline([ToolCallConformance(False)], OpenAIChatEncoder("m", 0))
     out = b"".join(pipe.feed(raw[i : i + 7]) for i in range(0, len(raw), 7)) + pipe.finish()
     assert out == raw
     final = accumulate(out)
@@ -223,7 +206,7 @@ def test_conformance_is_idempotent_on_well_formed_streams(
     choice = {"index": 0, "message": message, "finish_reason": finish}
     reply = {"id": "x", "created": 1, "model": "m", "choices": [choice]}
     once = run(synthesize_items(reply, size, include_usage=True), include_usage=True)
-    pipe = StreamPipeline([ToolCallConformance(True)], encode_openai_items)
+    pipe = StreamPipeline([ToolCallConformance(True)], OpenAIChatEncoder("m", 0))
     twice = pipe.feed(once) + pipe.finish()
     assert twice == once
 
@@ -239,7 +222,7 @@ def test_every_chunk_names_the_friendly_model_by_a_splice_of_its_bytes() -> None
     server's file path, and the frames are the upstream's bytes with only that string swapped (not re-encoded)."""
     raw = (FIXTURES / "real_chat_stream.sse").read_bytes()
     assert raw.count(SPAWNED.encode()) > 3
-    pipe = StreamPipeline([ToolCallConformance(True, model=FRIENDLY)], encode_openai_items)
+    pipe = StreamPipeline([ToolCallConformance(True, model=FRIENDLY)], OpenAIChatEncoder("m", 0))
     out = b"".join(pipe.feed(raw[i : i + 11]) for i in range(0, len(raw), 11)) + pipe.finish()
     assert out == raw.replace(b'"model":"' + SPAWNED.encode() + b'"', b'"model":"' + FRIENDLY.encode() + b'"')
     assert {v["model"] for v in sse_chunks(out)} == {FRIENDLY}
@@ -255,7 +238,7 @@ def test_the_friendly_model_reaches_chunks_the_splice_cannot_find() -> None:
                    b'data: {"id": "c", "model": "' + SPAWNED.encode() + b'", "choices": [{"index": 0, '
                    b'"delta": {"content": "x"}}]}\n\n')
     bare = Chunk({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    pipe = StreamPipeline([ToolCallConformance(True, model=FRIENDLY)], encode_openai_items)
+    pipe = StreamPipeline([ToolCallConformance(True, model=FRIENDLY)], OpenAIChatEncoder("m", 0))
     values = sse_chunks(pipe.push([spaced, bare, Done()]))
     assert [v["model"] for v in values] == [FRIENDLY] * 3 and "usage" in values[-1]
     already = chunk({"content": "x"}, object="chat.completion.chunk")
@@ -265,7 +248,7 @@ def test_the_friendly_model_reaches_chunks_the_splice_cannot_find() -> None:
 def test_a_synthesized_stream_and_a_reply_name_the_friendly_model() -> None:
     """Stream synthesis and normalise_reply present the model the client knows, not the upstream's id."""
     reply = {**REPLY, "model": SPAWNED}
-    pipe = StreamPipeline([ToolCallConformance(True, model=FRIENDLY)], encode_openai_items)
+    pipe = StreamPipeline([ToolCallConformance(True, model=FRIENDLY)], OpenAIChatEncoder("m", 0))
     values = sse_chunks(pipe.push(synthesize_items(reply, 50, include_usage=True)))
     assert {v["model"] for v in values} == {FRIENDLY}
     assert normalise_reply(reply, model=FRIENDLY)["model"] == FRIENDLY

@@ -9,7 +9,7 @@ from typing import Any
 
 from llamashim import jsonutil
 from llamashim.dialects.ollama.completion import CompletionStream, completion_usage
-from llamashim.dialects.openai_chat.dialect import encode_openai_items
+from llamashim.dialects.openai_chat.dialect import OpenAIChatEncoder
 from llamashim.stream.deltas import deltas, reply_deltas
 from llamashim.stream.items import Chunk
 from llamashim.stream.pipeline import StreamPipeline
@@ -22,7 +22,7 @@ TIMINGS = {"cache_n": 334, "prompt_n": 1, "prompt_ms": 16.8, "predicted_n": 31, 
 
 
 def pipeline(include_usage: bool) -> StreamPipeline:
-    return StreamPipeline([ToolCallConformance(include_usage), ReasoningRouter("events")], encode_openai_items)
+    return StreamPipeline([ToolCallConformance(include_usage), ReasoningRouter("events")], OpenAIChatEncoder("m", 0))
 
 
 def chunks(data: bytes) -> list[dict[str, Any]]:

@@ -1,11 +1,10 @@
 """The Anthropic Messages dialect's wire shapes: ``{"type":"error","error":{...}}`` with Anthropic's statuses
 (503 → 529 ``overloaded_error``; llama-server's context overflow → 400 "prompt is too long"), ``event: error`` after
-the first byte, ``event: ping`` as the heartbeat."""
+the first byte. (Its keep-alives — ``message_start``, then ``ping`` — come from the stream's encoder.)"""
 
 from __future__ import annotations
 
 from llamashim.dialects.anthropic.errors import error_response, stream_error_event
-from llamashim.dialects.anthropic.events import PING
 from llamashim.errors import ShimError
 from llamashim.stream.items import StreamError
 from llamashim.web.dialect import Dialect
@@ -24,9 +23,6 @@ class AnthropicDialect(Dialect):
 
     def stream_error(self, err: StreamError) -> bytes:
         return stream_error_event(err)
-
-    def heartbeat(self) -> bytes:
-        return PING
 
 
 ANTHROPIC = AnthropicDialect()

@@ -101,6 +101,14 @@ class MessagesEncoder(DeltaEncoder):
 
     # -- frames the flow asks for -----------------------------------------------------------------------------
 
+    def opening(self) -> bytes:
+        """``message_start``: Anthropic's stream always begins with it (Claude Code's watchdog counts from it)."""
+        return self.start()
+
+    def keepalive(self) -> bytes:
+        """A ``ping`` event, as Anthropic itself sends them (after ``message_start``)."""
+        return PING if self.wire and not self._closed else b""
+
     def start(self) -> bytes:
         """``message_start`` now, unless it went out already (it goes out by itself before the first block)."""
         if self._started:

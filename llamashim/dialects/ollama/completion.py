@@ -15,9 +15,7 @@ Both stream SSE ``data: {"content": "...", "stop": false, ...}`` events, the las
 ``[DONE]``. :class:`CompletionStream` turns that into Ollama lines (``response`` pieces, then the ``done`` line with
 counts and nanosecond durations); a non-streamed answer is one object of the same shape as the last event.
 
-:data:`FIM_PROBE` tells whether a model fills in the middle without generating anything: llama-server checks the FIM
-tokens before it validates the body, so a body with a malformed ``input_extra`` gets 501 from a model without them
-and 400 (``input_extra`` must be an array) from one with them.
+Whether a model fills in the middle is asked of its upstream once (:mod:`llamashim.upstream.capabilities`).
 """
 
 from __future__ import annotations
@@ -34,9 +32,11 @@ from llamashim.jsonutil import int_or
 from llamashim.stream.items import Chunk, Done, StreamError
 from llamashim.stream.sse import SSEComment, SSEParser, items_from_event
 from llamashim.stream.usage import Usage
-from llamashim.upstream.body import error_message, upstream_error
+from llamashim.upstream.body import upstream_error
+from llamashim.upstream.capabilities import FIM_PROBE as FIM_PROBE  # re-exported: the FIM probe lives upstream
+from llamashim.upstream.capabilities import INFILL
+from llamashim.upstream.capabilities import probe_result as probe_result
 
-INFILL = b"/infill"
 COMPLETION = b"/completion"
 
 # Ollama option → llama-server's native /completion field (its OpenAI-compatible names, e.g. max_tokens, are
@@ -46,8 +46,6 @@ NATIVE_OPTION_MAP = {**OPTION_MAP, "num_predict": "n_predict", "num_keep": "n_ke
 # Fields of an /api/generate body that a raw or fill-in-the-middle request does without (Ollama ignores them too:
 # no template is applied, so there is no system prompt or template to fill, and ``context`` is deprecated).
 UNUSED_FIELDS = ("system", "template", "context", "think")
-
-FIM_PROBE: dict[str, Any] = {"input_prefix": "", "input_suffix": "", "input_extra": 0, "n_predict": 0}
 
 
 def is_native(body: dict[str, Any]) -> bool:
@@ -110,19 +108,6 @@ def upstream_failure(status: int, data: bytes, model: str, infill: bool) -> Shim
         return ShimError(400, f'"{model}" does not support insert (fill-in-the-middle): {err.message.strip()}',
                          "invalid_request_error")
     return err
-
-
-def probe_result(status: int, data: bytes) -> bool | None:
-    """Whether the model fills in the middle, from llama-server's answer to :data:`FIM_PROBE` (``None``: it
-    cannot be told from that answer, e.g. the upstream was loading)."""
-    message = error_message(data)[0] if status != 200 else ""
-    if status == 501 or "infill is not supported" in message.lower():
-        return False
-    if status == 200 or (status == 400 and "input_extra" in message):
-        return True
-    if status in (404, 405):
-        return False  # not a llama-server with /infill
-    return None
 
 
 # -- answers ----------------------------------------------------------------------------------------------------
@@ -199,6 +184,10 @@ class CompletionStream:
             elif isinstance(item, Done):  # an OpenAI-style end marker: the stream ended without its last event
                 out.append(self.fail("upstream ended the stream without its final event"))
         return b"".join(out)
+
+    def keepalive(self) -> bytes:
+        """A ``/api/generate`` line with no text and ``done: false``, adding nothing."""
+        return b"" if self.ended else self._line({**self._head(), "response": "", "done": False})
 
     def event(self, value: dict[str, Any]) -> bytes:
         """One upstream event (or a whole non-streamed answer, which has the last event's shape)."""

@@ -102,6 +102,12 @@ class OllamaChatEncoder(DeltaEncoder):
     def _head(self) -> dict[str, Any]:
         return {"model": self.model, "created_at": now_iso(self.clock())}
 
+    def keepalive(self) -> bytes:
+        """A line with no text and ``done: false``: the shape of every line of the answer, adding nothing."""
+        line = _with_text(self._head(), "", "", self.generate)
+        line["done"] = False
+        return self._line(line)
+
     def on_text(self, text: str) -> bytes:
         self._text.append(text)
         return b""

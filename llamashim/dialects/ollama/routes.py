@@ -16,7 +16,6 @@ from typing import Any
 
 from klein import Klein
 from twisted.logger import Logger
-from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from llamashim import jsonutil
@@ -145,22 +144,7 @@ class OllamaRoutes(DialectRoutes):
         if keep not in UNLOAD:
             self.log.debug("keep_alive {keep!r} accepted and ignored", keep=keep)
             return
-        upstreams = self.deps.upstreams
-        found = upstreams.index.find(model)
-        for served in found.served if found is not None else ():
-            member = upstreams.members[served.upstream]
-            if not member.router:
-                continue
-            try:
-                response = await member.client.request(
-                    b"POST", b"/models/unload", Headers({b"content-type": [b"application/json"]}),
-                    BytesProducer(jsonutil.dumps({"model": served.id})))
-                await collect_body(response, self.deps.clock, member.client.idle_timeout, 1024 * 1024)
-                self.log.info("keep_alive 0: unloaded {model} from {upstream} (HTTP {code})", model=served.id,
-                              upstream=member.name, code=response.code)
-            except ShimError as e:
-                self.log.warn("keep_alive 0: could not unload {model} from {upstream}: {message}", model=served.id,
-                              upstream=member.name, message=e.message)
+        await self.deps.upstreams.unload(model)
 
     async def _chat(self, request: Request, body: dict[str, Any], generate: bool) -> bytes | None:
         mapper = generate_request_to_openai if generate else chat_request_to_openai
@@ -233,36 +217,9 @@ class OllamaRoutes(DialectRoutes):
         return await self.deps.flow.complete(RequestTurn(request, clock), call)
 
     async def _fills_in_the_middle(self, request: Request, model_id: str) -> bool:
-        """Whether the model has FIM tokens: its upstream's answer to FIM_PROBE, kept per upstream and model."""
-        upstreams = self.deps.upstreams
-        try:
-            await upstreams.ensure_index()
-            pick = upstreams.pick(model_id)
-        except ShimError as e:
-            self.log.debug("no upstream to ask whether {model} fills in the middle: {message}", model=model_id,
-                           message=e.message)
-            return False
-        key = (pick.member.name, pick.served.id or model_id)
-        known = self._fim.get(key)
-        if known is not None:
-            return known
-        upstream = pick.member.client
-        probe = jsonutil.dumps({**completion.FIM_PROBE, "model": key[1]})
-        try:
-            headers = RequestTurn(request, self.deps.clock).upstream_headers()
-            response = await upstream.request(b"POST", completion.INFILL, headers, BytesProducer(probe))
-            answer = await collect_body(response, self.deps.clock, upstream.idle_timeout, 1024 * 1024)
-        except ShimError as e:
-            self.log.debug("could not ask {model} about fill-in-the-middle: {message}", model=model_id,
-                           message=e.message)
-            return False
-        fim = completion.probe_result(response.code, answer)
-        if fim is None:
-            self.log.debug("could not tell whether {model} fills in the middle (HTTP {status})", model=model_id,
-                           status=response.code)
-            return False
-        self._fim[key] = fim
-        return fim
+        """Whether the model has FIM tokens: its upstream's answer to FIM_PROBE, kept with the upstream."""
+        headers = RequestTurn(request, self.deps.clock).upstream_headers()
+        return await self.deps.upstreams.fills_in_the_middle(model_id, headers)
 
     async def _embed(self, request: Request, legacy: bool) -> bytes:
         body = read_json_object(request, self.config.limits.max_json_depth)

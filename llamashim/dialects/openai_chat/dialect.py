@@ -7,6 +7,9 @@ when no stage changed it (``Chunk.raw``), so a well-formed upstream stream passe
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from llamashim import jsonutil
 from llamashim.errors import ShimError
 from llamashim.stream.items import Chunk, Done, Heartbeat, Item, Passthrough, StreamError, Thinking
@@ -14,7 +17,6 @@ from llamashim.stream.sse import encode_comment, encode_data, encode_event
 from llamashim.web.dialect import Dialect
 
 _DONE = b"data: [DONE]\n\n"
-_KEEPALIVE = encode_comment("keep-alive")
 
 
 def error_json(err: ShimError | StreamError) -> bytes:
@@ -47,6 +49,30 @@ def encode_openai_items(items: list[Item]) -> bytes:
     return b"".join(out)
 
 
+class OpenAIChatEncoder:
+    """A stream's encoder: :func:`encode_openai_items`, and the chunks that keep a client waiting before the answer —
+    the role chunk first (as llama-server's own first chunk), then chunks with an empty delta. Every OpenAI client
+    parses them as chunks that add no text, and each one is an event that resets a stream watchdog."""
+
+    def __init__(self, model: str, created: int) -> None:
+        self.model = model
+        self.created = created
+        self.id = "chatcmpl-" + uuid.uuid4().hex[:24]
+
+    def __call__(self, items: list[Item]) -> bytes:
+        return encode_openai_items(items)
+
+    def _chunk(self, delta: dict[str, Any]) -> bytes:
+        return encode_data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                            "model": self.model, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+
+    def opening(self) -> bytes:
+        return self._chunk({"role": "assistant", "content": None})
+
+    def keepalive(self) -> bytes:
+        return self._chunk({})
+
+
 class OpenAIChatDialect(Dialect):
     name = "openai"
     stream_content_type = b"text/event-stream"
@@ -56,9 +82,6 @@ class OpenAIChatDialect(Dialect):
 
     def stream_error(self, err: StreamError) -> bytes:
         return encode_error(err)
-
-    def heartbeat(self) -> bytes:
-        return _KEEPALIVE
 
 
 OPENAI = OpenAIChatDialect()

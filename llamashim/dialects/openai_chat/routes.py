@@ -10,7 +10,7 @@ from twisted.web.server import Request
 from llamashim.chat.call import ChatCall
 from llamashim.chat.deps import RouteDeps
 from llamashim.chat.flow import with_model
-from llamashim.dialects.openai_chat.dialect import OPENAI, encode_openai_items
+from llamashim.dialects.openai_chat.dialect import OPENAI, OpenAIChatEncoder
 from llamashim.jsonutil import obj
 from llamashim.stream.reasoning import mode_for_request
 from llamashim.upstream.set import Pick
@@ -30,7 +30,9 @@ def chat_call(deps: RouteDeps, request: Request, body: dict[str, Any]) -> ChatCa
     """An OpenAI chat request as the shared flow's call (the body already is the internal form)."""
     mode = mode_for_request(deps.config.thinking.mode, request.getHeader(THINKING_HEADER))
     include_usage = bool(obj(body.get("stream_options")).get("include_usage"))
-    return ChatCall(body=body, encoder=encode_openai_items, reply=_as_is, reasoning_mode=mode,
+    model = body.get("model")
+    encoder = OpenAIChatEncoder(model if isinstance(model, str) else "", int(deps.clock.seconds()))
+    return ChatCall(body=body, encoder=encoder, reply=_as_is, reasoning_mode=mode,
                     include_usage=include_usage, stream_content_type=OPENAI.stream_content_type)
 
 

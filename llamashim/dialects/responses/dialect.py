@@ -1,15 +1,14 @@
 """The OpenAI Responses dialect's wire shapes: OpenAI's error body (string ``code``, ``param``) before the first
-byte; after it an ``error`` event (the running encoder adds ``response.failed``); SSE comments as heartbeats."""
+byte; after it an ``error`` event (the running encoder adds ``response.failed``). Its keep-alives
+(``response.in_progress`` events) come from the stream's encoder."""
 
 from __future__ import annotations
 
 from llamashim.dialects.responses.events import error_body, response_error_code
 from llamashim.errors import ShimError
 from llamashim.stream.items import StreamError
-from llamashim.stream.sse import encode_comment, encode_event
+from llamashim.stream.sse import encode_event
 from llamashim.web.dialect import Dialect
-
-_KEEPALIVE = encode_comment("keep-alive")
 
 
 class ResponsesDialect(Dialect):
@@ -23,9 +22,6 @@ class ResponsesDialect(Dialect):
         value = {"type": "error", "code": response_error_code(err.type, err.code), "message": err.message,
                  "param": None, "sequence_number": 0}
         return encode_event("error", value)
-
-    def heartbeat(self) -> bytes:
-        return _KEEPALIVE
 
 
 RESPONSES = ResponsesDialect()

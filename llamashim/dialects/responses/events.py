@@ -145,6 +145,17 @@ class ResponsesEncoder(DeltaEncoder):
         head = b"" if self._started else self._begin()
         return head + super().feed_deltas(items)
 
+    def opening(self) -> bytes:
+        """``response.created`` and ``response.in_progress`` (once)."""
+        return b"" if self._started else self._begin()
+
+    def keepalive(self) -> bytes:
+        """Another ``response.in_progress``: a data-bearing event, which is what resets Codex's stream idle timeout
+        (its parser drops SSE comments)."""
+        if not self._started or self.ended:
+            return b""
+        return self._event({"type": "response.in_progress", "response": self._response("in_progress")})
+
     # -- the wire
 
     def _event(self, payload: JSON) -> bytes:
