@@ -12,6 +12,7 @@ real clients on real sockets): :func:`start_shim`, :func:`listen`, :func:`fetch`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from collections.abc import Callable, Iterable, Mapping
@@ -28,7 +29,7 @@ from treq.client import HTTPClient
 from twisted.internet import reactor as _reactor
 from twisted.internet import threads
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
@@ -392,3 +393,25 @@ class ShimFixture:
             if not env.stopped:
                 env.stopped = True
                 env.shim.stop()
+
+
+@dataclass
+class Loopback:
+    """A fake llama-server and a llamashim in front of it, on real loopback sockets."""
+
+    fake: FakeLlama
+    shim: Shim
+    port: Any
+
+    async def close(self) -> None:
+        await self.shim.stop()
+        await maybeDeferred(self.port.stopListening)
+
+
+async def start_loopback(fake: FakeLlama, **limits: Any) -> Loopback:
+    """Serve ``fake`` on loopback and start a llamashim in front of it (``limits`` replaced field by field)."""
+    port, url = listen(fake.resource())
+    cfg = config(url)
+    if limits:
+        cfg = dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, **limits))
+    return Loopback(fake, await start_shim(cfg), port)

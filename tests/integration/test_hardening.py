@@ -3,26 +3,21 @@ what only a raw socket shows (a client that never finishes its headers, a reques
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest_twisted
-from twisted.internet.defer import maybeDeferred
 
 from llamashim import jsonutil
 from llamashim.testing.fake_llama import FakeLlama
 from tests.integration.support import (
-    Shim,
+    Loopback,
     ShimFixture,
-    config,
     http_request,
-    listen,
     raw_connect,
     reactor,
-    start_shim,
+    start_loopback,
     timeout,
 )
 from tests.support import logged
@@ -30,21 +25,11 @@ from tests.support import logged
 CHAT = jsonutil.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
 
 
-@dataclass
-class Loopback:
-    fake: FakeLlama
-    shim: Shim
-
-
 @pytest_twisted.async_yield_fixture
 async def loopback() -> AsyncIterator[Loopback]:
-    fake = FakeLlama(reactor)
-    port, url = listen(fake.resource())
-    cfg = config(url)
-    shim = await start_shim(dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, header_timeout=0.3)))
-    yield Loopback(fake, shim)
-    await shim.stop()
-    await maybeDeferred(port.stopListening)
+    env = await start_loopback(FakeLlama(reactor), header_timeout=0.3)
+    yield env
+    await env.close()
 
 
 def test_api_keys(shims: ShimFixture, tmp_path: Path) -> None:

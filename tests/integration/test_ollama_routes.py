@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import ollama
@@ -24,14 +23,14 @@ from llamashim.config import load_config
 from llamashim.testing.fake_llama import FakeLlama, Seen
 from tests.integration.support import (
     Env,
-    Shim,
+    Loopback,
     ShimFixture,
-    config,
     fetch,
     http_request,
     listen,
     raw_connect,
     reactor,
+    start_loopback,
     start_shim,
 )
 from tests.integration.support import timeout as deadline
@@ -63,21 +62,13 @@ def env(shims: ShimFixture) -> Env:
     return shims.start(fake=fake)
 
 
-@dataclass
-class Loopback:
-    fake: FakeLlama
-    shim: Shim
-
-
 @pytest_twisted.async_yield_fixture
 async def loopback() -> AsyncIterator[Loopback]:
     fake = FakeLlama(reactor)
     fake.content = ["a ", "+", " b"]
-    port, url = listen(fake.resource())
-    shim = await start_shim(config(url))
-    yield Loopback(fake, shim)
-    await shim.stop()
-    await maybeDeferred(port.stopListening)
+    env = await start_loopback(fake)
+    yield env
+    await env.close()
 
 
 def test_continue_autocompletion_replayed(env: Env) -> None:
