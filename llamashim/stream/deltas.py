@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamashim.jsonutil import int_or, obj
-from llamashim.stream.items import Chunk, Done, Heartbeat, Item, Passthrough, StreamError, Thinking
+from llamashim.stream.items import Chunk, Done, Item, Passthrough, StreamError, Thinking
 from llamashim.stream.reasoning import REASONING_KEYS
 from llamashim.stream.usage import Usage
 
@@ -170,7 +170,7 @@ class DeltaEncoder:
             elif isinstance(item, StreamError):
                 self.ended = True
                 out.append(self.on_error(item))
-            elif isinstance(item, (Heartbeat, Passthrough)):
+            elif isinstance(item, Passthrough):
                 continue
         return b"".join(out)
 

@@ -52,13 +52,6 @@ class StreamError:
 
 
 @dataclass(slots=True)
-class Heartbeat:
-    """A keep-alive: an SSE comment line (``: text``) in the OpenAI dialect; nothing in NDJSON."""
-
-    text: str = ""
-
-
-@dataclass(slots=True)
 class Passthrough:
     """An upstream SSE event the pipeline does not interpret (unknown ``event:`` type): forwarded verbatim."""
 
@@ -67,7 +60,7 @@ class Passthrough:
     data: str = ""
 
 
-Item = Chunk | Thinking | Done | StreamError | Heartbeat | Passthrough
+Item = Chunk | Thinking | Done | StreamError | Passthrough
 
 
 class Stage(Protocol):

@@ -203,10 +203,5 @@ def encode_data(value: object) -> bytes:
     return b"data: " + jsonutil.dumps(value) + b"\n\n"
 
 
-def encode_comment(text: str) -> bytes:
-    """An SSE comment (``: text``); a newline in ``text`` cannot break out of it."""
-    return b": " + text.replace("\r", " ").replace("\n", " ").encode("utf-8") + b"\n\n"
-
-
 def encode_event(event: str, value: object) -> bytes:
     return b"event: " + event.encode("utf-8") + b"\n" + encode_data(value)

@@ -206,15 +206,21 @@ class UpstreamClient(Service):
         return Failure(ShimError(502, f"upstream {where} failed: {detail}", type="upstream_error"))
 
 
+ATTEMPT_DELAY = 0.01
+"""Seconds between ``HostnameEndpoint``'s connection attempts (and before it sees that the last one failed)."""
+
+
 @implementer(IAgentEndpointFactory)
 class UpstreamEndpoints:
     """The endpoint of each upstream origin, built once: twisted's Agent would build one for every request (with an
     IDNA check of the host name), even when the pool then hands it a kept-alive connection.
 
-    An IP address is connected to directly. A host name goes through ``HostnameEndpoint`` trying every address it
-    resolves to at once: by default it starts one every 0.3 s and sees that the last one failed only at the next
-    0.3 s tick, so every refused connection (``localhost`` → ``::1`` when llama-server listens on 127.0.0.1, or
-    an upstream that is down) cost 0.3 s or more before the request failed, failed over or connected."""
+    An IP address is connected to directly. A host name goes through ``HostnameEndpoint`` with an attempt delay of
+    :data:`ATTEMPT_DELAY`: by default it starts one address every 0.3 s and sees that the last one failed only at
+    the next 0.3 s tick, so every refused connection (``localhost`` → ``::1`` when llama-server listens on
+    127.0.0.1, or an upstream that is down) cost 0.3 s or more before the request failed, failed over or
+    connected. Not 0: its ``LoopingCall`` keeps ticking until a connection wins or all fail, and at interval 0
+    that is a busy loop for as long as a connection attempt is pending."""
 
     def __init__(self, reactor: Any, policy: IPolicyForHTTPS, connect_timeout: float) -> None:
         self.reactor = reactor
@@ -239,7 +245,7 @@ class UpstreamEndpoints:
         elif isIPAddress(host):
             tcp = TCP4ClientEndpoint(self.reactor, host, uri.port, self.connect_timeout)
         else:
-            tcp = HostnameEndpoint(self.reactor, host, uri.port, self.connect_timeout, attemptDelay=0)
+            tcp = HostnameEndpoint(self.reactor, host, uri.port, self.connect_timeout, attemptDelay=ATTEMPT_DELAY)
         if uri.scheme == b"https":
             return wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), tcp)
         return tcp

@@ -11,7 +11,6 @@ import re
 import uuid
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -213,10 +212,6 @@ class ShimChannel(HTTPChannel):
         self._disarm_header_deadline()
         self.site.open_channels.discard(self)
         super().connectionLost(reason)
-        if not self.site.open_channels:
-            waiters, self.site.idle_waiters = self.site.idle_waiters, []
-            for d in waiters:
-                d.callback(None)
 
 
 class ShimSite(server.Site):
@@ -246,7 +241,6 @@ class ShimSite(server.Site):
         self.noisy = False
         self.open_channels: set[ShimChannel] = set()
         self.in_flight: set[ShimRequest] = in_flight if in_flight is not None else set()
-        self.idle_waiters: list[Deferred[None]] = []
         self.metrics: Metrics | None = metrics
         self.recent = recent  # the status page's ring of recent requests (llamashim.ops.recent)
         if metrics is not None:
@@ -305,14 +299,6 @@ class ShimSite(server.Site):
     def buffered_bytes(self) -> int:
         """Response bytes llamashim holds in user space, waiting for slow clients' sockets (for /metrics)."""
         return sum(compat.buffered_bytes(channel.transport) for channel in self.open_channels)
-
-    def when_idle(self) -> Deferred[None]:
-        """Fires once no client connection is open."""
-        if not self.open_channels:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self.idle_waiters.append(d)
-        return d
 
     def log_refusal(self, path: bytes, status: int, message: str) -> None:
         access_log.info("refused {path} {status}: {message}", path=path.decode("latin-1"), status=status,

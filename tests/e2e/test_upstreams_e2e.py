@@ -102,7 +102,7 @@ class Fleet:
 
     def access(self, request_id: str, deadline: float = 10.0) -> str:
         """The upstream llamashim's access log names for the request ``request_id`` (polled: the log is a file)."""
-        pattern = re.compile(rf"upstream=(\S+) upstream_ttfb=\S+ id={re.escape(request_id)}\b")
+        pattern = re.compile(rf"upstream=(\S+) upstream_ttfb=\S+ tokens=\S+ id={re.escape(request_id)}\b")
         end = time.monotonic() + deadline
         while True:
             match = pattern.search(self.log())

@@ -6,12 +6,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llamashim.dialects.openai_chat.dialect import encode_openai_items
-from llamashim.stream.items import Chunk, Done, Heartbeat, Passthrough, StreamError, Thinking
+from llamashim.stream.items import Chunk, Done, Passthrough, StreamError, Thinking
 from llamashim.stream.sse import (
     SSEComment,
     SSEEvent,
     SSEParser,
-    encode_comment,
     items_from_event,
 )
 
@@ -100,14 +99,13 @@ def test_items_from_events() -> None:
 
 
 def test_encoder() -> None:
-    """The OpenAI writer re-emits raw chunks as is and encodes chunks, thinking events, comments, errors, [DONE]."""
+    """The OpenAI writer re-emits raw chunks as is and encodes chunks, thinking events, errors, [DONE]."""
     raw = b'data: {"choices":[],"x":1}\n\n'
     out = encode_openai_items(
         [
             Chunk({"choices": []}, raw),
             Chunk({"choices": [], "é": "☕"}),
             Thinking("hmm"),
-            Heartbeat("keep-alive"),
             StreamError("bad", "upstream_error", 502),
             Done(),
         ]
@@ -116,12 +114,6 @@ def test_encoder() -> None:
         raw
         + 'data: {"choices":[],"é":"☕"}\n\n'.encode()
         + b'event: thinking\ndata: {"content":"hmm","choices":[]}\n\n'
-        + b": keep-alive\n\n"
         + b'data: {"error":{"message":"bad","type":"upstream_error","code":502}}\n\n'
         + b"data: [DONE]\n\n"
     )
-
-
-def test_comment_cannot_inject_lines() -> None:
-    """Line breaks in a comment's text become spaces, so it cannot inject SSE lines."""
-    assert encode_comment("a\nb\rc") == b": a b c\n\n"

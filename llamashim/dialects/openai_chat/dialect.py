@@ -12,8 +12,8 @@ from typing import Any
 
 from llamashim import jsonutil
 from llamashim.errors import ShimError
-from llamashim.stream.items import Chunk, Done, Heartbeat, Item, Passthrough, StreamError, Thinking
-from llamashim.stream.sse import encode_comment, encode_data, encode_event
+from llamashim.stream.items import Chunk, Done, Item, Passthrough, StreamError, Thinking
+from llamashim.stream.sse import encode_data, encode_event
 from llamashim.web.dialect import Dialect
 
 _DONE = b"data: [DONE]\n\n"
@@ -42,8 +42,6 @@ def encode_openai_items(items: list[Item]) -> bytes:
             out.append(_DONE)
         elif isinstance(item, StreamError):
             out.append(encode_error(item))
-        elif isinstance(item, Heartbeat):
-            out.append(encode_comment(item.text))
         elif isinstance(item, Passthrough):
             out.append(item.raw)
     return b"".join(out)
