@@ -212,6 +212,16 @@ def listing(models: Iterable[Model]) -> JSON:
     return {"object": "list", "data": data}
 
 
+def context_window(props: JSON | None) -> int | None:
+    """A model's real context window per request, in tokens: what one slot of llama-server holds
+    (``/props`` ``default_generation_settings.n_ctx``: ``--ctx-size`` divided among ``--parallel`` slots). ``None``
+    when the upstream does not say (an old build, a router-mode server, a glob-served model): the trained context
+    (``n_ctx_train``) is not the truth, llama-server refuses far below it."""
+    settings = (props or {}).get("default_generation_settings")
+    n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+    return n_ctx if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0 else None
+
+
 def props_of(model: Model, by_upstream: Mapping[str, JSON | None]) -> JSON | None:
     """The ``/props`` of the first upstream of ``model`` that has them."""
     for served in model.served:

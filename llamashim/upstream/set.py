@@ -33,7 +33,7 @@ from llamashim.upstream.capabilities import FIM_PROBE, INFILL, UNLOAD, probe_res
 from llamashim.upstream.choice import AffinityMap, Choice, Load, choose, conversation_key
 from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.health import Health, State
-from llamashim.upstream.models import ModelIndex, Resolved, Served, UnknownModel, model_entries
+from llamashim.upstream.models import ModelIndex, Resolved, Served, UnknownModel, context_window, model_entries
 from llamashim.upstream.supervisor import LlamaSupervisor
 
 REFRESH_SECONDS = 30.0
@@ -153,6 +153,11 @@ class Pick:
     resolved: Resolved
     choice: Choice
     affinity_key: str | None
+
+    @property
+    def window(self) -> int | None:
+        """The context window of the chosen upstream's model (see :func:`context_window`)."""
+        return context_window(self.served.props if self.served.props is not None else self.member.props)
 
 
 class UpstreamSet(MultiService):

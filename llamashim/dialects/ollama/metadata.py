@@ -9,7 +9,7 @@ from typing import Any
 from llamashim import jsonutil
 from llamashim.dialects.ollama.encoder import now_iso
 from llamashim.jsonutil import arr, obj
-from llamashim.upstream.models import Model
+from llamashim.upstream.models import Model, context_window
 
 
 def version_body(version: str) -> dict[str, Any]:
@@ -65,9 +65,10 @@ def tags_body(models: Iterable[Model], props_of: Callable[[Model], dict[str, Any
 
 
 def context_length(entry: dict[str, Any], props: dict[str, Any] | None) -> int:
-    settings = (props or {}).get("default_generation_settings")
-    if isinstance(settings, dict) and isinstance(settings.get("n_ctx"), int) and settings["n_ctx"] > 0:
-        return int(settings["n_ctx"])
+    """Ollama's ``num_ctx``: the real window when the upstream says it, else its best guess (Ollama always has one)."""
+    window = context_window(props)
+    if window is not None:
+        return window
     meta = obj(entry.get("meta"))
     for key in ("n_ctx", "n_ctx_train"):
         if isinstance(meta.get(key), int) and meta[key] > 0:
