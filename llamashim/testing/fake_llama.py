@@ -84,6 +84,10 @@ class FakeLlama:
         self.fault_after = 2  # chunks sent before a mid-stream fault
         self.old_build: str | None = None
         self.slow_headers = 5.0  # seconds of silence before the answer with fault "slow_headers"
+        # seconds of silence before answering a chat request that offers tools (an agent's turn: a long prefill);
+        # its side requests (titles, quota checks) answer at once
+        self.tools_prefill = 0.0
+        self.log_requests = False
         self.status_override: int | None = None
         # what /props says
         self.tools_capability = True
@@ -143,6 +147,9 @@ class FakeLlama:
         seen = Seen(request.method.decode(), request.path.decode(), (request.uri.partition(b"?")[2]).decode(), headers,
                     body, raw)
         self.requests.append(seen)
+        if self.log_requests:  # as a process: one line per request on standard output, for the tests that run it
+            tools = len(body.get("tools") or []) if isinstance(body, dict) else 0
+            print(f"request {seen.method} {seen.path} tools={tools}", flush=True)
         arrivals, self._arrivals = self._arrivals, []
         for d in arrivals:
             d.callback(seen)
@@ -371,8 +378,9 @@ class FakeLlama:
             return self._error(request, 500, "fake internal error", "server_error")
         if self.old_build == "refuse_stream_tools" and stream and body.get("tools"):
             return self._error(request, 500, "Cannot use tools with stream", "server_error")
-        if self.fault == "slow_headers":
-            pending = self.clock.callLater(self.slow_headers, answer, request, body, stream)
+        delay = self.slow_headers if self.fault == "slow_headers" else self.tools_prefill if body.get("tools") else 0
+        if delay:
+            pending = self.clock.callLater(delay, answer, request, body, stream)
             request.notifyFinish().addErrback(lambda _: pending.cancel() if pending.active() else None)
             return NOT_DONE_YET
         answer(request, body, stream)
@@ -563,10 +571,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--chunk-interval", type=float, default=0.0)
     parser.add_argument("--pieces", type=int, default=4, help="content pieces per answer")
+    parser.add_argument("--tools-prefill", type=float, default=0.0,
+                        help="seconds of silence before answering a chat request that offers tools")
+    parser.add_argument("--n-ctx", type=int, default=4096, help="the per-slot context window /props reports")
     args = parser.parse_args(argv)
     fake = FakeLlama(reactor)
     fake.content = [f"tok{i} " for i in range(args.pieces)]
     fake.chunk_interval = args.chunk_interval
+    fake.tools_prefill = args.tools_prefill
+    fake.n_ctx = args.n_ctx
+    fake.log_requests = True
     site = Site(fake.resource())
     site.noisy = False
     port: Any = reactor.listenTCP(args.port, site, interface=args.host)  # type: ignore[arg-type]

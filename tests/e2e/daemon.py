@@ -91,6 +91,34 @@ def running_daemon(
         stop_process(proc)
 
 
+@dataclass
+class FakeProcess:
+    url: str
+    proc: subprocess.Popen[bytes]
+    stdout_path: Path
+
+    def requests(self, path: str = "/v1/chat/completions") -> list[int]:
+        """The number of tools each ``POST path`` it received offered, in order (from its request lines)."""
+        lines = self.stdout_path.read_text(errors="replace").splitlines()
+        return [int(line.rpartition("tools=")[2]) for line in lines if line.startswith(f"request POST {path} ")]
+
+
+@contextmanager
+def running_fake(*args: str, tmp: Path) -> Iterator[FakeProcess]:
+    """The project's fake llama-server as its own process (``python -m llamashim.testing.fake_llama``), for tests
+    that need a scripted upstream behind the real daemon and real clients (its flags: ``--tools-prefill``, …)."""
+    port = free_port()
+    stdout_path = tmp / f"fake-llama-{port}.out"
+    with open(stdout_path, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "llamashim.testing.fake_llama", "--port", str(port), *args],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_listening(port, proc, time.monotonic() + 30)
+        yield FakeProcess(f"http://127.0.0.1:{port}", proc, stdout_path)
+    finally:
+        stop_process(proc)
+
+
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 10) -> None:
     """SIGTERM, then SIGKILL after ``grace`` seconds."""
     if proc.poll() is None:
