@@ -36,6 +36,7 @@ from llamashim.errors import ShimError
 from llamashim.modes import ToolsMode
 from llamashim.stream.items import Stage
 from llamashim.stream.pipeline import StreamPipeline
+from llamashim.stream.progress import REQUEST_FIELD, ProgressTap, PromptProgressStage
 from llamashim.stream.reasoning import ReasoningRouter, ReasoningStyle, apply_to_reply
 from llamashim.stream.tools import (
     ToolCallConformance,
@@ -44,6 +45,7 @@ from llamashim.stream.tools import (
     reply_from_json_stream_answer,
     synthesize_items,
 )
+from llamashim.stream.transform import StreamTransform
 from llamashim.stream.usage import Usage
 from llamashim.upstream.body import BytesProducer, collect_body, json_reply, upstream_error
 from llamashim.upstream.client import UpstreamClient
@@ -187,13 +189,14 @@ class ChatFlow:
 
     async def _stream(self, turn: Turn, call: ChatCall, pick: Pick, body: dict[str, Any]) -> None:
         client = pick.member.client
-        pipeline = self._pipeline(call, pick)
+        pipeline = self._pipeline(turn, call, pick)
         if self._synthesizes(call, client):
             return await self._synthesize(turn, call, pick, body, pipeline)
         # Keep the client waiting while the upstream processes the prompt (llama-server answers a stream's headers
-        # with its first token): keep-alives in its dialect from server.heartbeat seconds on.
+        # with its first token, or its first progress event): keep-alives in its dialect from server.heartbeat
+        # seconds on. Its progress events tell the turn how far it is (older builds ignore the field).
         self._prepare(turn, call, pipeline, self.settings.stream_heartbeat)
-        response = await self._post(turn, client, call.path, body)
+        response = await self._post(turn, client, call.path, {**body, REQUEST_FIELD: True})
         auto = self.settings.tools_mode == ToolsMode.AUTO
         if response.code != 200:
             data = await collect_body(response, self.clock, client.idle_timeout, self.settings.max_reply_bytes)
@@ -224,9 +227,10 @@ class ChatFlow:
             client.facts[fact] = True
             self.log.info("upstream {url} {what}", url=client.base_url, what=what)
 
-    def _pipeline(self, call: ChatCall, pick: Pick) -> StreamPipeline:
+    def _pipeline(self, turn: Turn, call: ChatCall, pick: Pick) -> StreamPipeline:
         debug = self._thinking_debug if self.settings.thinking_debug else None
         stages: list[Stage] = [
+            PromptProgressStage(turn.progressed),  # first: no later stage, and no client, sees a progress chunk
             # every chunk names the model by its one friendly name (never the upstream's id, e.g. a file path)
             ToolCallConformance(call.include_usage, model=pick.resolved.model.name),
             ReasoningRouter(call.reasoning_mode, self.settings.style, debug),
@@ -298,10 +302,12 @@ class ChatFlow:
     async def _complete_on(
         self, turn: Turn, call: CompletionCall, client: UpstreamClient, body: dict[str, Any]
     ) -> bytes | None:
-        transform = call.transform()
-        if call.stream:  # keep-alives while the upstream processes the prompt, as for a chat stream
+        transform: StreamTransform = call.transform()
+        if call.stream:  # keep-alives while the upstream processes the prompt, and its progress, as for a chat stream
+            transform = ProgressTap(transform, turn.progressed)
             turn.prepare_stream(lambda err: transform.fail(err.message, err.type, err.code),
                                 self.settings.stream_heartbeat, transform.keepalive)
+            body = {**body, REQUEST_FIELD: True}
         response = await self._post(turn, client, call.path, body)
         max_bytes = self.settings.max_reply_bytes
         if response.code != 200:

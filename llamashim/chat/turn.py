@@ -2,9 +2,10 @@
 (:class:`llamashim.web.turn.RequestTurn`).
 
 The flow never writes HTTP itself. It tells the turn what happened (which upstream was chosen, when it answered,
-the tokens used) and hands it bytes: a JSON reply, or a stream — prepared with its terminal frame and keep-alive
-interval, written piece by piece or relayed from an upstream response with backpressure and cancellation. What the
-flow knows about a turn, and what it may do to it, is this one interface.
+how far it is with the prompt and the answer, the tokens used) and hands it bytes: a JSON reply, or a stream —
+prepared with its terminal frame and keep-alive interval, written piece by piece or relayed from an upstream response
+with backpressure and cancellation. What the flow knows about a turn, and what it may do to it, is this one
+interface.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class Turn(Protocol):
 
     def counted(self, usage: Usage | None) -> None:
         """The tokens the answer used."""
+
+    def progressed(self, total: int, cache: int, processed: int, generated: int) -> None:
+        """How far the upstream is (:mod:`llamashim.stream.progress`): ``processed`` of the prompt's ``total`` tokens
+        (``cache`` of them from its prompt cache; all 0 when it does not say), and ``generated`` answer tokens."""
 
     # -- what the flow asks ---------------------------------------------------------------------------------------
 

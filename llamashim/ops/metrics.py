@@ -15,6 +15,8 @@ from llamashim.ops.recent import Served
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("ascii")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# Prompt processing on local hardware: from milliseconds (a cache hit) to many minutes (an agent's first prompt).
+_PREFILL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800)
 
 
 class Metrics:
@@ -30,6 +32,20 @@ class Metrics:
             "From request received to the first response body byte, streamed chat routes",
             ["route"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.first_token = Histogram(
+            "llamashim_time_to_first_token_seconds",
+            "From request received to the first real output of a stream (keep-alives do not count)",
+            ["route"],
+            buckets=_PREFILL_BUCKETS,
+            registry=r,
+        )
+        self.prefill = Histogram(
+            "llamashim_prefill_seconds",
+            "Prompt processing time the upstream reported (llama-server's timings.prompt_ms)",
+            ["route"],
+            buckets=_PREFILL_BUCKETS,
             registry=r,
         )
         self.duration = Histogram(
@@ -73,6 +89,13 @@ class Metrics:
             self.tokens.labels("completion").inc(served.completion_tokens)
         if served.upstream_error is not None:
             self.upstream_errors.labels(served.upstream_error).inc()
+
+    def timed(self, route: str, first_token: float | None, prefill: float | None) -> None:
+        """One finished request's time to first token and prompt processing time, in seconds, where known."""
+        if first_token is not None:
+            self.first_token.labels(route).observe(first_token)
+        if prefill is not None:
+            self.prefill.labels(route).observe(prefill)
 
     def watch_upstreams(self, members: Callable[[], Iterable[Any]]) -> None:
         """Per-upstream gauges read at scrape time: in flight, up, idle and total slots."""

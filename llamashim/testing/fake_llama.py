@@ -87,6 +87,12 @@ class FakeLlama:
         # seconds of silence before answering a chat request that offers tools (an agent's turn: a long prefill);
         # its side requests (titles, quota checks) answer at once
         self.tools_prefill = 0.0
+        # prompt-processing progress for a stream that asks (return_progress): False is an older build that ignores
+        # the field; its events go out over ``prefill`` seconds, ``prefill_steps`` batches after the first
+        self.progress = True
+        self.prefill = 0.0
+        self.prefill_steps = 3
+        self.prompt_cache = 0  # of the 12 prompt tokens, those the prompt cache serves
         self.log_requests = False
         self.status_override: int | None = None
         # what /props says
@@ -396,10 +402,58 @@ class FakeLlama:
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         frames = self.frames(include_usage)
+        self._stream(request, body, frames, self.progress_chunk)
+
+    # -- prompt-processing progress ------------------------------------------------------------------------------
+
+    def _progress(self, processed: int, time_ms: int) -> dict[str, Any]:
+        return {"total": 12, "cache": self.prompt_cache, "processed": processed, "time_ms": time_ms}
+
+    def progress_chunk(self, processed: int, time_ms: int) -> bytes:
+        """A chat progress event, as llama-server writes it: a role chunk with ``prompt_progress`` beside choices."""
+        value = {"choices": [{"finish_reason": None, "index": 0, "delta": {"role": "assistant", "content": None}}],
+                 "created": self._created, "id": "chatcmpl-fake", "model": self.model,
+                 "system_fingerprint": "b0-unknown", "object": "chat.completion.chunk",
+                 "prompt_progress": self._progress(processed, time_ms)}
+        return b"data: " + dumps(value) + b"\n\n"
+
+    def native_progress_event(self, processed: int, time_ms: int) -> bytes:
+        """A ``/completion``/``/infill`` progress event, as llama-server writes it."""
+        value = {"index": 0, "content": "", "tokens": [0], "stop": False, "id_slot": -1, "tokens_predicted": 0,
+                 "tokens_evaluated": 12, "prompt_progress": self._progress(processed, time_ms)}
+        return b"data: " + dumps(value) + b"\n\n"
+
+    def _stream(self, request: Request, body: dict[str, Any], frames: list[bytes],
+                progress: Callable[[int, int], bytes]) -> None:
+        """The stream's headers, its progress events when asked (one at once, then one per batch over ``prefill``
+        seconds), then ``frames``."""
         request.setResponseCode(200)
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-cache")
-        _Streamer(self, request, frames).start()
+        if not (self.progress and body.get("return_progress")):
+            _Streamer(self, request, frames).start()
+            return
+        cache, steps = self.prompt_cache, max(1, self.prefill_steps)
+        events = [progress(cache + (12 - cache) * k // steps, int(self.prefill * 1000 * k / steps))
+                  for k in range(steps + 1)]
+        pending: list[IDelayedCall] = []
+
+        def lost(_: Any) -> None:
+            for call in pending:
+                if call.active():
+                    call.cancel()
+
+        def step(k: int) -> None:
+            if request._disconnected or request.finished:
+                return
+            request.write(events[k])
+            if k + 1 < len(events):
+                pending[:] = [self.clock.callLater(self.prefill / steps, step, k + 1)]
+            else:
+                _Streamer(self, request, frames).start()
+
+        request.notifyFinish().addErrback(lost)
+        step(0)
 
     # -- /completion and /infill -----------------------------------------------------------------------------------
 
@@ -456,10 +510,7 @@ class FakeLlama:
             request.write(self._json(request, self.native_final(body, False)))
             request.finish()
             return
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", b"text/event-stream")
-        request.setHeader(b"cache-control", b"no-cache")
-        _Streamer(self, request, self.native_frames(body)).start()
+        self._stream(request, body, self.native_frames(body), self.native_progress_event)
 
 
 @implementer(IPushProducer)

@@ -1,8 +1,9 @@
 """The typed per-request state: :class:`RequestContext`, one per request, on ``ShimRequest.ctx``.
 
-Routes and the chat flow write it (route label, dialect, usage, time to first upstream byte, upstream error kind,
-the drain and terminal-frame hooks of a running stream); the site reads it for the access line and ``/metrics``,
-and the shutdown drain calls its hooks. Nothing else is attached to the ``Request``.
+Routes and the chat flow write it (route label, dialect, usage, time to first upstream byte, prompt progress and
+first output, upstream error kind, the drain and terminal-frame hooks of a running stream); the site reads it for the
+access line and ``/metrics``, the status page for the running requests, and the shutdown drain calls its hooks.
+Nothing else is attached to the ``Request``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ class RequestContext:
     upstream_error: str | None = None  # the error kind (ShimError.type) when the upstream failed
     usage: Usage | None = None  # the tokens the answer used, when the upstream said
     streaming: bool = False
-    first_byte_at: float | None = None
+    first_byte_at: float | None = None  # any byte, keep-alives included
+    first_output_at: float | None = None  # the first real output of a stream (never a keep-alive)
+    # How far the upstream is (llamashim.stream.progress): the prompt's tokens, those its cache served, those
+    # processed (cached ones included; all 0 until it says), the answer's tokens, and when the first of them came.
+    prompt_total: int = 0
+    prompt_cache: int = 0
+    prompt_processed: int = 0
+    generated: int = 0
+    generating_since: float | None = None
     client_gone: bool = False
     delivered: bool = False  # the stream's terminal event went out: a hang-up after it is no abort
     # A running stream's hooks: end it now with its terminal frame (drain), or give the terminal frame for an error.

@@ -214,6 +214,11 @@ class ShimChannel(HTTPChannel):
         super().connectionLost(reason)
 
 
+def _first_token(ctx: RequestContext) -> float | None:
+    """Seconds from the request to its stream's first real output (``None``: no stream output)."""
+    return None if ctx.first_output_at is None else max(0.0, ctx.first_output_at - ctx.started)
+
+
 class ShimSite(server.Site):
     """A Site whose access log is one structured line per request."""
 
@@ -259,6 +264,8 @@ class ShimSite(server.Site):
             self.recent.record(served)
         if self.metrics is not None:
             self.metrics.count(served)
+            prompt_ms = ctx.usage.prompt_ms if ctx.usage is not None else None
+            self.metrics.timed(served.route, _first_token(ctx), None if prompt_ms is None else prompt_ms / 1000)
 
     def _served(self, request: ShimRequest, aborted: bool) -> Served:
         ctx = request.ctx
@@ -279,10 +286,12 @@ class ShimSite(server.Site):
         ctx = request.ctx
         ttfb = "-" if ctx.upstream_ttfb is None else f"{ctx.upstream_ttfb * 1000:.1f}ms"
         tokens = "-" if served.prompt_tokens is None else f"{served.prompt_tokens}/{served.completion_tokens}"
+        first_token = _first_token(ctx)
+        ttft = "-" if first_token is None else f"{first_token * 1000:.1f}ms"
         # A client that left before its request was complete has no request path yet: the channel's is it.
         path = request.path if request.path is not None else compat.channel_path(request.channel)
         access_log.info(
-            "{method} {path} {status} {bytes}B {duration_ms}ms dialect={dialect} upstream={upstream} "
+            "{method} {path} {status} {bytes}B {duration_ms}ms ttft={ttft} dialect={dialect} upstream={upstream} "
             "upstream_ttfb={ttfb} tokens={tokens} id={request_id}",
             method=served.method,
             path=path.decode("latin-1"),
@@ -292,6 +301,7 @@ class ShimSite(server.Site):
             dialect=served.dialect,
             upstream=served.upstream or "-",
             ttfb=ttfb,
+            ttft=ttft,
             tokens=tokens,
             request_id=ctx.request_id.decode("ascii", "replace"),
         )

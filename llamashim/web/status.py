@@ -26,7 +26,7 @@ from llamashim import __version__
 from llamashim.ops.recent import RecentRequests
 from llamashim.upstream.limiter import UpstreamSlots
 from llamashim.upstream.set import Member, UpstreamSet
-from llamashim.web.context import context_of
+from llamashim.web.context import RequestContext, context_of
 from llamashim.web.respond import send_json
 
 PAGE = resources.files("llamashim.web").joinpath("status.html").read_bytes()
@@ -66,9 +66,26 @@ def upstream_view(member: Member, now: float) -> dict[str, Any]:
     }
 
 
+def phase_view(ctx: RequestContext, now: float) -> dict[str, Any] | None:
+    """Where a running upstream request is: ``queued`` (an upstream chosen, nothing heard from it yet — waiting for
+    a slot, or working on a prompt without reporting progress), ``prefill`` (``processed`` of the prompt's ``total``
+    tokens, ``cache`` of them from its prompt cache, ``percent``) or ``generating`` (``tokens`` so far,
+    ``tokens_per_s`` since the first); ``None`` for a request that goes to no upstream."""
+    if ctx.generated or ctx.first_output_at is not None:
+        since = ctx.generating_since if ctx.generating_since is not None else ctx.first_output_at
+        elapsed = now - since if since is not None else 0.0
+        rate = round((ctx.generated - 1) / elapsed, 1) if ctx.generated > 1 and elapsed > 0 else None
+        return {"phase": "generating", "tokens": ctx.generated, "tokens_per_s": rate}
+    if ctx.prompt_total:
+        return {"phase": "prefill", "total": ctx.prompt_total, "cache": ctx.prompt_cache,
+                "processed": ctx.prompt_processed,
+                "percent": round(100.0 * min(ctx.prompt_processed, ctx.prompt_total) / ctx.prompt_total, 1)}
+    return {"phase": "queued"} if ctx.upstream is not None else None
+
+
 def active_view(request: Any, now: float) -> dict[str, Any]:
-    """One running request: its id, method, route label, dialect, upstream, whether it streams, for how long and
-    how many bytes went out (no path, no body)."""
+    """One running request: its id, method, route label, dialect, upstream, whether it streams, its phase, for how
+    long and how many bytes went out (no path, no body)."""
     ctx = context_of(request)
     return {
         "id": ctx.request_id.decode("ascii", "replace"),
@@ -77,6 +94,7 @@ def active_view(request: Any, now: float) -> dict[str, Any]:
         "dialect": ctx.dialect.name,
         "upstream": ctx.upstream,
         "streaming": ctx.streaming,
+        "phase": phase_view(ctx, now),
         "started": ctx.started,
         "elapsed_s": round(max(0.0, now - ctx.started), 1) if ctx.started else 0.0,
         "bytes_sent": request.sentLength,

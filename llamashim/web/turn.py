@@ -82,6 +82,13 @@ class RequestTurn:
         if usage is not None:
             self.ctx.usage = usage
 
+    def progressed(self, total: int, cache: int, processed: int, generated: int) -> None:
+        ctx = self.ctx
+        ctx.prompt_total, ctx.prompt_cache, ctx.prompt_processed = total, cache, processed
+        if generated and ctx.generating_since is None:
+            ctx.generating_since = self.clock.seconds()
+        ctx.generated = generated
+
     def started(self) -> bool:
         return bool(self.request.startedWriting)
 
@@ -131,7 +138,9 @@ class RequestTurn:
 
     def write(self, data: bytes) -> None:
         if data:
-            self._output = True
+            if not self._output:
+                self._output = True
+                self.ctx.first_output_at = self.clock.seconds()  # time to first token: the access line, /metrics
             self._stop_keepalive()  # the answer is coming: keep-alives stop the moment real output starts
             self._send(data)
 

@@ -88,7 +88,7 @@ def test_continue_autocompletion_replayed(env: Env) -> None:
     assert infill[-1].body == {
         "model": env.fake.model, "input_prefix": "def add(a, b):\n    return ",
         "input_suffix": "\n\nprint(add(1, 2))\n", "stream": True,
-        "temperature": 0.01, "n_predict": 4096, "stop": CONTINUE_STOPS,
+        "temperature": 0.01, "n_predict": 4096, "stop": CONTINUE_STOPS, "return_progress": True,
     }
     assert infill[-1].headers["authorization"] == ["Bearer sk-continue"]
     assert seen(env.fake, "/v1/chat/completions") == []
@@ -127,7 +127,8 @@ def test_raw_generate_goes_to_completion(env: Env) -> None:
                                                  "options": {"num_predict": 16, "stop": ["\n"]}})
     assert status == 200 and "".join(v["response"] for v in ndjson(body)) == "a + b"
     sent = seen(env.fake, "/completion")[-1].body
-    assert sent == {"model": env.fake.model, "prompt": prompt, "stream": True, "n_predict": 16, "stop": ["\n"]}
+    assert sent == {"model": env.fake.model, "prompt": prompt, "stream": True, "n_predict": 16, "stop": ["\n"],
+                    "return_progress": True}
     env.fake.finish_reason = "length"
     status, _, body = env.post("/api/generate", {"model": MODEL, "prompt": prompt, "raw": True, "stream": False})
     reply = GenerateResponse.model_validate(json.loads(body))

@@ -47,7 +47,7 @@ def test_well_formed_stream_passes_byte_for_byte(env: Env, up: Scripted) -> None
     # The upstream got compact JSON with the client's fields.
     method, uri, _, sent = up.posts()[-1]
     assert (method, uri) == (b"POST", b"/v1/chat/completions")
-    assert sent == jsonutil.dumps({**CHAT, "stream": True})
+    assert sent == jsonutil.dumps({**CHAT, "stream": True, "return_progress": True})
 
 
 def test_alias_route_and_non_streamed(env: Env, up: Scripted) -> None:
