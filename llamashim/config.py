@@ -258,6 +258,8 @@ class ToolsConfig:
     streaming: ToolsMode = key(ToolsMode.AUTO, _mode(ToolsMode, TOOL_MODES))
     chunk_size: int = key(50, _int(1))
     heartbeat: float = key(5.0, _number(0.0))
+    max_calls: int = key(64, _int(1))  # tool calls in one answer before it is cut (a runaway model)
+    max_repeats: int = key(8, _int(2))  # the same call, same arguments, this often: the answer is cut
 
 
 @dataclass(frozen=True)

@@ -256,6 +256,8 @@ def chat_settings(config: Config) -> ChatSettings:
     return ChatSettings(
         tools_mode=config.tools.streaming,
         chunk_size=config.tools.chunk_size,
+        max_calls=config.tools.max_calls,
+        max_repeats=config.tools.max_repeats,
         synthesis_heartbeat=config.tools.heartbeat,
         stream_heartbeat=config.server.heartbeat,
         max_reply_bytes=max(config.limits.max_body_bytes, 64 * 1024 * 1024),

@@ -38,6 +38,7 @@ from llamashim.stream.items import Stage
 from llamashim.stream.pipeline import StreamPipeline
 from llamashim.stream.progress import REQUEST_FIELD, ProgressTap, PromptProgressStage
 from llamashim.stream.reasoning import ReasoningRouter, ReasoningStyle, apply_to_reply
+from llamashim.stream.runaway import MAX_CALLS, MAX_REPEATS, RunawayGuard, limit_reply_calls
 from llamashim.stream.tools import (
     ToolCallConformance,
     is_stream_tools_refusal,
@@ -68,6 +69,8 @@ class ChatSettings:
     stream_heartbeat: float  # seconds of silence before a keep-alive during a relayed stream (0: none)
     max_reply_bytes: int
     style: ReasoningStyle
+    max_calls: int = MAX_CALLS  # tools.max_calls: tool calls in one answer before it is cut
+    max_repeats: int = MAX_REPEATS  # tools.max_repeats: the same call this often and the answer is cut
     verbose: bool = False
     thinking_debug: bool = False
 
@@ -232,9 +235,12 @@ class ChatFlow:
         stages: list[Stage] = [
             PromptProgressStage(turn.progressed),  # first: no later stage, and no client, sees a progress chunk
             # every chunk names the model by its one friendly name (never the upstream's id, e.g. a file path)
-            ToolCallConformance(call.include_usage, model=pick.resolved.model.name),
+            conformance := ToolCallConformance(call.include_usage, model=pick.resolved.model.name),
             ReasoningRouter(call.reasoning_mode, self.settings.style, debug),
         ]
+        if call.body.get("tools"):  # after conformance: every call has its index and name
+            stages.insert(stages.index(conformance) + 1, RunawayGuard(self.settings.max_calls,
+                                                                     self.settings.max_repeats))
         return StreamPipeline(stages, call.encoder)
 
     def _prepare(self, turn: Turn, call: ChatCall, pipeline: StreamPipeline, keepalive: float) -> None:
@@ -259,6 +265,9 @@ class ChatFlow:
         reply = await self._reply_json(turn, call, pick.member.client, body)
         turn.counted(Usage.of(reply))
         reply = normalise_reply(reply, model=pick.resolved.model.name)
+        reply, cut = limit_reply_calls(reply, self.settings.max_calls, self.settings.max_repeats)
+        if cut is not None:
+            turn.cut(cut)
         reply = apply_to_reply(reply, call.reasoning_mode, self.settings.style)
         out = call.reply(reply)
         data = out if isinstance(out, bytes) else jsonutil.dumps(out)

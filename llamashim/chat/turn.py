@@ -41,6 +41,10 @@ class Turn(Protocol):
     def counted(self, usage: Usage | None) -> None:
         """The tokens the answer used."""
 
+    def cut(self, limit: str) -> None:
+        """A reply was cut at a runaway limit (``tools.max_calls`` / ``tools.max_repeats``); a stream's relay says
+        it itself."""
+
     def progressed(self, total: int, cache: int, processed: int, generated: int) -> None:
         """How far the upstream is (:mod:`llamashim.stream.progress`): ``processed`` of the prompt's ``total`` tokens
         (``cache`` of them from its prompt cache; all 0 when it does not say), and ``generated`` answer tokens."""

@@ -56,6 +56,10 @@ class Metrics:
             "llamashim_upstream_errors", "Upstream failures by kind, before or after the first byte", ["kind"],
             registry=r,
         )
+        self.cut_streams = Counter(
+            "llamashim_cut_streams", "Answers cut at a runaway limit (tools.max_calls, tools.max_repeats)", ["limit"],
+            registry=r,
+        )
         self.client_aborts = Counter(
             "llamashim_client_aborts", "Clients that left before the answer ended", ["route"], registry=r
         )
@@ -89,6 +93,8 @@ class Metrics:
             self.tokens.labels("completion").inc(served.completion_tokens)
         if served.upstream_error is not None:
             self.upstream_errors.labels(served.upstream_error).inc()
+        if served.cut is not None:
+            self.cut_streams.labels(served.cut).inc()
 
     def timed(self, route: str, first_token: float | None, prefill: float | None) -> None:
         """One finished request's time to first token and prompt processing time, in seconds, where known."""

@@ -37,10 +37,11 @@ class Served:
     bytes_out: int = 0
     ttft: float | None = None  # seconds to the first byte of a stream
     upstream_error: str | None = None  # the kind, when the upstream failed
+    cut: str | None = None  # the limit a runaway stream was cut at (``tools.max_calls`` / ``tools.max_repeats``)
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for name in ("bytes_out", "ttft", "upstream_error"):
+        for name in ("bytes_out", "ttft", "upstream_error", "cut"):
             del out[name]
         out["duration_ms"] = round(out.pop("duration") * 1000, 1)
         return out

@@ -39,7 +39,10 @@ class Thinking:
 
 @dataclass(slots=True)
 class Done:
-    """The end-of-stream marker (``data: [DONE]``)."""
+    """The end-of-stream marker (``data: [DONE]``); ``cut`` says why a stage ended the stream early (the relay then
+    stops reading the upstream)."""
+
+    cut: str | None = None
 
 
 @dataclass(slots=True)

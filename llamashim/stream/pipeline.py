@@ -40,6 +40,7 @@ class StreamPipeline:
         self.ended = False
         self.saw_finish_reason = False
         self.error: StreamError | None = None
+        self.cut: str | None = None  # why a stage ended the stream early (a Done naming it)
         self.usage: Usage | None = None  # the last the upstream stated (usage chunk or timings)
         self._opened = False
 
@@ -130,6 +131,8 @@ class StreamPipeline:
                 self.ended = True
                 if isinstance(item, StreamError):
                     self.error = item
+                else:
+                    self.cut = item.cut
                 items = items[: i + 1]
                 break
         return self._encode(items)

@@ -115,6 +115,7 @@ class ProgressTap:
         self.ended = inner.ended
         self.error: StreamError | None = inner.error
         self.usage: Usage | None = inner.usage
+        self.cut: str | None = None  # (a completion stream is never cut)
 
     def _out(self, data: bytes) -> bytes:
         inner = self.inner

@@ -13,6 +13,7 @@ class StreamTransform(Protocol):
     ended: bool
     error: StreamError | None  # the terminal error that ended the transform, if one did
     usage: Usage | None  # the stream's token usage once it said (None before)
+    cut: str | None  # why a stage ended the stream before the upstream did (the upstream is then stopped)
 
     def feed(self, data: bytes) -> bytes: ...
 
@@ -30,6 +31,7 @@ class Identity:
 
     ended = False
     error: StreamError | None = None
+    cut: str | None = None
     usage: Usage | None = None
 
     def feed(self, data: bytes) -> bytes:

@@ -40,6 +40,7 @@ class RequestContext:
     generating_since: float | None = None
     client_gone: bool = False
     delivered: bool = False  # the stream's terminal event went out: a hang-up after it is no abort
+    cut: str | None = None  # why llamashim ended the stream before the upstream did (a runaway model)
     # A running stream's hooks: end it now with its terminal frame (drain), or give the terminal frame for an error.
     drain: Callable[[str], None] | None = None
     terminal_frame: Callable[[ShimError], bytes] | None = None

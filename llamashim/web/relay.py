@@ -88,6 +88,13 @@ class StreamRelay:
             # the kept-alive connection goes back to the pool instead of being closed.
             self._failed_midstream(ShimError(502, self.transform.error.message, self.transform.error.type))
             self.pump.stop()
+        elif self.transform.ended and self.transform.cut is not None and not self.ctx.cut:
+            # Ended by a stage (a runaway model): the client has a whole answer; stop the generation.
+            self.ctx.cut = self.transform.cut
+            self.log.warn("stream {path} cut at its {reason} limit; upstream stopped (id={request_id})",
+                          path=self.request.path.decode("latin-1"), reason=self.transform.cut,
+                          request_id=self.ctx.request_id.decode("ascii", "replace"))
+            self.pump.stop()
 
     # the end
 

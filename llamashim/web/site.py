@@ -279,7 +279,7 @@ class ShimSite(server.Site):
             completion_tokens=usage.completion_tokens if usage else None,
             streamed=ctx.streaming, bytes_out=request.sentLength,
             ttft=ctx.first_byte_at - started if ctx.streaming and ctx.first_byte_at is not None else None,
-            upstream_error=ctx.upstream_error,
+            upstream_error=ctx.upstream_error, cut=ctx.cut,
         )
 
     def _access_line(self, request: ShimRequest, served: Served) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from twisted.web.server import Request
@@ -57,6 +58,8 @@ class RequestTurn:
     """One client exchange over ``request``: what the chat flow tells it lands in the request context (the access
     line, ``/metrics`` and the status page read it there); what it answers goes out in the request's dialect."""
 
+    log = Logger()
+
     def __init__(self, request: Request, clock: IReactorTime) -> None:
         self.request = request
         self.clock = clock
@@ -81,6 +84,11 @@ class RequestTurn:
     def counted(self, usage: Usage | None) -> None:
         if usage is not None:
             self.ctx.usage = usage
+
+    def cut(self, limit: str) -> None:
+        self.ctx.cut = limit
+        self.log.warn("answer to {path} cut at its {limit} limit (id={request_id})",
+                      path=self.request.path.decode("latin-1"), limit=limit, request_id=self.request_id)
 
     def progressed(self, total: int, cache: int, processed: int, generated: int) -> None:
         ctx = self.ctx

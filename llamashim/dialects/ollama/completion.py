@@ -151,6 +151,7 @@ class CompletionStream:
         self.clock = clock
         self.ended = False
         self.error: StreamError | None = None
+        self.cut: str | None = None
         self.usage: Usage | None = None  # from the last event
         self._parser = SSEParser()
 
