@@ -29,6 +29,7 @@ from llamashim.stream.transform import StreamTransform
 from llamashim.stream.usage import Usage
 
 REQUEST_FIELD = "return_progress"
+REPORT_EVERY = 8  # the answer's token count is reported with its first token and every 8th after
 
 Report = Callable[[int, int, int, int], None]
 """Told ``(total, cache, processed, generated)``: the prompt's tokens, those its cache served, those processed so
@@ -96,8 +97,9 @@ class PromptProgressStage:
             item = Chunk({k: v for k, v in data.items() if k != "prompt_progress"})
         if _is_token(item.data):
             self.generated += 1
-            p = self.progress
-            self.report(p.total, p.cache, p.processed, self.generated)
+            if self.generated % REPORT_EVERY == 1:  # the first token, then every REPORT_EVERY-th: off the hot path
+                p = self.progress
+                self.report(p.total, p.cache, p.processed, self.generated)
         return [item]
 
     def finish(self) -> list[Item]:
