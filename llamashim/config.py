@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from llamashim.modes import THINKING_ALIASES, THINKING_MODES, ThinkingMode, ToolsMode
+from llamashim.modes import THINKING_ALIASES, THINKING_MODES, ReplayMode, ThinkingMode, ToolsMode
 
 TOOL_MODES: tuple[ToolsMode, ...] = tuple(ToolsMode)
 DEFAULT_LISTEN = "tcp:11434:interface=127.0.0.1"
@@ -268,6 +268,7 @@ class ThinkingConfig:
     debug: bool = key(False, _bool)
     prefix: str = key("💭 ", _str)
     separator: str = key("\n\n---\n\n", _str)
+    replay: ReplayMode = key(ReplayMode.AUTO, _mode(ReplayMode, tuple(ReplayMode)))
 
 
 @dataclass(frozen=True)

@@ -32,3 +32,12 @@ class ToolsMode(StrEnum):
     AUTO = "auto"
     NATIVE = "native"
     SYNTHESIZE = "synthesize"
+
+
+class ReplayMode(StrEnum):
+    """Whether earlier reasoning is put back into a conversation (``thinking.replay``): ``auto`` when the upstream's
+    chat template reads it, ``always``, ``off``."""
+
+    AUTO = "auto"
+    ALWAYS = "always"
+    OFF = "off"

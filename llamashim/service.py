@@ -15,6 +15,7 @@ from twisted.logger import ILogObserver, Logger
 
 from llamashim.chat.deps import RouteDeps
 from llamashim.chat.flow import ChatFlow, ChatSettings
+from llamashim.chat.reasoning_memory import ReasoningMemory
 from llamashim.config import Config, ConfigError, UpstreamSpec
 from llamashim.dialects.registry import FALLBACK, ROUTES
 from llamashim.ops.logs import observer_for
@@ -196,7 +197,7 @@ def build_site(
     upstreams = UpstreamSet(reactor, members, ModelIndex(config.models.aliases, config.models.default))
     slots = UpstreamSlots(config.limits.max_concurrent_upstream, config.limits.max_queue,
                           unavailable if unavailable is not None else upstreams.unavailable)
-    flow = ChatFlow(upstreams, chat_settings(config))
+    flow = ChatFlow(upstreams, chat_settings(config), ReasoningMemory(reactor, config.thinking.replay))
     deps = RouteDeps(config, upstreams, flow, slots, reactor)
     metrics = Metrics() if config.metrics.enabled else None
     if metrics is not None:

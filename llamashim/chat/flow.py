@@ -29,6 +29,7 @@ from twisted.web.iweb import IResponse
 
 from llamashim import jsonutil
 from llamashim.chat.call import ChatCall, CompletionCall
+from llamashim.chat.reasoning_memory import ReasoningMemory, ReplayTap
 from llamashim.chat.repair import repair_chat_request
 from llamashim.chat.tokens import count_prompt_tokens
 from llamashim.chat.turn import Turn
@@ -97,10 +98,12 @@ def _is_event_stream(response: IResponse) -> bool:
 class ChatFlow:
     log = Logger()
 
-    def __init__(self, upstreams: UpstreamSet, settings: ChatSettings) -> None:
+    def __init__(self, upstreams: UpstreamSet, settings: ChatSettings, memory: ReasoningMemory | None = None
+                 ) -> None:
         self.upstreams = upstreams
         self.settings = settings
         self.clock: IReactorTime = upstreams.reactor
+        self.memory = memory  # thinking.replay: reasoning carried across turns
 
     # -- logging ------------------------------------------------------------------------------------------------
 
@@ -167,7 +170,7 @@ class ChatFlow:
         call.body = repair_chat_request(call.body, self.log.debug)
 
         async def answer(pick: Pick) -> bytes | None:
-            body = with_model(call.body, pick)
+            body = self._restore(turn, pick, with_model(call.body, pick))
             self.verbose("request", jsonutil.dumps(body))  # as it goes upstream: the upstream's model id
             if not call.stream:
                 return await self._reply(turn, call, pick, body)
@@ -241,7 +244,41 @@ class ChatFlow:
         if call.body.get("tools"):  # after conformance: every call has its index and name
             stages.insert(stages.index(conformance) + 1, RunawayGuard(self.settings.max_calls,
                                                                      self.settings.max_repeats))
+        memory = self._memory_for(pick)
+        if memory is not None:  # before the router, which may move reasoning elsewhere
+            owner = turn.owner
+            stages.insert(len(stages) - 1, ReplayTap(lambda calls, reasoning: memory.remember(owner, calls, reasoning)))
         return StreamPipeline(stages, call.encoder)
+
+    # -- reasoning carried across turns ---------------------------------------------------------------------------
+
+    def _memory_for(self, pick: Pick) -> ReasoningMemory | None:
+        """The reasoning memory, when it applies to the chosen upstream's template (``thinking.replay``)."""
+        props = pick.served.props if pick.served.props is not None else pick.member.props
+        template = (props or {}).get("chat_template")
+        if self.memory is None or not self.memory.applies(template if isinstance(template, str) else None):
+            return None
+        return self.memory
+
+    def _restore(self, turn: Turn, pick: Pick, body: dict[str, Any]) -> dict[str, Any]:
+        memory = self._memory_for(pick)
+        if memory is None:
+            return body
+        body, restored = memory.restore(body, turn.owner)
+        if restored:  # (never the reasoning itself: it is the user's conversation)
+            self.log.debug("reasoning put back into {n} assistant turn(s) (id={request_id})", n=restored,
+                           request_id=turn.request_id)
+        return body
+
+    def _remember_reply(self, turn: Turn, pick: Pick, reply: dict[str, Any]) -> None:
+        memory = self._memory_for(pick)
+        choices = reply.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        msg = first.get("message")
+        if memory is not None and isinstance(msg, dict) and isinstance(msg.get("tool_calls"), list):
+            reasoning = msg.get("reasoning_content")
+            if isinstance(reasoning, str):
+                memory.remember(turn.owner, msg["tool_calls"], reasoning)
 
     def _prepare(self, turn: Turn, call: ChatCall, pipeline: StreamPipeline, keepalive: float) -> None:
         turn.prepare_stream(lambda err: pipeline.fail(err.message, err.type, err.code), keepalive,
@@ -268,6 +305,7 @@ class ChatFlow:
         reply, cut = limit_reply_calls(reply, self.settings.max_calls, self.settings.max_repeats)
         if cut is not None:
             turn.cut(cut)
+        self._remember_reply(turn, pick, reply)
         reply = apply_to_reply(reply, call.reasoning_mode, self.settings.style)
         out = call.reply(reply)
         data = out if isinstance(out, bytes) else jsonutil.dumps(out)

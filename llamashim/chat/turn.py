@@ -30,6 +30,11 @@ class Turn(Protocol):
     def request_id(self) -> str:
         """The request's id (for log lines)."""
 
+    @property
+    def owner(self) -> str:
+        """Whose request: a hash of the API key that passed the gate (``""`` without keys); what is kept for one
+        owner never serves another."""
+
     # -- what the flow tells the turn -----------------------------------------------------------------------------
 
     def chose(self, upstream: str) -> None:

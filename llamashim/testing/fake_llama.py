@@ -99,6 +99,8 @@ class FakeLlama:
         self.tools_capability = True
         self.vision = False
         self.n_ctx = 4096
+        self.chat_template = "{%- for message in messages %}...{%- endfor %}"  # (one that reads reasoning names
+        # reasoning_content, as Qwen3's does)
         self.loading = False
         # observations
         self.requests: list[Seen] = []
@@ -252,7 +254,7 @@ class FakeLlama:
                 "model_path": self.model,
                 "modalities": {"vision": self.vision, "video": False, "audio": False},
                 "endpoint_slots": True,
-                "chat_template": "{%- for message in messages %}...{%- endfor %}",
+                "chat_template": self.chat_template,
                 "chat_template_caps": caps,
                 "bos_token": "<|im_start|>",
                 "eos_token": "<|im_end|>",

@@ -74,6 +74,10 @@ class RequestTurn:
     def request_id(self) -> str:
         return self.ctx.request_id.decode("ascii", "replace")
 
+    @property
+    def owner(self) -> str:
+        return self.ctx.owner
+
     def chose(self, upstream: str) -> None:
         self.ctx.upstream = upstream
 
