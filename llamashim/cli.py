@@ -3,6 +3,7 @@
     llamashim serve [options]      run the daemon: exactly ``twistd --nodaemon --pidfile= llamashim [options]``
     llamashim doctor [URL]         what a llama-server can do, and which clients will work with it
     llamashim provision            a real llama-server and a tiny model, built and cached (what ./run uses)
+    llamashim replay FILE          a recording (log.record) played through this llamashim, and what changed
 
 ``serve``'s options are twistd's own ``ServerOptions`` given ``--nodaemon --pidfile= llamashim`` first, and it runs
 twistd's own ``runApp``, so it is twistd in every respect (options, help, logging, signals, exit status). It finds
@@ -217,6 +218,33 @@ class ProvisionOptions(_OneLineErrors):
         return provision.main(["--quiet"] if self["quiet"] else [])
 
 
+# -- replay --------------------------------------------------------------------------------------------------------
+
+
+class ReplayOptions(_OneLineErrors):
+    synopsis = "FILE"
+    longdesc = (
+        "Play a recording (log.record) through this llamashim: the recorded upstream answers are served again, the "
+        "client's request is sent again, and what the client gets now is compared with what it got then (ids and "
+        "timestamps masked). Exit status 0 when it is the same, 1 when it differs."
+    )
+
+    def parseArgs(self, path: str | None = None) -> None:
+        if path is None:
+            raise usage.UsageError("which recording? (a FILE written under log.record)")
+        self["path"] = path
+
+    def run(self) -> int:
+        from llamashim.replay import replay_file
+
+        try:
+            status, report = replay_file(self["path"])
+        except (OSError, ValueError, KeyError) as e:
+            return self.refuse(usage.UsageError(f"cannot replay {self['path']}: {e}"))
+        print(report)
+        return status
+
+
 # -- the command ---------------------------------------------------------------------------------------------------
 
 
@@ -230,6 +258,7 @@ class Options(_Options):
                                         "clients will work"],
         ["provision", None, ProvisionOptions, "build and cache a real llama-server and a tiny model; prints their "
                                               "paths as JSON"],
+        ["replay", None, ReplayOptions, "play a recording (log.record) through this llamashim and show what changed"],
     ]
 
 

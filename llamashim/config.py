@@ -276,6 +276,8 @@ class LogConfig:
     verbose: bool = key(False, _bool)
     level: str = key("info", _choice(("debug", "info", "warn", "error", "critical")))
     format: str = key("text", _choice(("text", "json")))
+    record: str = key("", _str)  # a directory: every exchange written there (llamashim replay FILE plays one)
+    record_max_bytes: int = key(256 * 1024 * 1024, _int(1))  # the oldest recordings go beyond this
 
 
 @dataclass(frozen=True)

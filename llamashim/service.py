@@ -21,12 +21,14 @@ from llamashim.dialects.registry import FALLBACK, ROUTES
 from llamashim.ops.logs import observer_for
 from llamashim.ops.metrics import Metrics
 from llamashim.ops.recent import RecentRequests
+from llamashim.ops.recorder import Recorder
 from llamashim.preflight import StartupError
 from llamashim.stream.reasoning import ReasoningStyle
 from llamashim.upstream.body import collect_body
 from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.limiter import UpstreamSlots
 from llamashim.upstream.models import ModelIndex
+from llamashim.upstream.recording import RecordingAgent
 from llamashim.upstream.set import Member, UpstreamSet
 from llamashim.upstream.supervisor import LlamaSupervisor, free_port
 from llamashim.web.gate import Gate, hosts_for_listeners, key_hint
@@ -194,6 +196,11 @@ def build_site(
 ) -> SiteParts:
     """The site and everything behind it, for ``members`` (the in-memory test tier passes its own) and the
     ``dialects`` the registry lists (a test may add one)."""
+    recorder = Recorder(config.log.record, config.log.record_max_bytes, reactor) if config.log.record else None
+    if recorder is not None:  # the upstream side of each recording: every member's agent notes its requests
+        for member in members:
+            client = member.client
+            client.agent = RecordingAgent(client.agent, recorder.tapes, reactor, client.base_url.encode("utf-8"))
     upstreams = UpstreamSet(reactor, members, ModelIndex(config.models.aliases, config.models.default))
     slots = UpstreamSlots(config.limits.max_concurrent_upstream, config.limits.max_queue,
                           unavailable if unavailable is not None else upstreams.unavailable)
@@ -226,6 +233,7 @@ def build_site(
         metrics=metrics,
         recent=recent,
         in_flight=in_flight,
+        recorder=recorder,
     )
     services: list[IService] = [upstreams]
     services += [owned for r in routes for owned in r.services()]

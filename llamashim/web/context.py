@@ -15,6 +15,7 @@ from typing import Any
 
 from llamashim.errors import ShimError
 from llamashim.stream.usage import Usage
+from llamashim.upstream.recording import Tape
 from llamashim.web.dialect import Dialect
 
 
@@ -41,6 +42,7 @@ class RequestContext:
     client_gone: bool = False
     delivered: bool = False  # the stream's terminal event went out: a hang-up after it is no abort
     cut: str | None = None  # why llamashim ended the stream before the upstream did (a runaway model)
+    tape: Tape | None = None  # log.record: this request's recording, while it runs
     # A running stream's hooks: end it now with its terminal frame (drain), or give the terminal frame for an error.
     drain: Callable[[str], None] | None = None
     terminal_frame: Callable[[ShimError], bytes] | None = None

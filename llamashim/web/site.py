@@ -20,6 +20,7 @@ from llamashim import compat
 from llamashim.errors import ShimError
 from llamashim.ops.metrics import Metrics
 from llamashim.ops.recent import RecentRequests, Served
+from llamashim.ops.recorder import ClientSide, Recorder, public_headers
 from llamashim.web.context import RequestContext, owner_of
 from llamashim.web.dialect import Dialect
 from llamashim.web.gate import Gate, key_headers
@@ -69,6 +70,8 @@ class ShimRequest(server.Request):
     def write(self, data: bytes) -> None:
         if self.ctx.first_byte_at is None and data and self.channel is not None:
             self.ctx.first_byte_at = self._site.reactor.seconds()
+        if self.ctx.tape is not None:
+            self.ctx.tape.client_out.append(data)
         super().write(data)
 
     def connectionLost(self, reason: Failure) -> None:
@@ -132,6 +135,8 @@ class ShimRequest(server.Request):
             self.requestHeaders.setRawHeaders(b"x-request-id", [rid])  # forwarded upstream with the rest
         self.ctx.request_id = rid
         self.setHeader(b"x-request-id", rid)
+        if site.recorder is not None:
+            self.ctx.tape = site.recorder.tapes.begin(rid)
         gate: Gate = site.gate
         preflight = self.method == b"OPTIONS" and self.requestHeaders.hasHeader(b"access-control-request-method")
         for name, value in gate.cors_headers(self.requestHeaders, preflight).items():
@@ -236,6 +241,7 @@ class ShimSite(server.Site):
         metrics: Metrics | None = None,
         recent: RecentRequests | None = None,
         in_flight: set[Any] | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         # Never parse bodies as HTML forms: every route reads JSON, and the form check costs ~0.1 ms a request.
         super().__init__(root, reactor=reactor, parsePOSTFormSubmission=False)
@@ -248,6 +254,7 @@ class ShimSite(server.Site):
         self.in_flight: set[ShimRequest] = in_flight if in_flight is not None else set()
         self.metrics: Metrics | None = metrics
         self.recent = recent  # the status page's ring of recent requests (llamashim.ops.recent)
+        self.recorder = recorder  # log.record: every exchange written to a directory (llamashim.ops.recorder)
         if metrics is not None:
             metrics.buffered.set_function(self.buffered_bytes)
 
@@ -262,10 +269,28 @@ class ShimSite(server.Site):
         self._access_line(request, served)
         if self.recent is not None:  # what the status page lists: never a path, a body or a key
             self.recent.record(served)
+        if self.recorder is not None and ctx.tape is not None:
+            self._record(request, served)
         if self.metrics is not None:
             self.metrics.count(served)
             prompt_ms = ctx.usage.prompt_ms if ctx.usage is not None else None
             self.metrics.timed(served.route, _first_token(ctx), None if prompt_ms is None else prompt_ms / 1000)
+
+    def _record(self, request: ShimRequest, served: Served) -> None:
+        assert self.recorder is not None
+        content = request.content
+        body = b""
+        if content is not None:
+            content.seek(0)
+            body = content.read()
+        path = self.recorder.save(request.ctx.request_id, ClientSide(
+            request.method.decode("latin-1"), request.uri.decode("latin-1"),
+            public_headers((k, v) for k, vs in request.requestHeaders.getAllRawHeaders() for v in vs), body,
+            served.status, public_headers((k, v) for k, vs in request.responseHeaders.getAllRawHeaders() for v in vs),
+            served.duration))
+        if path is not None:
+            access_log.debug("recorded {request_id} to {path}", request_id=request.ctx.request_id.decode(
+                "ascii", "replace"), path=str(path))
 
     def _served(self, request: ShimRequest, aborted: bool) -> Served:
         ctx = request.ctx
