@@ -23,7 +23,7 @@ from typing import Any
 from twisted.web.server import NOT_DONE_YET, Request
 
 from llamashim.ops.recorder import from_text_or_b64
-from llamashim.testing.fake_llama import FakeLlama
+from llamashim.testing.fake_llama import MODEL, FakeLlama
 from llamashim.testing.memory import MemoryClock, memory_config, memory_shim
 
 _VOLATILE = re.compile(
@@ -39,11 +39,23 @@ def mask(body: bytes) -> list[str]:
     return out.decode("utf-8", "replace").splitlines(keepends=True)
 
 
+def _recorded_model(exchanges: list[dict[str, Any]]) -> str | None:
+    """The upstream's id of the model, from the first recorded upstream request that names one."""
+    for exchange in exchanges:
+        try:
+            model = json.loads(from_text_or_b64(exchange.get("body", ""))).get("model")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(model, str) and model:
+            return model
+    return None
+
+
 class TapeUpstream(FakeLlama):
     """The fake llama-server, except that the upstream requests of a recording get the recorded answers, in order."""
 
     def __init__(self, clock: Any, exchanges: list[dict[str, Any]]) -> None:
-        super().__init__(clock)
+        super().__init__(clock, _recorded_model(exchanges) or MODEL)  # listed as the recorded upstream listed it
         self.tape = deque(exchanges)
         self.sent: list[bytes] = []  # the bodies of the requests the tape answered (what llamashim sent now)
 
