@@ -18,8 +18,9 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from llamashim.modes import ReplayMode
@@ -65,6 +66,20 @@ def _keys(calls: list[Any]) -> list[str]:
     return [*keys, digest] if digest else keys
 
 
+Row = tuple[str, list[str], str, float]
+"""A remembered answer as a persistence keeps it: (owner, keys, reasoning, when)."""
+
+
+class Persistence(Protocol):
+    """Where remembered reasoning survives a restart (the Responses store, when it is on)."""
+
+    def save_reasoning(self, owner: str, keys: list[str], reasoning: str, at: float) -> None:
+        """Keep one remembered answer (written in the background; a failure is logged there)."""
+
+    def load_reasoning(self) -> Deferred[list[Row]]:
+        """Fires with what was kept, oldest first, once the persistence is running."""
+
+
 class ReasoningMemory:
     """The remembered reasoning, per owner, least recently stored first."""
 
@@ -79,6 +94,16 @@ class ReasoningMemory:
         self._index: dict[tuple[str, str], int] = {}
         self._bytes = 0
         self._next = 0
+        self.persistence: Persistence | None = None
+
+    def attach(self, persistence: Persistence) -> None:
+        """Keep every remembered answer in ``persistence`` too, and take back what it kept (a restart)."""
+        self.persistence = persistence
+        persistence.load_reasoning().addCallback(self._loaded)
+
+    def _loaded(self, rows: list[Row]) -> None:
+        for owner, keys, reasoning, at in rows:
+            self._keep(owner, keys, reasoning, at)
 
     def applies(self, chat_template: str | None) -> bool:
         """Whether to remember and restore for an upstream whose chat template is ``chat_template``: ``always``,
@@ -92,9 +117,17 @@ class ReasoningMemory:
         keys = _keys(calls)
         if not reasoning or not keys:
             return
+        at = self.clock.seconds()
+        self._keep(owner, keys, reasoning, at)
+        if self.persistence is not None:
+            self.persistence.save_reasoning(owner, keys, reasoning, at)
+
+    def _keep(self, owner: str, keys: list[str], reasoning: str, at: float) -> None:
         self._expire()
+        if at < self.clock.seconds() - self.max_age:
+            return
         self._next += 1
-        kept = _Kept(reasoning, self.clock.seconds(), owner, tuple(keys))
+        kept = _Kept(reasoning, at, owner, tuple(keys))
         self._entries[self._next] = kept
         self._bytes += len(reasoning)
         for key in keys:

@@ -94,3 +94,13 @@ def test_an_ollama_client_without_call_ids_gets_it_back(shims: ShimFixture) -> N
             {"function": {"name": "read", "arguments": {"path": "a.txt"}}}]},
         {"role": "tool", "content": "hello"}])
     assert sent_reasoning(env) == "I should read a.txt first."
+
+
+def test_the_reasoning_survives_a_restart_with_the_store(shims: ShimFixture) -> None:
+    """With the Responses store on (these shims' default), the reasoning remembered before a restart is put back
+    into a follow-up after it."""
+    env = start(shims)
+    messages = first_turn(env, KEYS[0], True)
+    env.restart()
+    env.openai(KEYS[0]).chat.completions.create(model="m", messages=messages, tools=[TOOL])
+    assert sent_reasoning(env) == "I should read a.txt first."

@@ -92,6 +92,8 @@ class ResponsesRoutes(DialectRoutes):
         if settings.store:
             path = settings.store_path or default_store_path()
             self.store = ResponseStore(deps.clock, path, settings.max_age, settings.max_items)
+            if deps.flow.memory is not None:  # thinking.replay's reasoning survives a restart in the same file
+                deps.flow.memory.attach(self.store)
 
     def services(self) -> list[IService]:
         return [self.store] if self.store is not None else []

@@ -41,6 +41,13 @@ CREATE TABLE IF NOT EXISTS responses (
     conversation BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS responses_created ON responses (created);
+CREATE TABLE IF NOT EXISTS reasoning (
+    owner TEXT NOT NULL,
+    keys TEXT NOT NULL,
+    reasoning TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reasoning_at ON reasoning (at);
 """
 
 
@@ -88,6 +95,7 @@ class ResponseStore(MultiService):
         # Writes on their way to the database: a follow-up turn can arrive before the thread has run the INSERT
         # (the stream's last event has reached the client by then), so reads look here first.
         self._pending: dict[str, _Write] = {}
+        self._reasoning_rows: Deferred[list[Any]] = Deferred()  # what thinking.replay kept, read at start
         pruner = TimerService(PRUNE_EVERY, self._prune_logged)
         pruner.clock = reactor
         pruner.setServiceParent(self)
@@ -98,13 +106,41 @@ class ResponseStore(MultiService):
             "sqlite3", self.path, check_same_thread=False, cp_min=1, cp_max=1, cp_openfun=_connect,
             cp_reactor=self.reactor,
         )
-        self.pool.runInteraction(lambda txn: txn.executescript(_SCHEMA)).addErrback(self._schema_failed)
+        ready = self.pool.runInteraction(lambda txn: txn.executescript(_SCHEMA))
+        ready.addCallback(lambda _: self._run("SELECT owner, keys, reasoning, at FROM reasoning ORDER BY at"))
+        ready.addCallbacks(self._reasoning_read, self._schema_failed)
         self.log.info("responses store: {path} (kept {days:g} days, at most {n} responses)", path=self.path,
                       days=self.max_age / 86400, n=self.max_items)
         super().startService()  # the pruner runs once now, then hourly
 
     def _schema_failed(self, failure: Failure) -> None:
         self.log.failure("responses store: could not set up {path}", failure, path=self.path)
+        self._reasoning_rows.callback([])
+
+    def _reasoning_read(self, rows: list[Any]) -> None:
+        self._reasoning_rows.callback([(owner, jsonutil.loads(keys, 0), reasoning, at)
+                                       for owner, keys, reasoning, at in rows])
+
+    # -- reasoning carried across turns (thinking.replay): a restart does not lose it -------------------------------
+
+    def load_reasoning(self) -> Deferred[list[Any]]:
+        """Fires with the kept reasoning (owner, keys, reasoning, time), oldest first, once the store is open."""
+        d: Deferred[list[Any]] = Deferred()
+
+        def hand_over(rows: list[Any]) -> list[Any]:
+            d.callback(rows)
+            return rows
+
+        self._reasoning_rows.addCallback(hand_over)
+        return d
+
+    def save_reasoning(self, owner: str, keys: list[str], reasoning: str, at: float) -> None:
+        """Keep one remembered answer's reasoning (never logged)."""
+        if self.pool is None:
+            return
+        self._op("INSERT INTO reasoning (owner, keys, reasoning, at) VALUES (?, ?, ?, ?)", owner,
+                 jsonutil.dumps(keys).decode("utf-8"), reasoning, at).addErrback(
+            lambda f: self.log.failure("responses store: could not keep reasoning", f))
 
     def stopService(self) -> Deferred[None]:
         d: Deferred[None] = Deferred.fromCoroutine(self._stop())
@@ -174,6 +210,7 @@ class ResponseStore(MultiService):
     async def prune(self) -> int:
         """Drop what is older than ``max_age`` and all but the newest ``max_items``; returns how many went."""
         gone = await self._op("DELETE FROM responses WHERE created < ?", self.reactor.seconds() - self.max_age)
+        await self._op("DELETE FROM reasoning WHERE at < ?", self.reactor.seconds() - self.max_age)
         gone += await self._op(
             "DELETE FROM responses WHERE id NOT IN (SELECT id FROM responses ORDER BY created DESC LIMIT ?)",
             self.max_items,
