@@ -31,11 +31,18 @@ from llamashim import jsonutil
 from llamashim.chat.call import ChatCall, CompletionCall
 from llamashim.chat.reasoning_memory import ReasoningMemory, ReplayTap
 from llamashim.chat.repair import repair_chat_request
-from llamashim.chat.tokens import count_prompt_tokens
+from llamashim.chat.tokens import TEMPLATE_FIELDS, count_prompt_tokens
 from llamashim.chat.turn import Turn
 from llamashim.errors import ShimError
 from llamashim.modes import ToolsMode
 from llamashim.stream.items import Stage
+from llamashim.stream.parse_failure import (
+    ParseFailureRecovery,
+    from_error_body,
+    known_text,
+    raw_completion_body,
+    recovered_reply,
+)
 from llamashim.stream.pipeline import StreamPipeline
 from llamashim.stream.progress import REQUEST_FIELD, ProgressTap, PromptProgressStage
 from llamashim.stream.reasoning import ReasoningRouter, ReasoningStyle, apply_to_reply
@@ -210,6 +217,9 @@ class ChatFlow:
                 self._learn(client, FACT_STREAM_TOOLS_REFUSED, f"refuses streamed tool calls ({response.code}); "
                             "synthesizing tool-call streams from now on")
                 return await self._synthesize(turn, call, pick, body, pipeline)
+            if from_error_body(response.code, data) is not None:  # the parser failed on the first token
+                reply = await self._recover_parse_failure(turn, call, client, body, data)
+                return await self._emit_synthesized(turn, call, pipeline, reply)
             raise upstream_error(response.code, data)
         if not _is_event_stream(response):
             # An old build answers a stream request with one JSON reply: turn it into a stream.
@@ -244,6 +254,9 @@ class ChatFlow:
         if call.body.get("tools"):  # after conformance: every call has its index and name
             stages.insert(stages.index(conformance) + 1, RunawayGuard(self.settings.max_calls,
                                                                      self.settings.max_repeats))
+        # a parse-failure error event -> the rescued answer (before the runaway guard, which then sees its calls)
+        stages.insert(stages.index(conformance) + 1, ParseFailureRecovery(
+            call.body.get("tools"), lambda what: self._log_recovered(turn, what)))
         memory = self._memory_for(pick)
         if memory is not None:  # before the router, which may move reasoning elsewhere
             owner = turn.owner
@@ -293,10 +306,59 @@ class ChatFlow:
         body = {k: v for k, v in body.items() if k != "stream_options"}
         body["stream"] = False
         response = await self._post(turn, client, call.path, body)
+        if response.code == 500:  # llama-server's chat-parse failure is recovered (stream/parse_failure.py)
+            data = await collect_body(response, self.clock, client.idle_timeout, self.settings.max_reply_bytes)
+            return await self._recover_parse_failure(turn, call, client, body, data)
         reply = await json_reply(response, self.clock, client.idle_timeout, "reply", self.settings.max_reply_bytes)
         if not isinstance(reply, dict):
             raise ShimError(502, "upstream sent a reply that is not a JSON object", "upstream_error")
         return reply
+
+    # -- llama-server's chat-parse failure (stream/parse_failure.py) ------------------------------------------------
+
+    def _log_recovered(self, turn: Turn, what: str) -> None:
+        self.log.warn("upstream chat parser failed on the answer; recovered: {what} (id={request_id})", what=what,
+                      request_id=turn.request_id)
+
+    async def _recover_parse_failure(self, turn: Turn, call: ChatCall, client: UpstreamClient,
+                                     body: dict[str, Any], data: bytes) -> dict[str, Any]:
+        """The reply a 500 parse failure stands for: from the text its message carries when that is all of it (or a
+        tail holding a call), else from the generation asked again as raw text; any other 500 is raised."""
+        failure = from_error_body(500, data)
+        if failure is None:
+            raise upstream_error(500, data)
+        text = known_text(failure, body.get("tools"))
+        if text is None:
+            try:
+                text = await self._raw_generation(turn, client, body)
+            except ShimError as e:
+                self.log.warn("asking again as raw text failed: {message}", message=e.message)
+                raise upstream_error(500, data) from None
+            what = f"the generation asked again as raw text ({len(text)} characters)"
+        else:
+            lost = f" (the text before pos {failure.pos} is lost)" if failure.pos else ""
+            what = f"the {len(text)} characters its message carries{lost}"
+        self._log_recovered(turn, what)
+        return recovered_reply(text, body.get("tools"), model=_model(body), created=int(self.clock.seconds()))
+
+    async def _raw_generation(self, turn: Turn, client: UpstreamClient, body: dict[str, Any]) -> str:
+        """The answer generated again without llama-server's chat parser: ``/apply-template`` renders the prompt,
+        ``/completion`` (a plain-content parser) generates with the request's sampling."""
+        template = {k: body[k] for k in TEMPLATE_FIELDS if k in body}
+        headers = turn.upstream_headers()  # (not _post: the turn's upstream timing is the first answer's)
+        response = await client.request(b"POST", b"/apply-template", headers, BytesProducer(jsonutil.dumps(template)))
+        rendered = await json_reply(response, self.clock, client.idle_timeout, "/apply-template")
+        prompt = rendered.get("prompt") if isinstance(rendered, dict) else None
+        if not isinstance(prompt, str):
+            raise ShimError(502, "upstream /apply-template answered without a prompt", "upstream_error")
+        completion = BytesProducer(jsonutil.dumps(raw_completion_body(prompt, body)))
+        response = await client.request(b"POST", b"/completion", headers, completion)
+        answer = await json_reply(response, self.clock, client.idle_timeout, "/completion",
+                                  self.settings.max_reply_bytes)
+        content = answer.get("content") if isinstance(answer, dict) else None
+        if not isinstance(content, str):
+            raise ShimError(502, "upstream /completion answered without content", "upstream_error")
+        return content
 
     async def _reply(self, turn: Turn, call: ChatCall, pick: Pick, body: dict[str, Any]) -> bytes:
         reply = await self._reply_json(turn, call, pick.member.client, body)

@@ -44,6 +44,7 @@ FAULTS = (
     "garbage",
     "slow_headers",
     "close_before_headers",
+    "parse_failure",
 )
 OLD_BUILDS = (None, "refuse_stream_tools", "json_for_stream")
 
@@ -82,6 +83,11 @@ class FakeLlama:
         self.chunk_interval = 0.0  # seconds between streamed chunks (through the injected clock)
         self.fault: str | None = None
         self.fault_after = 2  # chunks sent before a mid-stream fault
+        # fault "parse_failure": llama-server's chat parser fails on the finished generation (HTTP 500, or the
+        # stream's content pieces then an error event and no [DONE]); its message carries the text from pos on
+        self.parse_failure_pos = 0
+        self.parse_failure_text = ""
+        self.parse_failure_message: str | None = None  # another build's message (None: the pos-and-text one)
         self.old_build: str | None = None
         self.slow_headers = 5.0  # seconds of silence before the answer with fault "slow_headers"
         # seconds of silence before answering a chat request that offers tools (an agent's turn: a long prefill);
@@ -384,6 +390,8 @@ class FakeLlama:
             return NOT_DONE_YET
         if self.fault == "http_500":
             return self._error(request, 500, "fake internal error", "server_error")
+        if self.fault == "parse_failure" and answer == self._answer and not stream:
+            return self._error(request, 500, self.parse_failure_error(), "server_error")
         if self.old_build == "refuse_stream_tools" and stream and body.get("tools"):
             return self._error(request, 500, "Cannot use tools with stream", "server_error")
         delay = self.slow_headers if self.fault == "slow_headers" else self.tools_prefill if body.get("tools") else 0
@@ -404,7 +412,17 @@ class FakeLlama:
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         frames = self.frames(include_usage)
+        if self.fault == "parse_failure":  # what was parsed before the failure point, then the error event
+            error = {"error": {"code": 500, "message": self.parse_failure_error(), "type": "server_error"}}
+            parsed = 1 + len(self.reasoning) + len(self._content_pieces())
+            frames = [*frames[:parsed], b"data: " + dumps(error) + b"\n\n"]
         self._stream(request, body, frames, self.progress_chunk)
+
+    def parse_failure_error(self) -> str:
+        """llama-server's message for a chat-parse failure (``common_chat_peg_parse``)."""
+        if self.parse_failure_message is not None:
+            return self.parse_failure_message
+        return f"Failed to parse input at pos {self.parse_failure_pos}: {self.parse_failure_text}"
 
     # -- prompt-processing progress ------------------------------------------------------------------------------
 
