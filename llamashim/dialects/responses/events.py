@@ -115,11 +115,13 @@ class ResponsesEncoder(DeltaEncoder):
     """Pipeline items → Responses SSE events for one response; :attr:`response` is the final object once it ended."""
 
     def __init__(
-        self, request: ResponsesRequest, response_id: str, created_at: int, ids: IdFactory = new_id
+        self, request: ResponsesRequest, response_id: str, created_at: int, ids: IdFactory = new_id,
+        completed_at: Callable[[], int] | None = None,
     ) -> None:
         super().__init__()
         self.response_id = response_id
         self.created_at = created_at
+        self.completed_at: Callable[[], int] = completed_at or (lambda: created_at)
         self.response: JSON | None = None
         self._ids = ids
         self._fields = request.response_fields()
@@ -175,6 +177,7 @@ class ResponsesEncoder(DeltaEncoder):
             "id": self.response_id,
             "object": "response",
             "created_at": self.created_at,
+            "completed_at": self.completed_at() if status == "completed" else None,
             "status": status,
             "error": error,
             "incomplete_details": {"reason": incomplete} if incomplete else None,
@@ -389,10 +392,11 @@ _RULES: dict[ItemType, _Rules] = {
 
 
 def response_object(
-    request: ResponsesRequest, reply: JSON, response_id: str, created_at: int, ids: IdFactory = new_id
+    request: ResponsesRequest, reply: JSON, response_id: str, created_at: int, ids: IdFactory = new_id,
+    completed_at: Callable[[], int] | None = None,
 ) -> JSON:
     """The response object of a non-streamed ``chat.completion``: the same encoder, fed the reply's deltas."""
-    encoder = ResponsesEncoder(request, response_id, created_at, ids)
+    encoder = ResponsesEncoder(request, response_id, created_at, ids, completed_at)
     encoder.feed_deltas(reply_deltas(reply))
     encoder.on_done()
     encoder.ended = True

@@ -66,7 +66,8 @@ class _Answer:
 
     def reply(self, answer: JSON) -> JSON:
         enc = self.encoder
-        self.replied = response_object(self.translated, answer, enc.response_id, enc.created_at)
+        self.replied = response_object(self.translated, answer, enc.response_id, enc.created_at,
+                                       completed_at=enc.completed_at)
         return self.replied
 
     @property
@@ -121,7 +122,9 @@ class ResponsesRoutes(DialectRoutes):
     async def create(self, request: Request) -> bytes | None:
         body = read_json_object(request, self.deps.config.limits.max_json_depth)
         translated, history = await self._translate(request, body)
-        answer = _Answer(translated, ResponsesEncoder(translated, new_response_id(), int(self.deps.clock.seconds())))
+        clock = self.deps.clock
+        answer = _Answer(translated, ResponsesEncoder(translated, new_response_id(), int(clock.seconds()),
+                                                      completed_at=lambda: int(clock.seconds())))
         owner = context_of(request).owner
         call = ChatCall(body=translated.chat_body, encoder=answer.encoder, reply=answer.reply,
                         reasoning_mode=separate_mode(self.deps.config.thinking.mode),

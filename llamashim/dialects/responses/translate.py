@@ -58,6 +58,7 @@ _KNOWN_FIELDS = frozenset((
     "parallel_tool_calls", "max_output_tokens", "temperature", "top_p", "text", "reasoning", "metadata", "user",
     "prompt_cache_key", "service_tier", "truncation", "background", "max_tool_calls", "top_logprobs",
     "safety_identifier", "client_metadata", "stream_options", "prompt_cache_retention", "conversation", "prompt",
+    "presence_penalty", "frequency_penalty",
 ))
 
 CUSTOM_PARAMETERS: JSON = {
@@ -497,6 +498,7 @@ class ResponsesRequest:
     reasoning: JSON = field(default_factory=_default_reasoning)
     input_messages: list[JSON] = field(default_factory=list)
     tool_kinds: dict[str, ToolKind] = field(default_factory=dict)
+    echoed: JSON = field(default_factory=dict)  # the other request fields the spec's response object repeats
 
     def response_fields(self) -> JSON:
         """The request fields a response object echoes, in OpenAI's order."""
@@ -508,13 +510,47 @@ class ResponsesRequest:
             "previous_response_id": self.previous_response_id,
             "reasoning": self.reasoning,
             "store": self.store,
-            "temperature": self.temperature,
+            "temperature": 1.0 if self.temperature is None else self.temperature,
             "text": self.text,
             "tool_choice": self.tool_choice,
-            "tools": self.tools,
-            "top_p": self.top_p,
+            "tools": [_echoed_tool(t) for t in self.tools],
+            "top_p": 1.0 if self.top_p is None else self.top_p,
             "metadata": self.metadata,
+            **(self.echoed or _spec_defaults({})),
         }
+
+
+def _echoed_tool(tool: JSON) -> JSON:
+    """A request tool as the response repeats it: a function tool always says ``strict`` (``null``: not asked)."""
+    return {**tool, "strict": tool.get("strict")} if tool.get("type") == "function" and "strict" not in tool else tool
+
+
+def _number(body: JSON, key: str, default: float) -> float:
+    value = body.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+
+def _spec_defaults(body: JSON) -> JSON:
+    """The response fields the Open Responses spec requires that llama-server has no notion of, as the request set
+    them or at their neutral values (OpenAI's own defaults)."""
+    def text(key: str) -> str | None:
+        return body[key] if isinstance(body.get(key), str) else None
+
+    def integer(key: str) -> int | None:
+        value = body.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return {
+        "truncation": "auto" if body.get("truncation") == "auto" else "disabled",
+        "presence_penalty": _number(body, "presence_penalty", 0.0),
+        "frequency_penalty": _number(body, "frequency_penalty", 0.0),
+        "top_logprobs": integer("top_logprobs") or 0,
+        "max_tool_calls": integer("max_tool_calls"),
+        "background": False,
+        "service_tier": text("service_tier") or "default",
+        "safety_identifier": text("safety_identifier"),
+        "prompt_cache_key": text("prompt_cache_key"),
+    }
 
 
 def _optional(body: JSON, key: str, kind: type | tuple[type, ...], what: str) -> Any:
@@ -593,6 +629,9 @@ def request_to_chat(body: Any, history: list[JSON] | None, log: Log) -> Response
         chat["stream_options"] = {"include_usage": True}
     _tool_fields(body, tools, chat, log)
     temperature, top_p, max_output = _sampling(body, chat)
+    for penalty in ("presence_penalty", "frequency_penalty"):  # llama-server applies both
+        if isinstance(body.get(penalty), (int, float)) and not isinstance(body[penalty], bool):
+            chat[penalty] = body[penalty]
     text = body["text"] if isinstance(body.get("text"), dict) else _default_text()
     _text_format(text, chat)
     reasoning = body["reasoning"] if isinstance(body.get("reasoning"), dict) else _default_reasoning()
@@ -617,6 +656,7 @@ def request_to_chat(body: Any, history: list[JSON] | None, log: Log) -> Response
         reasoning=reasoning,
         input_messages=messages_in,
         tool_kinds=tools.kinds,
+        echoed=_spec_defaults(body),
     )
 
 
