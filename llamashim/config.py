@@ -12,7 +12,7 @@ import os
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -337,9 +337,25 @@ class ResponsesConfig:
     max_items: int = key(10_000, _int(1))
 
 
+def _context_scaling(value: Any, where: str) -> int | Literal["auto"] | None:
+    """``anthropic.context_scaling``: ``auto`` (or true), off (false), or the window the client assumes, in tokens."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, bool) or (isinstance(value, str) and not value.strip().isdigit()):
+        try:
+            return "auto" if _bool(value, where) else None
+        except ConfigError:
+            raise ConfigError(f"{where}: expected auto, true, false or a window in tokens, got {value!r}") from None
+    window: int = _int(1000)(value, where)
+    return window
+
+
 @dataclass(frozen=True)
 class AnthropicConfig:
     strip_billing_header: bool = key(True, _bool)
+    # usage reported scaled from the model's real window to the one the client assumes, so Claude Code compacts
+    # in time: auto (Claude Code's 200k, or 1M with the context-1m beta), off, or that window in tokens
+    context_scaling: int | Literal["auto"] | None = key("auto", _context_scaling)
 
 
 @dataclass(frozen=True)

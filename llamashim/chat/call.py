@@ -30,7 +30,9 @@ class ChatCall:
     reasoning router's mode for this request (``separate`` keeps reasoning as ``reasoning_content``, which the typed
     deltas carry as reasoning). ``stream_content_type`` overrides the dialect's (a dialect whose stream format
     depends on the request). ``on_complete`` runs once the whole answer is known (the Responses store writes there;
-    it answers reads of a write still in flight from memory, so a follow-up turn never races it).
+    it answers reads of a write still in flight from memory, so a follow-up turn never races it). ``on_window`` is
+    told the chosen upstream's context window for the model (``Pick.window``; ``None`` when unknown) before the
+    answer is shaped, again on failover (the Anthropic dialect scales its reported usage by it).
     """
 
     body: dict[str, Any]
@@ -41,6 +43,7 @@ class ChatCall:
     path: bytes = b"/v1/chat/completions"
     stream_content_type: bytes | None = None
     on_complete: Callable[[], Deferred[None] | None] | None = None
+    on_window: Callable[[int | None], None] | None = None
 
     @property
     def stream(self) -> bool:

@@ -186,10 +186,14 @@ class ChatFlow:
 
         return await self.with_upstream(turn, call.model, call.body.get("messages"), answer)
 
-    async def count_tokens(self, turn: Turn, body: dict[str, Any]) -> int:
-        """The prompt tokens of a chat request, counted by the upstream its model would go to."""
+    async def count_tokens(self, turn: Turn, body: dict[str, Any],
+                           on_window: Callable[[int | None], None] | None = None) -> int:
+        """The prompt tokens of a chat request, counted by the upstream its model would go to (``on_window`` is
+        told that upstream's context window, as :attr:`ChatCall.on_window`)."""
 
         async def count(pick: Pick) -> int:
+            if on_window is not None:
+                on_window(pick.window)
             return await count_prompt_tokens(pick.member.client, with_model(body, pick), turn.upstream_headers())
 
         return await self.with_upstream(turn, _model(body), body.get("messages"), count)
@@ -244,6 +248,8 @@ class ChatFlow:
             self.log.info("upstream {url} {what}", url=client.base_url, what=what)
 
     def _pipeline(self, turn: Turn, call: ChatCall, pick: Pick) -> StreamPipeline:
+        if call.on_window is not None:  # before its encoder writes a count (anthropic.context_scaling)
+            call.on_window(pick.window)
         debug = self._thinking_debug if self.settings.thinking_debug else None
         stages: list[Stage] = [
             PromptProgressStage(turn.progressed),  # first: no later stage, and no client, sees a progress chunk
@@ -362,7 +368,9 @@ class ChatFlow:
 
     async def _reply(self, turn: Turn, call: ChatCall, pick: Pick, body: dict[str, Any]) -> bytes:
         reply = await self._reply_json(turn, call, pick.member.client, body)
-        turn.counted(Usage.of(reply))
+        turn.counted(Usage.of(reply))  # the real tokens, whatever the dialect reports (call.on_window)
+        if call.on_window is not None:
+            call.on_window(pick.window)
         reply = normalise_reply(reply, model=pick.resolved.model.name)
         reply, cut = limit_reply_calls(reply, self.settings.max_calls, self.settings.max_repeats)
         if cut is not None:

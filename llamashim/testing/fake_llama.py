@@ -99,6 +99,10 @@ class FakeLlama:
         self.prefill = 0.0
         self.prefill_steps = 3
         self.prompt_cache = 0  # of the 12 prompt tokens, those the prompt cache serves
+        # the prompt tokens usage and timings report: 12, or with count_prompt (characters per token) each chat
+        # request's own size (its body's characters ÷ count_prompt), so an agent's context grows turn by turn
+        self.prompt_tokens = 12
+        self.count_prompt = 0
         self.log_requests = False
         self.status_override: int | None = None
         # what /props says
@@ -162,7 +166,8 @@ class FakeLlama:
                     body, raw)
         self.requests.append(seen)
         if self.log_requests:  # as a process: one line per request on standard output, for the tests that run it
-            tools = len(body.get("tools") or []) if isinstance(body, dict) else 0
+            offered = body.get("tools") if isinstance(body, dict) else None
+            tools = len(offered) if isinstance(offered, list) else 0
             print(f"request {seen.method} {seen.path} tools={tools}", flush=True)
         arrivals, self._arrivals = self._arrivals, []
         for d in arrivals:
@@ -302,12 +307,12 @@ class FakeLlama:
 
     def _usage(self) -> dict[str, Any]:
         n = len(self.content) + len(self.reasoning) + len(self.inline_think) + 2 * len(self.tool_calls)
-        return {"completion_tokens": n, "prompt_tokens": 12, "total_tokens": n + 12,
+        return {"completion_tokens": n, "prompt_tokens": self.prompt_tokens, "total_tokens": n + self.prompt_tokens,
                 "prompt_tokens_details": {"cached_tokens": 0}}
 
     def _timings(self) -> dict[str, Any]:
         n = self._usage()["completion_tokens"]
-        return {"cache_n": 0, "prompt_n": 12, "prompt_ms": 24.0, "prompt_per_token_ms": 2.0,
+        return {"cache_n": 0, "prompt_n": self.prompt_tokens, "prompt_ms": 24.0, "prompt_per_token_ms": 2.0,
                 "prompt_per_second": 500.0, "predicted_n": n, "predicted_ms": 10.0 * n,
                 "predicted_per_token_ms": 10.0, "predicted_per_second": 100.0}
 
@@ -375,6 +380,8 @@ class FakeLlama:
         body = seen.body if isinstance(seen.body, dict) else {}
         if not isinstance(seen.body, dict):
             return self._error(request, 400, "Failed to parse the request body as JSON", "invalid_request_error")
+        if self.count_prompt:
+            self.prompt_tokens = len(seen.raw.decode("utf-8", "replace")) // self.count_prompt
         return self._generate(request, body, self._answer)
 
     def _generate(
@@ -645,12 +652,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tools-prefill", type=float, default=0.0,
                         help="seconds of silence before answering a chat request that offers tools")
     parser.add_argument("--n-ctx", type=int, default=4096, help="the per-slot context window /props reports")
+    parser.add_argument("--count-prompt", type=int, default=0, metavar="CHARS",
+                        help="report each chat request's size (a token every CHARS characters) as its prompt tokens")
     args = parser.parse_args(argv)
     fake = FakeLlama(reactor)
     fake.content = [f"tok{i} " for i in range(args.pieces)]
     fake.chunk_interval = args.chunk_interval
     fake.tools_prefill = args.tools_prefill
     fake.n_ctx = args.n_ctx
+    fake.count_prompt = args.count_prompt
     fake.log_requests = True
     site = Site(fake.resource())
     site.noisy = False

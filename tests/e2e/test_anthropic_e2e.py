@@ -198,7 +198,9 @@ def test_billing_header_and_the_prompt_cache(
 ) -> None:
     """Stripping the per-request billing header lets the second Claude-Code-shaped turn reuse llama-server's cache;
     keeping it does not."""
-    with shim_daemon(real_llama.url, sections={"anthropic": {"strip_billing_header": strip}}) as d:
+    # the real counts (no context scaling): this is about the prompt cache
+    with shim_daemon(real_llama.url, sections={"anthropic": {"strip_billing_header": strip,
+                                                             "context_scaling": False}}) as d:
         c = client(d)
         usages = []
         for _ in range(2):

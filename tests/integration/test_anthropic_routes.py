@@ -118,6 +118,9 @@ def streamed(client: anthropic.Anthropic, **kw: Any) -> tuple[list[str], Any]:
         return types, stream.get_final_message()
 
 
+UNSCALED = {"anthropic": {"context_scaling": False}}  # the upstream's own counts (test_compaction_memory: scaled)
+
+
 def create(client: anthropic.Anthropic, **kw: Any) -> Any:
     kw.setdefault("model", MODEL)
     kw.setdefault("max_tokens", 256)
@@ -130,7 +133,7 @@ def create(client: anthropic.Anthropic, **kw: Any) -> Any:
 
 def test_create_with_the_sdk(shims: ShimFixture) -> None:
     """messages.create answers one text block, stop_reason end_turn, the upstream's usage; system and sampling go on."""
-    env = shims.start()
+    env = shims.start(settings=UNSCALED)
     # (this SDK has no sampling arguments any more; Claude Code still sends temperature)
     m = create(env.anthropic(), system="Be brief.", stop_sequences=["END"],
                extra_body={"temperature": 0.5, "top_k": 5})
@@ -146,7 +149,7 @@ def test_create_with_the_sdk(shims: ShimFixture) -> None:
 
 def test_stream_helper_reaches_the_final_message(shims: ShimFixture) -> None:
     """messages.stream() accumulates the text deltas into the final message, with the stop reason and usage."""
-    env = shims.start()
+    env = shims.start(settings=UNSCALED)
     env.fake.content = ["Par", "is is", " sunny."]
     types, m = streamed(env.anthropic())
     assert types[0] == "message_start" and types[-1] == "message_stop"
@@ -158,7 +161,7 @@ def test_stream_helper_reaches_the_final_message(shims: ShimFixture) -> None:
 
 def test_raw_stream_event_order(shims: ShimFixture) -> None:
     """The raw stream has Anthropic's event order, each frame with its event: line."""
-    env = shims.start()
+    env = shims.start(settings=UNSCALED)
     status, headers, body = env.post("/v1/messages", {"model": MODEL, "max_tokens": 64, "messages": HELLO,
                                                       "stream": True})
     assert status == 200
@@ -530,9 +533,10 @@ def test_shutdown_ends_a_running_stream_with_an_error_event(shims: ShimFixture) 
 
 
 def test_count_tokens_with_the_upstream_template(shims: ShimFixture) -> None:
-    """count_tokens counts the /apply-template prompt's /tokenize tokens, billing header stripped."""
+    """count_tokens counts the /apply-template prompt's /tokenize tokens, billing header stripped (unscaled:
+    anthropic.context_scaling off; its scaling is in test_compaction_memory)."""
     fake = TemplatingFake(shims.clock)
-    env = shims.start(fake=fake)
+    env = shims.start(fake=fake, settings={"anthropic": {"context_scaling": False}})
     system: list[TextBlockParam] = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=1;"},
                                     {"type": "text", "text": "Be brief."}]
     counted = env.anthropic().messages.count_tokens(model=MODEL, messages=HELLO, system=system, tools=[WEATHER])

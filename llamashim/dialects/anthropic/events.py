@@ -26,6 +26,7 @@ from typing import Any
 
 from llamashim import jsonutil
 from llamashim.dialects.anthropic.errors import stream_error_event
+from llamashim.dialects.anthropic.scaling import scaled, usage_factor
 from llamashim.dialects.anthropic.translate import BlockKind
 from llamashim.stream.deltas import DeltaEncoder, ToolCallDelta, reply_deltas
 from llamashim.stream.items import StreamError
@@ -62,18 +63,23 @@ class MessagesEncoder(DeltaEncoder):
 
     ``input_tokens`` is the estimate ``message_start`` carries (Claude Code shows it before the answer ends);
     ``message_delta`` carries the upstream's real counts. With ``wire=False`` no events are built at all (the
-    non-streamed path).
+    non-streamed path). With ``assumed_window`` (``anthropic.context_scaling``) every count is reported scaled from
+    the chosen model's real window (:meth:`upstream_window`) to that one, so the client's compaction sees the real
+    fill level (:mod:`.scaling`).
 
     Tool-call fragments are expected call by call (as llama-server and the conformance stage send them): a
     fragment for a call whose block has already closed still reaches :attr:`message`, but not the stream.
     """
 
-    def __init__(self, model: str, message_id: str, input_tokens: int = 0, *, wire: bool = True) -> None:
+    def __init__(self, model: str, message_id: str, input_tokens: int = 0, *, wire: bool = True,
+                 assumed_window: int | None = None) -> None:
         super().__init__()
         self.model = model
         self.message_id = message_id
         self.input_tokens = input_tokens
         self.wire = wire
+        self.assumed_window = assumed_window
+        self.usage_factor = 1.0  # reported counts = real counts × this (see upstream_window)
         self._blocks: list[_Block] = []
         self._open: _Block | None = None
         self._tools: dict[int, _Block] = {}
@@ -99,6 +105,10 @@ class MessagesEncoder(DeltaEncoder):
             return "tool_use"
         return STOP_REASONS.get(self._reason or "stop", "end_turn")
 
+    def upstream_window(self, window: int | None) -> None:
+        """The chosen upstream's real context window for the model (``None``: not known, nothing is scaled)."""
+        self.usage_factor = usage_factor(window, self.assumed_window)
+
     # -- frames the flow asks for -----------------------------------------------------------------------------
 
     def opening(self) -> bytes:
@@ -116,8 +126,8 @@ class MessagesEncoder(DeltaEncoder):
         self._started = True
         if not self.wire:
             return b""
-        usage = {"input_tokens": self.input_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                 "output_tokens": 0}
+        usage = {"input_tokens": scaled(self.input_tokens, self.usage_factor), "cache_creation_input_tokens": 0,
+                 "cache_read_input_tokens": 0, "output_tokens": 0}
         message = self._envelope([], None, usage)
         return encode_event("message_start", {"type": "message_start", "message": message})
 
@@ -231,19 +241,24 @@ class MessagesEncoder(DeltaEncoder):
                 "content": content, "stop_reason": stop_reason, "stop_sequence": None, "usage": usage}
 
     def _usage_object(self) -> JSON:
-        """Anthropic counts input without the cached part: input + cache reads = llama-server's prompt tokens."""
-        u = self._usage
+        """Anthropic counts input without the cached part: input + cache reads = llama-server's prompt tokens
+        (each scaled by :attr:`usage_factor`; ``output_tokens`` never is: clients hold it against ``max_tokens``)."""
+        u, f = self._usage, self.usage_factor
         if u is None:
-            return {"input_tokens": self.input_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                    "output_tokens": 0}
+            return {"input_tokens": scaled(self.input_tokens, f), "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0, "output_tokens": 0}
         cached = min(u.cached_tokens or 0, u.prompt_tokens)
-        return {"input_tokens": u.prompt_tokens - cached, "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": cached, "output_tokens": u.completion_tokens}
+        # the prompt scaled as a whole, so input + cache reads is exactly what count_tokens says for it
+        prompt, cache_read = scaled(u.prompt_tokens, f), scaled(cached, f)
+        return {"input_tokens": prompt - cache_read, "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": cache_read, "output_tokens": u.completion_tokens}
 
 
-def message_object(reply: JSON, model: str, message_id: str) -> JSON:
-    """A non-streamed ``chat.completion`` → the Anthropic message, by the streaming encoder's own accumulation."""
+def message_object(reply: JSON, model: str, message_id: str, factor: float = 1.0) -> JSON:
+    """A non-streamed ``chat.completion`` → the Anthropic message, by the streaming encoder's own accumulation
+    (its usage multiplied by ``factor``, as a stream's would be)."""
     encoder = MessagesEncoder(model, message_id, wire=False)
+    encoder.usage_factor = factor
     encoder.feed_deltas(reply_deltas(reply))
     encoder.on_done()
     return encoder.message

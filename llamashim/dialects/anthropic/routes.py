@@ -3,7 +3,9 @@
 A Messages request is translated (:mod:`.translate`) onto the shared chat flow, so tool repair, tool-call
 conformance, old-build synthesis, reasoning routing and the idle timeout apply; the answer comes back as Anthropic's
 events (:mod:`.events`). Claude Code's per-request billing-header system block is dropped before the request goes
-upstream (``anthropic.strip_billing_header``), so llama-server's prompt cache is reused turn after turn.
+upstream (``anthropic.strip_billing_header``), so llama-server's prompt cache is reused turn after turn. Its usage
+is reported scaled to the window the client assumes (``anthropic.context_scaling``, :mod:`.scaling`), so Claude Code
+compacts before a small local window overflows.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from llamashim.chat.call import ChatCall
 from llamashim.chat.deps import RouteDeps
 from llamashim.dialects.anthropic.dialect import ANTHROPIC
 from llamashim.dialects.anthropic.events import MessagesEncoder, message_object, new_message_id
+from llamashim.dialects.anthropic.scaling import assumed_window, scaled, usage_factor
 from llamashim.dialects.anthropic.translate import MessagesRequest, request_to_chat
 from llamashim.modes import ThinkingMode
 from llamashim.stream.reasoning import separate_mode
@@ -59,15 +62,30 @@ class AnthropicRoutes(DialectRoutes):
             self.deps.config.thinking.mode
         )
 
-        def reply(answer: dict[str, Any]) -> dict[str, Any]:
-            return message_object(answer, model, message_id)
+        encoder = MessagesEncoder(
+            model, message_id,
+            assumed_window=assumed_window(self.deps.config.anthropic.context_scaling, model, _betas(request)),
+        )
 
-        call = ChatCall(body=translated.chat_body, encoder=MessagesEncoder(model, message_id), reply=reply,
-                        reasoning_mode=mode)
+        def reply(answer: dict[str, Any]) -> dict[str, Any]:
+            return message_object(answer, model, message_id, encoder.usage_factor)
+
+        call = ChatCall(body=translated.chat_body, encoder=encoder, reply=reply, reasoning_mode=mode,
+                        on_window=encoder.upstream_window)
         return await self.deps.flow.run(RequestTurn(request, self.deps.clock), call)
 
     @api_route(app, "/count_tokens", route="messages_count_tokens")
     async def count_tokens(self, request: Request) -> bytes:
         translated = self._translate(request, count_only=True)
-        n = await self.deps.flow.count_tokens(RequestTurn(request, self.deps.clock), translated.chat_body)
-        return send_json(request, {"input_tokens": n})
+        assumed = assumed_window(self.deps.config.anthropic.context_scaling, translated.model, _betas(request))
+        windows: list[int | None] = []
+        n = await self.deps.flow.count_tokens(RequestTurn(request, self.deps.clock), translated.chat_body,
+                                              windows.append)
+        # the same scale as the usage of the answers (anthropic.context_scaling), so the two agree
+        return send_json(request, {"input_tokens": scaled(n, usage_factor(windows[-1] if windows else None,
+                                                                          assumed))})
+
+
+def _betas(request: Request) -> list[str]:
+    """The ``anthropic-beta`` flags the request names."""
+    return ",".join(request.requestHeaders.getRawHeaders("anthropic-beta", [])).split(",")
