@@ -251,22 +251,21 @@ class ChatFlow:
         if call.on_window is not None:  # before its encoder writes a count (anthropic.context_scaling)
             call.on_window(pick.window)
         debug = self._thinking_debug if self.settings.thinking_debug else None
+        tools = call.body.get("tools")
+        memory = self._memory_for(pick)
         stages: list[Stage] = [
             PromptProgressStage(turn.progressed),  # first: no later stage, and no client, sees a progress chunk
             # every chunk names the model by its one friendly name (never the upstream's id, e.g. a file path)
-            conformance := ToolCallConformance(call.include_usage, model=pick.resolved.model.name),
-            ReasoningRouter(call.reasoning_mode, self.settings.style, debug),
+            ToolCallConformance(call.include_usage, model=pick.resolved.model.name),
+            # a parse-failure error event -> the rescued answer (before the runaway guard, which then sees its calls)
+            ParseFailureRecovery(tools, lambda what: self._log_recovered(turn, what)),
         ]
-        if call.body.get("tools"):  # after conformance: every call has its index and name
-            stages.insert(stages.index(conformance) + 1, RunawayGuard(self.settings.max_calls,
-                                                                     self.settings.max_repeats))
-        # a parse-failure error event -> the rescued answer (before the runaway guard, which then sees its calls)
-        stages.insert(stages.index(conformance) + 1, ParseFailureRecovery(
-            call.body.get("tools"), lambda what: self._log_recovered(turn, what)))
-        memory = self._memory_for(pick)
+        if tools:  # after conformance: every call has its index and name
+            stages.append(RunawayGuard(self.settings.max_calls, self.settings.max_repeats))
         if memory is not None:  # before the router, which may move reasoning elsewhere
             owner = turn.owner
-            stages.insert(len(stages) - 1, ReplayTap(lambda calls, reasoning: memory.remember(owner, calls, reasoning)))
+            stages.append(ReplayTap(lambda calls, reasoning: memory.remember(owner, calls, reasoning)))
+        stages.append(ReasoningRouter(call.reasoning_mode, self.settings.style, debug))
         return StreamPipeline(stages, call.encoder)
 
     # -- reasoning carried across turns ---------------------------------------------------------------------------
