@@ -29,6 +29,7 @@ from twisted.web.iweb import IResponse
 
 from llamashim import jsonutil
 from llamashim.chat.call import ChatCall, CompletionCall
+from llamashim.chat.context import needs_count, refusal
 from llamashim.chat.reasoning_memory import ReasoningMemory, ReplayTap
 from llamashim.chat.repair import repair_chat_request
 from llamashim.chat.tokens import TEMPLATE_FIELDS, count_prompt_tokens
@@ -178,6 +179,7 @@ class ChatFlow:
 
         async def answer(pick: Pick) -> bytes | None:
             body = self._restore(turn, pick, with_model(call.body, pick))
+            await self._refuse_overflow(turn, pick, body)  # before any keep-alive: a real 400, streamed or not
             self.verbose("request", jsonutil.dumps(body))  # as it goes upstream: the upstream's model id
             if not call.stream:
                 return await self._reply(turn, call, pick, body)
@@ -185,6 +187,25 @@ class ChatFlow:
             return None
 
         return await self.with_upstream(turn, call.model, call.body.get("messages"), answer)
+
+    async def _refuse_overflow(self, turn: Turn, pick: Pick, body: dict[str, Any]) -> None:
+        """Raise :class:`~llamashim.errors.ContextOverflow` for a prompt that cannot fit the chosen upstream's window
+        (:mod:`llamashim.chat.context`): counted exactly only when its cheap bound does not fit; no window, no check;
+        a count that fails (an old build without ``/apply-template``) lets the request go on unchecked."""
+        window = pick.window
+        if window is None or not needs_count(body, window):
+            return
+        try:
+            n = await count_prompt_tokens(pick.member.client, body, turn.upstream_headers())
+        except ShimError as e:
+            self.log.debug("context pre-check skipped: counting failed ({message})", message=e.message)
+            return
+        refused = refusal(n, window)
+        if refused is not None:
+            self.log.info("prompt of {n} tokens cannot fit the {window}-token window of {model}: refused before it "
+                          "went upstream (id={request_id})", n=n, window=window, model=pick.resolved.model.name,
+                          request_id=turn.request_id)
+            raise refused
 
     async def count_tokens(self, turn: Turn, body: dict[str, Any],
                            on_window: Callable[[int | None], None] | None = None) -> int:

@@ -196,7 +196,9 @@ class ModelIndex:
 
 def listing(models: Iterable[Model]) -> JSON:
     """``/v1/models`` from the index: OpenAI's list shape, one entry per friendly name, the upstream ids (and
-    the upstream's own aliases) as ``aliases``, the first upstream's extra fields (``meta``) kept."""
+    the upstream's own aliases) as ``aliases``, the first upstream's extra fields (``meta``) kept. A model whose
+    window is known (:func:`model_window`) says it as ``context_length`` (OpenRouter's field, which Cline, Roo Code
+    and other OpenAI-compatible clients read) and ``max_model_len`` (vLLM's, which Continue reads)."""
     data = []
     for model in models:
         first = model.first().entry
@@ -205,6 +207,9 @@ def listing(models: Iterable[Model]) -> JSON:
         extra = {k: v for k, v in first.items() if k not in ("id", "aliases", "status")}
         entry: JSON = {**extra, "id": model.name, "object": "model", "owned_by": first.get("owned_by", "llamacpp"),
                        "aliases": aliases, "upstreams": [s.upstream for s in model.served]}
+        window = model_window(model)
+        if window is not None:
+            entry["context_length"] = entry["max_model_len"] = window
         status = [s.status for s in model.served if s.status]
         if status:
             entry["status"] = {"value": "loaded" if "loaded" in status else status[0]}
@@ -220,6 +225,12 @@ def context_window(props: JSON | None) -> int | None:
     settings = (props or {}).get("default_generation_settings")
     n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
     return n_ctx if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0 else None
+
+
+def model_window(model: Model, by_upstream: Mapping[str, JSON | None] | None = None) -> int | None:
+    """The context window a model is reported with: that of its first upstream with ``/props`` (as
+    :func:`props_of`, which Ollama's ``/api/show`` reads too), ``None`` when unknown."""
+    return context_window(props_of(model, by_upstream or {}))
 
 
 def props_of(model: Model, by_upstream: Mapping[str, JSON | None]) -> JSON | None:

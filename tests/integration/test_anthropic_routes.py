@@ -545,5 +545,5 @@ def test_count_tokens_with_the_upstream_template(shims: ShimFixture) -> None:
     assert template["messages"] == [{"role": "system", "content": "Be brief."}, *HELLO]
     assert template["tools"][0]["function"]["name"] == "get_weather"
     status, _, body = env.post("/v1/messages/count_tokens", {"model": MODEL, "messages": HELLO})
-    assert status == 200 and jsonutil.loads(body) == {"input_tokens": len("<|user|>Hi")}
+    assert status == 200 and jsonutil.loads(body) == {"input_tokens": len("<|user|>Hi"), "context_window": fake.n_ctx}
     assert fake.chat_requests() == []

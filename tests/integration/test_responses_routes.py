@@ -495,7 +495,8 @@ def test_input_tokens_counts_with_the_upstream_template(shims: ShimFixture) -> N
                                {"model": "m", "input": "Hi", "instructions": "Be brief."})
     assert status == 200
     expected = len(render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]))
-    assert jsonutil.loads(body) == {"object": "response.input_tokens", "input_tokens": expected}
+    assert jsonutil.loads(body) == {"object": "response.input_tokens", "input_tokens": expected,
+                                    "context_window": fake.n_ctx}
     counted = env.openai().responses.input_tokens.count(model="m", input="Hi", tools=[WEATHER])
     assert counted.input_tokens == len("<|user|>Hi")
     template = [r for r in fake.requests if r.path == "/apply-template"][-1].body
@@ -534,7 +535,8 @@ def test_context_overflow_is_context_length_exceeded(shims: ShimFixture, stream:
     assert status == 400
     err = jsonutil.loads(data)["error"]
     assert err["type"] == "invalid_request_error" and err["code"] == "context_length_exceeded"
-    assert "exceeds the available context size" in err["message"]
+    assert err["message"].startswith("Your input exceeds the context window of this model.")
+    assert "21157 tokens" in err["message"] and "8192 tokens" in err["message"]
 
 
 def test_metrics_count_the_responses_dialect(shims: ShimFixture) -> None:

@@ -3,17 +3,18 @@
 Two rewrites make llama-server's failures read the way Anthropic clients expect: a busy or loading upstream (503)
 is answered as ``529 overloaded_error``, which the SDKs and Claude Code retry with backoff; and llama-server's
 context overflow (``request (21157 tokens) exceeds the available context size (8192 tokens)``, type
-``exceed_context_size_error``) is answered as Anthropic's ``prompt is too long: 21157 tokens > 8192 maximum``, the
-words Claude Code reacts to by compacting the conversation.
+``exceed_context_size_error``) — and llamashim's own pre-check (:class:`~llamashim.errors.ContextOverflow`) — is
+answered as Anthropic's ``prompt is too long: 21157 tokens > 8192 maximum``, the words Claude Code reacts to by
+compacting the conversation.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from llamashim import jsonutil
+from llamashim.errors import overflow_in
 from llamashim.jsonutil import int_or
 from llamashim.stream.items import StreamError
 from llamashim.stream.sse import encode_event
@@ -36,12 +37,6 @@ KNOWN_TYPES = frozenset(ERROR_TYPES.values())
 OVERLOADED = 529
 CONTEXT_TYPE = "exceed_context_size_error"
 
-# llama-server's wording (tools/server/server-context.cpp): the chat path's, and the one for inputs it cannot split.
-_OVERFLOW = re.compile(
-    r"(?:request|input) \((\d+) tokens\) (?:exceeds the available context size|is larger than the max context size)"
-    r" \((\d+) tokens\)"
-)
-_FIELD = re.compile(r'"(n_prompt_tokens|n_ctx)"\s*:\s*(\d+)')
 _VAGUE = ("exceeds the available context size", "is larger than the max context size", CONTEXT_TYPE)
 
 
@@ -77,10 +72,10 @@ def context_error(message: str, error: Mapping[str, Any] | None = None) -> str |
     ``message`` may be the error's message or the whole upstream body; ``error`` the parsed error object, whose
     ``n_prompt_tokens`` and ``n_ctx`` are used when the message has no numbers.
     """
-    found = _OVERFLOW.search(message)
+    found = overflow_in(message)  # llama-server's words or fields, or OpenAI's (llamashim's own pre-check)
     if found is not None:
-        return _too_long(int(found.group(1)), int(found.group(2)))
-    fields = {k: int(v) for k, v in _FIELD.findall(message)} if CONTEXT_TYPE in message else {}
+        return _too_long(found.prompt_tokens, found.window)
+    fields: dict[str, int] = {}
     if error is not None and (error.get("type") == CONTEXT_TYPE or "n_ctx" in error):
         fields = {k: int_or(error.get(k), -1) for k in ("n_prompt_tokens", "n_ctx")}
     if fields.get("n_prompt_tokens", -1) >= 0 and fields.get("n_ctx", -1) >= 0:

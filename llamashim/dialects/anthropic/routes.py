@@ -81,9 +81,14 @@ class AnthropicRoutes(DialectRoutes):
         windows: list[int | None] = []
         n = await self.deps.flow.count_tokens(RequestTurn(request, self.deps.clock), translated.chat_body,
                                               windows.append)
-        # the same scale as the usage of the answers (anthropic.context_scaling), so the two agree
-        return send_json(request, {"input_tokens": scaled(n, usage_factor(windows[-1] if windows else None,
-                                                                          assumed))})
+        # the same scale as the usage of the answers (anthropic.context_scaling), so the two agree; the window those
+        # tokens count against on that scale too (the real per-slot window when nothing is scaled), when known
+        window = windows[-1] if windows else None
+        factor = usage_factor(window, assumed)
+        counted: dict[str, Any] = {"input_tokens": scaled(n, factor)}
+        if window is not None:
+            counted["context_window"] = scaled(window, factor)
+        return send_json(request, counted)
 
 
 def _betas(request: Request) -> list[str]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llamashim import jsonutil
+from llamashim.dialects.ollama.dialect import error_message
 from llamashim.dialects.ollama.encoder import counts, now_iso
 from llamashim.dialects.ollama.request import OPTION_MAP, map_options, ollama_format, required_model, wants_stream
 from llamashim.errors import BadRequest, ShimError
@@ -220,4 +221,4 @@ class CompletionStream:
             return b""
         self.ended = True
         self.error = StreamError(message, type, code)
-        return self._line({"error": message})
+        return self._line({"error": error_message(self.error)})

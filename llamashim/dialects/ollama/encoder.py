@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from llamashim import jsonutil
+from llamashim.dialects.ollama.dialect import error_message
 from llamashim.stream.deltas import DeltaEncoder, ToolCallDelta, reply_deltas
 from llamashim.stream.items import StreamError
 from llamashim.stream.usage import Usage
@@ -163,7 +164,7 @@ class OllamaChatEncoder(DeltaEncoder):
         return self.last_line("".join(self._text), "".join(self._thinking))
 
     def on_error(self, err: StreamError) -> bytes:
-        return self._line({"error": err.message})
+        return self._line({"error": error_message(err)})
 
 
 def chat_reply_to_ollama(reply: dict[str, Any], model: str, now: float, generate: bool = False) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from llamashim import jsonutil
-from llamashim.errors import ShimError
+from llamashim.errors import CONTEXT_CODE, ShimError, context_overflow, is_context_error
 from llamashim.stream.items import Chunk, Done, Item, Passthrough, StreamError, Thinking
 from llamashim.stream.sse import encode_data, encode_event
 from llamashim.web.dialect import Dialect
@@ -20,7 +20,15 @@ _DONE = b"data: [DONE]\n\n"
 
 
 def error_json(err: ShimError | StreamError) -> bytes:
-    """``{"error": {"message", "type", "code"}}`` as compact JSON."""
+    """``{"error": {"message", "type", "code"}}`` as compact JSON; a context overflow (llamashim's pre-check or
+    llama-server's own refusal) as OpenAI words it: ``invalid_request_error``, ``param: "messages"``, code
+    ``context_length_exceeded``, "This model's maximum context length is N tokens. However, your messages resulted
+    in M tokens. …" (:class:`~llamashim.errors.ContextOverflow`'s message)."""
+    if is_context_error(err):
+        overflow = context_overflow(err)
+        message = overflow.message if overflow is not None else err.message
+        return jsonutil.dumps({"error": {"message": message, "type": "invalid_request_error", "param": "messages",
+                                         "code": CONTEXT_CODE}})
     return jsonutil.dumps({"error": {"message": err.message, "type": err.type, "code": err.code}})
 
 

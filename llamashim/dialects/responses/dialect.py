@@ -4,8 +4,8 @@ byte; after it an ``error`` event (the running encoder adds ``response.failed``)
 
 from __future__ import annotations
 
-from llamashim.dialects.responses.events import error_body, response_error_code
-from llamashim.errors import ShimError
+from llamashim.dialects.responses.events import error_body, error_message, response_error_code
+from llamashim.errors import CONTEXT_CODE, ShimError, is_context_error
 from llamashim.stream.items import StreamError
 from llamashim.stream.sse import encode_event
 from llamashim.web.dialect import Dialect
@@ -19,8 +19,8 @@ class ResponsesDialect(Dialect):
         return error_body(err)
 
     def stream_error(self, err: StreamError) -> bytes:
-        value = {"type": "error", "code": response_error_code(err.type, err.code), "message": err.message,
-                 "param": None, "sequence_number": 0}
+        code = CONTEXT_CODE if is_context_error(err) else response_error_code(err.type, err.code)
+        value = {"type": "error", "code": code, "message": error_message(err), "param": None, "sequence_number": 0}
         return encode_event("error", value)
 
 

@@ -24,7 +24,7 @@ from functools import cache
 from typing import Any
 
 from llamashim import jsonutil
-from llamashim.errors import ShimError
+from llamashim.errors import CONTEXT_CODE, CONTEXT_TYPES, Described, ShimError, context_overflow, is_context_error
 from llamashim.jsonutil import obj
 from llamashim.stream.deltas import Delta, DeltaEncoder, ToolCallDelta, reply_deltas
 from llamashim.stream.items import Item, StreamError
@@ -37,7 +37,8 @@ IdFactory = Callable[[str], str]
 """A prefix (``msg``, ``rs``, ``fc``, ``ctc``, ``lsh``, ``call``) → a new id (``msg_…``)."""
 
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-_CONTEXT_ERRORS = ("exceed_context_size_error", "context_length_exceeded")
+# OpenAI's Responses API words for an input that does not fit (with code context_length_exceeded)
+CONTEXT_WORDS = "Your input exceeds the context window of this model. Please adjust your input and try again."
 
 
 def new_id(prefix: str) -> str:
@@ -89,8 +90,8 @@ def shell_action(arguments: str) -> JSON:
 
 def response_error_code(type_: str | None, code: int | str | None) -> str:
     """The Responses ``error.code`` for an internal error (Codex acts on the context and rate-limit codes)."""
-    if type_ in _CONTEXT_ERRORS or code in _CONTEXT_ERRORS:
-        return "context_length_exceeded"
+    if type_ in CONTEXT_TYPES or code in CONTEXT_TYPES:
+        return CONTEXT_CODE
     if code in (429, "rate_limit_exceeded") or type_ == "rate_limit_error":
         return "rate_limit_exceeded"
     return "server_error"
@@ -316,9 +317,10 @@ class ResponsesEncoder(DeltaEncoder):
             self._current = None
             item.status = "incomplete"
             item.data = self._final(item)
-        code = response_error_code(err.type, err.code)
-        self.response = self._response("failed", error={"code": code, "message": err.message})
-        return self._event({"type": "error", "code": code, "message": err.message, "param": None}) + self._event(
+        code = CONTEXT_CODE if is_context_error(err) else response_error_code(err.type, err.code)
+        message = error_message(err)
+        self.response = self._response("failed", error={"code": code, "message": message})
+        return self._event({"type": "error", "code": code, "message": message, "param": None}) + self._event(
             {"type": "response.failed", "response": self.response}
         )
 
@@ -410,15 +412,25 @@ def response_object(
 def error_body(err: ShimError) -> bytes:
     """OpenAI's error body, ``{"error": {"message", "type", "code", "param"}}`` (``code`` a string or null)."""
     type_, code = err.type, err.code
-    if type_ in _CONTEXT_ERRORS:
-        type_, code = "invalid_request_error", "context_length_exceeded"
+    if is_context_error(err):
+        type_, code = "invalid_request_error", CONTEXT_CODE
     elif type_ == "rate_limit_error":
         code = "rate_limit_exceeded"
     param = "previous_response_id" if code == "previous_response_not_found" else None
     return jsonutil.dumps(
-        {"error": {"message": err.message, "type": type_, "code": code if isinstance(code, str) else None,
+        {"error": {"message": error_message(err), "type": type_, "code": code if isinstance(code, str) else None,
                    "param": param}}
     )
+
+
+def error_message(err: Described) -> str:
+    """An error's message as the Responses API says it: a context overflow in OpenAI's Responses words (what Codex
+    and other clients match), with the numbers after them."""
+    overflow = context_overflow(err)
+    if overflow is None:
+        return err.message
+    return (f"{CONTEXT_WORDS} (The input is {overflow.prompt_tokens} tokens; the context window is "
+            f"{overflow.window} tokens.)")
 
 
 def previous_response_not_found(response_id: str) -> ShimError:

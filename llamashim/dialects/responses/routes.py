@@ -148,8 +148,13 @@ class ResponsesRoutes(DialectRoutes):
     async def input_tokens(self, request: Request) -> bytes:
         body = read_json_object(request, self.deps.config.limits.max_json_depth)
         translated, _ = await self._translate(request, body)
-        n = await self.deps.flow.count_tokens(RequestTurn(request, self.deps.clock), translated.chat_body)
-        return send_json(request, {"object": "response.input_tokens", "input_tokens": n})
+        windows: list[int | None] = []
+        n = await self.deps.flow.count_tokens(RequestTurn(request, self.deps.clock), translated.chat_body,
+                                              windows.append)
+        counted: JSON = {"object": "response.input_tokens", "input_tokens": n}
+        if windows and windows[-1] is not None:  # the model's per-slot window, beside OpenAI's two fields
+            counted["context_window"] = windows[-1]
+        return send_json(request, counted)
 
     # -- stored responses ------------------------------------------------------------------------------------
 
