@@ -49,7 +49,7 @@ async def test_in_flight_stream_finishes_within_the_drain_timeout() -> None:
 
 
 async def next_chat(fake: FakeLlama) -> Any:
-    """The next chat request at the fake (the Ollama route asks for /v1/models first)."""
+    """The next chat request at the fake (routes may ask for /v1/models or /props first)."""
     while True:
         seen = await timeout(fake.next_request())
         if seen.path.endswith("/chat/completions"):
@@ -61,9 +61,9 @@ async def test_streams_still_running_after_the_timeout_end_with_an_error_frame()
     """After drain_timeout, OpenAI and Ollama streams end with a shutting-down error and upstream is closed."""
     fake, shim, port = await setup(drain=0.3, pieces=1000, interval=0.05)
     try:
-        arrived = fake.next_request()
+        arrived = Deferred.fromCoroutine(next_chat(fake))
         openai_stream = Deferred.fromCoroutine(fetch(shim.url + "/v1/chat/completions", "POST", STREAM))
-        await timeout(arrived)
+        await timeout(arrived)  # the OpenAI stream's own chat request, not a window lookup before it
         arrived = Deferred.fromCoroutine(next_chat(fake))
         ollama_stream = Deferred.fromCoroutine(fetch(shim.url + "/api/chat", "POST", OLLAMA))
         upstream = await timeout(arrived)
