@@ -47,6 +47,7 @@ from llamashim.stream.parse_failure import (
 from llamashim.stream.pipeline import StreamPipeline
 from llamashim.stream.progress import REQUEST_FIELD, ProgressTap, PromptProgressStage
 from llamashim.stream.reasoning import ReasoningRouter, ReasoningStyle, apply_to_reply
+from llamashim.stream.rescue import ToolCallRescue, rescue_reply
 from llamashim.stream.runaway import MAX_CALLS, MAX_REPEATS, RunawayGuard, limit_reply_calls
 from llamashim.stream.tools import (
     ToolCallConformance,
@@ -274,8 +275,10 @@ class ChatFlow:
         debug = self._thinking_debug if self.settings.thinking_debug else None
         tools = call.body.get("tools")
         memory = self._memory_for(pick)
-        stages: list[Stage] = [
-            PromptProgressStage(turn.progressed),  # first: no later stage, and no client, sees a progress chunk
+        stages: list[Stage] = [PromptProgressStage(turn.progressed)]  # first: no later stage sees a progress chunk
+        if tools:  # calls a model wrote as markup in its content -> tool-call deltas (before conformance)
+            stages.append(ToolCallRescue(tools))
+        stages += [
             # every chunk names the model by its one friendly name (never the upstream's id, e.g. a file path)
             ToolCallConformance(call.include_usage, model=pick.resolved.model.name),
             # a parse-failure error event -> the rescued answer (before the runaway guard, which then sees its calls)
@@ -391,6 +394,7 @@ class ChatFlow:
         turn.counted(Usage.of(reply))  # the real tokens, whatever the dialect reports (call.on_window)
         if call.on_window is not None:
             call.on_window(pick.window)
+        reply = rescue_reply(reply, call.body.get("tools"))  # calls written as markup in the content
         reply = normalise_reply(reply, model=pick.resolved.model.name)
         reply, cut = limit_reply_calls(reply, self.settings.max_calls, self.settings.max_repeats)
         if cut is not None:

@@ -23,7 +23,6 @@ stream stage that turns the mid-stream error into the rescued calls (or content)
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,12 +30,13 @@ from typing import Any
 
 from llamashim import jsonutil
 from llamashim.stream.items import Chunk, Done, Item, StreamError
+from llamashim.stream.rescue.detect import rescue_text
 from llamashim.stream.tools import CHUNK_OBJECT, new_call_id
 
 _WITH_POS = re.compile(r"(?:got exception: )?Failed to parse input at pos (\d+)(?:: (.*))?", re.S)
 _NO_TEXT = re.compile(r"(?:got exception: )?The model produced output that does not match the expected \S+ format")
 
-# What a rescue yields, whatever the rescue package's own types: the text left over and the calls (name, arguments).
+# What a rescue yields: the text left over and the calls (name, arguments).
 Calls = list[tuple[str, str]]
 
 
@@ -86,80 +86,14 @@ def from_stream_error(err: StreamError) -> ParseFailure | None:
 
 # -- the rescue -------------------------------------------------------------------------------------------------------
 
-_HERMES = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
-_FENCED = re.compile(r"```(?:json|tool_code|tool_call)?\s*(\{.*?\})\s*```", re.S)
-
-
-def _offered(tools: Any) -> set[str]:
-    names: set[str] = set()
-    for tool in tools if isinstance(tools, list) else ():
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            names.add(fn["name"])
-    return names
-
-
-def fallback_rescue(text: str, tools: Any) -> tuple[str, Calls]:
-    """The minimal rescue used until ``llamashim.stream.rescue`` exists: Hermes ``<tool_call>{json}</tool_call>``
-    and fenced JSON calls naming an offered tool; everything else stays text."""
-    offered, calls, kept = _offered(tools), [], []
-    at = 0
-    for m in sorted([*_HERMES.finditer(text), *_FENCED.finditer(text)], key=lambda m: m.start()):
-        if m.start() < at:
-            continue
-        try:
-            value = jsonutil.loads(m.group(1))
-        except jsonutil.JSONError:
-            continue
-        name = value.get("name") if isinstance(value, dict) else None
-        if not isinstance(name, str) or name not in offered:
-            continue
-        args = value.get("arguments", value.get("parameters", {}))
-        calls.append((name, args if isinstance(args, str) else jsonutil.dumps(args).decode("utf-8")))
-        kept.append(text[at:m.start()])
-        at = m.end()
-    kept.append(text[at:])
-    return ("".join(kept).strip() if calls else text), calls
-
-
-def _call_of(value: Any) -> tuple[str, str] | None:
-    """(name, arguments text) of one rescued call: an OpenAI ``tool_calls`` entry, a ``{name, arguments}`` mapping or
-    an object with those attributes."""
-    if isinstance(value, dict):
-        fn = value.get("function", value)
-        name, args = (fn.get("name"), fn.get("arguments")) if isinstance(fn, dict) else (None, None)
-    else:
-        name, args = getattr(value, "name", None), getattr(value, "arguments", None)
-    if not isinstance(name, str):
-        return None
-    return name, args if isinstance(args, str) else jsonutil.dumps(args if args is not None else {}).decode("utf-8")
-
-
-def _adapt(result: Any) -> tuple[str, Calls]:
-    if isinstance(result, tuple) and len(result) == 2:
-        text, calls = result
-    else:
-        text = getattr(result, "text", getattr(result, "content", ""))
-        calls = getattr(result, "calls", getattr(result, "tool_calls", []))
-    found = [c for c in map(_call_of, calls or ()) if c is not None]
-    return (text if isinstance(text, str) else ""), found
-
-
-def _rescuer() -> Callable[[str, Any], tuple[str, Calls]]:
-    try:
-        module = importlib.import_module("llamashim.stream.rescue")
-    except ImportError:
-        return fallback_rescue
-    fn = getattr(module, "rescue_text", None)
-    if not callable(fn):
-        return fallback_rescue
-    return lambda text, tools: _adapt(fn(text, tools))
-
 
 def rescue(text: str, tools: Any) -> tuple[str, Calls]:
-    """(text left over, calls) from ``text``, through ``llamashim.stream.rescue.rescue_text`` (only offered tools
-    count)."""
-    return _rescuer()(text, tools)
+    """(text left over, trimmed; calls as (name, arguments)) from ``text``, through the tool-call rescue (only offered
+    tools count); ``text`` unchanged when it holds no call."""
+    left, calls = rescue_text(text, tools)
+    if not calls:
+        return text, []
+    return left.strip(), [(c.name, c.arguments) for c in calls]
 
 
 # -- a non-streamed answer --------------------------------------------------------------------------------------------
