@@ -34,6 +34,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from llamashim.testing.agent_script import AgentScript
+
 MODEL = "/models/fake-model-7B.Q4_K_M.gguf"
 FAULTS = (
     None,
@@ -112,6 +114,8 @@ class FakeLlama:
         self.chat_template = "{%- for message in messages %}...{%- endfor %}"  # (one that reads reasoning names
         # reasoning_content, as Qwen3's does)
         self.loading = False
+        # an agent's tool loop, decided per request from what the agent sent (None: the fields above say what)
+        self.script: AgentScript | None = None
         # observations
         self.requests: list[Seen] = []
         self._arrivals: list[Deferred[Seen]] = []
@@ -382,6 +386,11 @@ class FakeLlama:
             return self._error(request, 400, "Failed to parse the request body as JSON", "invalid_request_error")
         if self.count_prompt:
             self.prompt_tokens = len(seen.raw.decode("utf-8", "replace")) // self.count_prompt
+        if self.script is not None:
+            scripted = self.script.answer(body)
+            self.content, self.tool_calls = list(scripted.content), list(scripted.tool_calls)
+            if self.log_requests:
+                print(f"script: {' '.join(n for n, _ in scripted.tool_calls) or 'text'}", flush=True)
         return self._generate(request, body, self._answer)
 
     def _generate(
@@ -654,6 +663,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-ctx", type=int, default=4096, help="the per-slot context window /props reports")
     parser.add_argument("--count-prompt", type=int, default=0, metavar="CHARS",
                         help="report each chat request's size (a token every CHARS characters) as its prompt tokens")
+    parser.add_argument("--write-file", metavar="PATH",
+                        help="script an agent's tool loop: write this file with the agent's own tool, then finish")
+    parser.add_argument("--write-content", default="written by the scripted model\n", metavar="TEXT",
+                        help="what --write-file writes")
+    parser.add_argument("--final", default="Done: the file is written.", metavar="TEXT",
+                        help="the final answer of --write-file's loop")
     args = parser.parse_args(argv)
     fake = FakeLlama(reactor)
     fake.content = [f"tok{i} " for i in range(args.pieces)]
@@ -662,6 +677,8 @@ def main(argv: list[str] | None = None) -> None:
     fake.n_ctx = args.n_ctx
     fake.count_prompt = args.count_prompt
     fake.log_requests = True
+    if args.write_file:
+        fake.script = AgentScript(args.write_file, args.write_content, args.final)
     site = Site(fake.resource())
     site.noisy = False
     port: Any = reactor.listenTCP(args.port, site, interface=args.host)  # type: ignore[arg-type]

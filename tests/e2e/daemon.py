@@ -102,6 +102,10 @@ class FakeProcess:
         lines = self.stdout_path.read_text(errors="replace").splitlines()
         return [int(line.rpartition("tools=")[2]) for line in lines if line.startswith(f"request POST {path} ")]
 
+    def log(self) -> str:
+        """Everything it printed (a line per request, its errors)."""
+        return self.stdout_path.read_text(errors="replace")
+
 
 @contextmanager
 def running_fake(*args: str, tmp: Path) -> Iterator[FakeProcess]:

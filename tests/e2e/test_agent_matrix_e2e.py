@@ -1,0 +1,120 @@
+"""The agent matrix: each real coding agent, headless, completes a real tool loop through llamashim in seconds.
+
+The upstream is the project's fake llama-server as its own process, scripted (``--write-file PATH --write-content
+TEXT``, :mod:`llamashim.testing.agent_script`): to the agent's first request it answers a call of whichever
+file-writing or shell tool the agent offers, writing TEXT to PATH; once the conversation holds the tool result, a
+final text. The agent's own tool writes the file. Each test asserts the file holds exactly TEXT, the agent printed the
+final text and exited 0 — and one test per transport points the agent straight at the upstream, where it fails for
+the reason llamashim exists (the upstream does not speak the agent's API).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.e2e.daemon import Daemon, FakeProcess, StartShim, running_fake
+
+SLOW = float(os.environ.get("LLAMASHIM_E2E_SLOW") or 1)
+CONTENT = "llamashim agent matrix: 7f3a\nsecond line\n"
+FINAL = "MATRIX-DONE: the file is written."
+TIMEOUT = 120
+
+
+@dataclass
+class Loop:
+    """One agent run's surroundings: a home, a work folder holding the target file, the fake and llamashim."""
+
+    home: Path
+    work: Path
+    target: Path
+    fake: FakeProcess
+    shim: Daemon
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home), "TERM": "dumb",
+                "NO_COLOR": "1", **extra}
+
+    def run(self, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, cwd=self.work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=int(TIMEOUT * SLOW))
+
+    def assert_completed(self, result: subprocess.CompletedProcess[str]) -> None:
+        """Exit 0, the exact file, the final text printed."""
+        report = (result.returncode, result.stdout[-3000:], result.stderr[-3000:], self.fake.log()[-3000:])
+        assert result.returncode == 0, report
+        assert self.target.exists() and self.target.read_text() == CONTENT, report
+        assert FINAL in result.stdout, report
+
+
+@contextmanager
+def tool_loop(shim_daemon: StartShim, tmp: Path) -> Iterator[Loop]:
+    home, work = tmp / "home", tmp / "work"
+    home.mkdir()
+    work.mkdir()
+    target = work / "matrix.txt"
+    with running_fake("--write-file", str(target), "--write-content", CONTENT, "--final", FINAL,
+                      tmp=tmp) as fake, shim_daemon(fake.url) as shim:
+        yield Loop(home, work, target, fake, shim)
+
+
+PROMPT = f"Create the file matrix.txt in the current folder with exactly this content: {CONTENT!r}"
+
+
+# -- Claude Code (Anthropic Messages) ---------------------------------------------------------------------------------
+
+
+def _claude(agent_bins: Path, loop: Loop, base_url: str) -> subprocess.CompletedProcess[str]:
+    env = loop.env(ANTHROPIC_BASE_URL=base_url, ANTHROPIC_AUTH_TOKEN="x", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+                   DISABLE_TELEMETRY="1", MAX_THINKING_TOKENS="0")
+    return loop.run([str(agent_bins / "claude"), "-p", PROMPT, "--model", "claude-sonnet-4-5",
+                     "--permission-mode", "acceptEdits", "--allowedTools", "Write,Bash"], env)
+
+
+def test_claude_code_completes_the_tool_loop(agent_bins: Path, shim_daemon: StartShim, tmp_path: Path) -> None:
+    """``claude -p`` (Anthropic Messages, streamed): Write called through llamashim, the file exact, the final text."""
+    with tool_loop(shim_daemon, tmp_path) as loop:
+        loop.assert_completed(_claude(agent_bins, loop, loop.shim.url))
+
+
+def test_claude_code_fails_against_the_upstream_itself(agent_bins: Path, shim_daemon: StartShim,
+                                                        tmp_path: Path) -> None:
+    """The same run pointed straight at the upstream fails: it does not speak the Messages API (no file)."""
+    with tool_loop(shim_daemon, tmp_path) as loop:
+        result = _claude(agent_bins, loop, loop.fake.url)
+        assert result.returncode != 0 or FINAL not in result.stdout
+        assert not loop.target.exists()
+
+
+# -- Codex CLI (Responses over HTTP) ----------------------------------------------------------------------------------
+
+
+def _codex(agent_bins: Path, loop: Loop, base_url: str) -> subprocess.CompletedProcess[str]:
+    codex_home = loop.home / ".codex"
+    codex_home.mkdir(exist_ok=True)
+    (codex_home / "config.toml").write_text(
+        'model = "local"\nmodel_provider = "llamashim"\n\n[model_providers.llamashim]\nname = "llamashim"\n'
+        f'base_url = "{base_url}/v1"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n'
+    )
+    env = loop.env(CODEX_HOME=str(codex_home), OPENAI_API_KEY="sk-test")
+    return loop.run([str(agent_bins / "codex"), "exec", "--skip-git-repo-check",
+                     "--dangerously-bypass-approvals-and-sandbox", PROMPT], env)
+
+
+def test_codex_completes_the_tool_loop(agent_bins: Path, shim_daemon: StartShim, tmp_path: Path) -> None:
+    """``codex exec`` (Responses over HTTP, streamed): its shell tool called through llamashim, the file exact, the
+    final text."""
+    with tool_loop(shim_daemon, tmp_path) as loop:
+        loop.assert_completed(_codex(agent_bins, loop, loop.shim.url))
+
+
+def test_codex_fails_against_the_upstream_itself(agent_bins: Path, shim_daemon: StartShim, tmp_path: Path) -> None:
+    """The same run pointed straight at the upstream fails: it does not serve the Responses API (no file)."""
+    with tool_loop(shim_daemon, tmp_path) as loop:
+        result = _codex(agent_bins, loop, loop.fake.url)
+        assert result.returncode != 0 or FINAL not in result.stdout
+        assert not loop.target.exists()
