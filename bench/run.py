@@ -165,6 +165,10 @@ CHAT = "/v1/chat/completions"
 STREAM_ENDS = (b"[DONE]", b'"done":true', b"response.completed", b"event: message_stop")
 
 
+OFFERED_TOOLS = [{"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
+                 for name in ("read_file", "shell")]
+
+
 def messages() -> list[dict[str, str]]:
     return [{"role": "user", "content": "hi"}]
 
@@ -376,6 +380,8 @@ async def throughputs(up_port: int, shim_port: int, pid: int, quick: bool) -> di
         "chat_default": await throughput(shim_port, pid, CHAT, {}, {}, n, chunks),
         "chat_transforms": await throughput(shim_port, pid, CHAT, {"bench_reasoning": True, "bench_tools": True},
                                             {"X-Llamashim-Thinking": "show_reasoning"}, n, chunks),
+        # the request offers tools, the answer is text: the tool-call rescue watches every content chunk
+        "chat_tools": await throughput(shim_port, pid, CHAT, {"tools": OFFERED_TOOLS}, {}, n, chunks),
         # Ollama's request shape: the length goes in options.num_predict (mapped to max_tokens)
         "ollama_ndjson": await throughput(shim_port, pid, "/api/chat", {"options": {"num_predict": chunks}}, {},
                                           n, chunks),
