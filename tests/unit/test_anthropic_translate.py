@@ -81,7 +81,8 @@ def test_unknown_and_anthropic_only_fields_are_ignored() -> None:
         ({"messages": "hi"}, "messages must be a list"),
         ({"messages": []}, "at least one message"),
         ({"messages": [{"content": "hi"}]}, r"messages\[0\].role is missing"),
-        ({"messages": [{"role": "system", "content": "hi"}]}, r"messages\[0\].role must be"),
+        ({"messages": [{"role": "tool", "content": "hi"}]}, r"messages\[0\].role must be"),
+        ({"messages": [{"role": "system", "content": 5}]}, r"messages\[0\].content must be"),
         ({"messages": ["hi"]}, r"messages\[0\] must be an object"),
         ({"messages": [{"role": "user", "content": 5}]}, r"messages\[0\].content must be"),
         ({"max_tokens": None}, "max_tokens is required"),
@@ -126,6 +127,17 @@ def test_system_string_and_blocks() -> None:
     assert chat_messages({"role": "user", "content": "hi"}, system=blocks)[0] == {
         "role": "system", "content": "You are a helper.\n\nBe brief."}
     assert chat_messages({"role": "user", "content": "hi"}, system=[])[0]["role"] == "user"
+
+
+def test_a_system_message_inside_messages_is_a_user_turn_where_it_stands() -> None:
+    """A system-role message in ``messages`` (Claude Code's --continue with a model it does not know) is not a 400:
+    its text (a string or text blocks) becomes a user turn at its place, the system prompt unchanged."""
+    messages = chat_messages({"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                             {"role": "system", "content": [{"type": "text", "text": "Resumed."}]},
+                             {"role": "user", "content": "go on"}, system="Be brief.")
+    assert messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                        {"role": "assistant", "content": "hello"}, {"role": "user", "content": "Resumed."},
+                        {"role": "user", "content": "go on"}]
 
 
 def test_billing_header_stripped() -> None:

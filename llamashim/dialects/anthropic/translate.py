@@ -128,8 +128,11 @@ def _messages(value: Any, dropped: Counter[str]) -> list[JSON]:
         role = msg.get("role")
         if role is None:
             raise BadRequest(f"messages[{i}].role is missing")
+        if role == "system":  # Claude Code sends one mid-conversation to a model it does not know (--continue)
+            out.append(_system_turn(msg.get("content"), i))
+            continue
         if role not in ("user", "assistant"):
-            raise BadRequest(f'messages[{i}].role must be "user" or "assistant"')
+            raise BadRequest(f'messages[{i}].role must be "user", "assistant" or "system"')
         content = msg.get("content")
         if isinstance(content, str):
             out.append({"role": role, "content": content})
@@ -140,6 +143,15 @@ def _messages(value: Any, dropped: Counter[str]) -> list[JSON]:
         else:
             out.extend(_user(content, i, dropped))
     return out
+
+
+def _system_turn(content: Any, i: int) -> JSON:
+    """A system message inside ``messages`` (not Anthropic's API, but sent by Claude Code): its text as a user turn
+    where it stands — many chat templates refuse a system message anywhere but first, and moving it into the system
+    prompt would change the prompt's cached prefix."""
+    if not isinstance(content, (str, list)):
+        raise BadRequest(f"messages[{i}].content must be a string or a list of content blocks")
+    return {"role": "user", "content": _system(content, False)[0]}
 
 
 def _assistant(blocks: list[Any], i: int, dropped: Counter[str]) -> JSON:
