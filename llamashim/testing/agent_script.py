@@ -20,7 +20,7 @@ import json
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 # the names agents give a file-writing tool's parameters, most specific first
 _PATH_KEYS = ("file_path", "filePath", "absolute_path", "path", "filename", "file", "target_file")
@@ -69,6 +69,12 @@ def _first(props: Mapping[str, Any], keys: Sequence[str]) -> str | None:
     return next((k for k in keys if k in props), None)
 
 
+class Script(Protocol):
+    """What the fake asks a script: the answer to one chat request."""
+
+    def answer(self, body: Mapping[str, Any]) -> Answer: ...
+
+
 @dataclass(frozen=True)
 class AgentScript:
     """Write ``content`` to ``path`` with whichever tool the agent offers, then answer ``final``."""
@@ -115,6 +121,21 @@ class AgentScript:
             args = _required(fn, {key: ["bash", "-lc", script] if is_argv else script})
             return fn["name"], json.dumps(args)
         return None
+
+
+@dataclass(frozen=True)
+class FirstToolScript:
+    """Call the first offered tool (its required parameters filled by type), then answer ``final`` once the
+    conversation holds the result: a deterministic tool call for conformance suites (``--call-tools``)."""
+
+    final: str = "Done."
+
+    def answer(self, body: Mapping[str, Any]) -> Answer:
+        tools = body.get("tools")
+        functions = [fn for fn in map(_function, tools if isinstance(tools, list) else ()) if fn is not None]
+        if not functions or _holds_tool_result(body.get("messages")):
+            return Answer(content=(self.final,))
+        return Answer(tool_calls=((functions[0]["name"], json.dumps(_required(functions[0], {}))),))
 
 
 def _holds_tool_result(messages: Any) -> bool:

@@ -34,7 +34,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from llamashim.testing.agent_script import AgentScript
+from llamashim.testing.agent_script import AgentScript, FirstToolScript, Script
 
 MODEL = "/models/fake-model-7B.Q4_K_M.gguf"
 FAULTS = (
@@ -115,7 +115,7 @@ class FakeLlama:
         # reasoning_content, as Qwen3's does)
         self.loading = False
         # an agent's tool loop, decided per request from what the agent sent (None: the fields above say what)
-        self.script: AgentScript | None = None
+        self.script: Script | None = None
         # observations
         self.requests: list[Seen] = []
         self._arrivals: list[Deferred[Seen]] = []
@@ -669,6 +669,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="what --write-file writes")
     parser.add_argument("--final", default="Done: the file is written.", metavar="TEXT",
                         help="the final answer of --write-file's loop")
+    parser.add_argument("--call-tools", action="store_true",
+                        help="call the first tool a request offers (required parameters filled), then finish")
     args = parser.parse_args(argv)
     fake = FakeLlama(reactor)
     fake.content = [f"tok{i} " for i in range(args.pieces)]
@@ -679,6 +681,8 @@ def main(argv: list[str] | None = None) -> None:
     fake.log_requests = True
     if args.write_file:
         fake.script = AgentScript(args.write_file, args.write_content, args.final)
+    elif args.call_tools:
+        fake.script = FirstToolScript(args.final)
     site = Site(fake.resource())
     site.noisy = False
     port: Any = reactor.listenTCP(args.port, site, interface=args.host)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from llamashim.testing.agent_script import AgentScript, Answer
+from llamashim.testing.agent_script import AgentScript, Answer, FirstToolScript
 
 SCRIPT = AgentScript("/tmp/x/out.txt", "it's 'quoted'\nline two\n", final="All done.")
 
@@ -74,7 +74,7 @@ def test_required_parameters_it_has_no_meaning_for_are_filled_by_type() -> None:
 
 def test_after_a_tool_result_the_final_text_comes() -> None:
     """Once the conversation holds a tool result (even with the agent's own user text after it): the final text."""
-    messages = [{"role": "user", "content": "write it"},
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "write it"},
                 {"role": "assistant", "tool_calls": [{"id": "a", "type": "function", "function": {
                     "name": "Write", "arguments": "{}"}}]},
                 {"role": "tool", "tool_call_id": "a", "content": "ok"},
@@ -85,3 +85,14 @@ def test_after_a_tool_result_the_final_text_comes() -> None:
 def test_side_requests_get_plain_text() -> None:
     """A request offering no usable tool (a title or summary request) gets a short plain answer, no call."""
     assert ask([]) == Answer(content=("OK",)) and ask([READ]) == Answer(content=("OK",))
+
+
+def test_the_first_tool_script_calls_the_first_offered_tool_then_finishes() -> None:
+    """--call-tools: the first offered tool with its required parameters (a string one as ""), then the final text
+    once a tool result is in the conversation; plain text when no tool is offered."""
+    weather = tool("get_weather", {"location": STRING, "unit": STRING}, ["location"])
+    script = FirstToolScript("Sunny.")
+    assert call_of(script.answer({"messages": [], "tools": [weather, READ]})) == ("get_weather", {"location": ""})
+    after = [{"role": "user", "content": "?"}, {"role": "tool", "tool_call_id": "a", "content": "20C"}]
+    assert script.answer({"messages": after, "tools": [weather]}) == Answer(content=("Sunny.",))
+    assert script.answer({"messages": []}) == Answer(content=("Sunny.",))
