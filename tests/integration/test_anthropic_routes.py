@@ -448,7 +448,7 @@ def test_malformed_requests_are_anthropic_shaped_400s(shims: ShimFixture) -> Non
     env = shims.start()
     for body, needle in ((b'{"model": ', "not valid JSON"),
                          ({"model": MODEL, "messages": HELLO}, "max_tokens"),
-                         ({"model": MODEL, "max_tokens": 8, "messages": [{"role": "system", "content": "x"}]},
+                         ({"model": MODEL, "max_tokens": 8, "messages": [{"role": "tool", "content": "x"}]},
                           "role")):
         status, headers, data = env.post("/v1/messages", body)
         assert status == 400, data
