@@ -3,7 +3,7 @@
     python -m bench.routing            # prints µs per decision (best of 5 runs of 20,000 decisions)
 
 In process, no network: the model index resolves the name, the chooser weighs in-flight counts and idle slots, the
-conversation key is hashed (two or more upstreams) and the affinity map consulted and updated.
+conversation key is hashed (two or more upstreams) and the upstreams ranked by rendezvous weight.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ MESSAGES = [{"role": "system", "content": "You are a coding agent. " * 40}, {"ro
 
 def build(n: int) -> UpstreamSet:
     clock: Any = Clock()
-    members = [Member(UpstreamSpec(f"u{i}", f"http://127.0.0.1:{9000 + i}"),
+    members = [Member(UpstreamSpec(name=f"u{i}", url=f"http://127.0.0.1:{9000 + i}"),
                       UpstreamClient(clock, f"http://127.0.0.1:{9000 + i}")) for i in range(n)]
     index = ModelIndex([("claude-*", "qwen")])
     upstreams = UpstreamSet(clock, members, index)

@@ -1,20 +1,24 @@
-"""Choosing an upstream for one request (pure): least busy, with prompt-cache affinity, spilling over when full.
+"""Choosing an upstream for one request (pure): a conversation's own upstream by rendezvous hashing, the least busy
+otherwise, spilling over when full.
 
 The signals, per upstream that serves the model: whether it is up (its ``/health``, the last request's outcome,
 a supervised llama-server's readiness), whether it is loading (503), llamashim's own count of requests in flight
 to it, its ``max_concurrent`` (when configured) and, where it exposes ``/slots``, how many slots are idle.
 
-* **Affinity** — requests of one conversation (same model, same system prompt and first user turn: see
-  :func:`conversation_key`) go to the upstream that served it before, while that upstream is up and has room, so
-  its prompt cache (llama-server keeps each slot's last prompt) is reused instead of reprocessed.
-* **Least busy** otherwise, and when the affine upstream is full: the fewest requests in flight, then the most idle
-  slots, then configuration order.
+* **A conversation's upstream** — requests of one conversation (same model, same system prompt and first user turn:
+  see :func:`conversation_key`) go to the upstream first in that conversation's rendezvous order (highest random
+  weight: a hash of the key and each upstream's name), so its prompt cache (llama-server keeps each slot's last
+  prompt) is reused instead of reprocessed. The order is a function of the key and the names alone: every worker and
+  every llamashim instance with the same upstreams sends a conversation to the same place with nothing shared, and
+  an upstream joining or leaving moves only its own share of conversations. Bounded load: an upstream that is full
+  (or down) is skipped for the next in the conversation's order.
+* **Least busy** for requests without a conversation key, and when every upstream is full: the fewest requests in
+  flight, then the most idle slots, then configuration order.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,8 +58,9 @@ class Choice:
     reason: str
 
 
-def choose(candidates: Sequence[Load], affine: str | None = None) -> Choice | None:
-    """The upstream to send a request to, and why; ``None`` when no candidate is usable."""
+def choose(candidates: Sequence[Load], key: str | None = None) -> Choice | None:
+    """The upstream to send a request to, and why; ``None`` when no candidate is usable. ``key``: the request's
+    conversation key (:func:`conversation_key`), if it has one."""
     usable = [c for c in candidates if c.usable]
     if not usable:
         # Every upstream of the model is marked down or loading: try one anyway (it may be back; if not, the
@@ -63,22 +68,28 @@ def choose(candidates: Sequence[Load], affine: str | None = None) -> Choice | No
         fallback = [c for c in candidates if c.ready]
         return Choice(fallback[0].name, "every upstream of the model is down or loading; trying it anyway") \
             if fallback else None
-    if affine is not None:
-        for c in usable:
-            if c.name == affine:
-                if not c.full:
-                    return Choice(c.name, "conversation affinity (its prompt cache)")
-                break
+    if key is not None and len(candidates) > 1:
+        ranked = sorted(candidates, key=lambda c: weight(key, c.name), reverse=True)
+        for rank, c in enumerate(ranked):
+            if c.usable and not c.full:
+                return Choice(c.name, "conversation affinity (its prompt cache)" if rank == 0 else
+                              f"next in the conversation's order ({', '.join(r.name for r in ranked[:rank])} "
+                              "full or down)")
     order = {c.name: i for i, c in enumerate(candidates)}
     best = min(usable, key=lambda c: (c.full, c.in_flight, -(c.idle_slots or 0), order[c.name]))
     if len(usable) == 1:
         reason = "the only upstream up for the model"
-    elif affine is not None and affine in {c.name for c in usable}:
-        reason = f"least busy ({best.in_flight} in flight); {affine} is full"
+    elif key is not None:
+        reason = f"least busy ({best.in_flight} in flight); every upstream of the conversation is full"
     else:
         reason = f"least busy ({best.in_flight} in flight, {best.idle_slots if best.idle_slots is not None else '?'} " \
                  "idle slots)"
     return Choice(best.name, reason)
+
+
+def weight(key: str, name: str) -> int:
+    """Upstream ``name``'s rendezvous weight for conversation ``key`` (the highest is the conversation's upstream)."""
+    return int.from_bytes(hashlib.blake2b(f"{key}\0{name}".encode(), digest_size=8).digest(), "big")
 
 
 def conversation_key(model: str, messages: Any) -> str | None:
@@ -92,32 +103,3 @@ def conversation_key(model: str, messages: Any) -> str | None:
         return None
     digest = hashlib.blake2b(jsonutil.dumps([model, system, user]), digest_size=12)
     return digest.hexdigest()
-
-
-class AffinityMap:
-    """Conversation key → the upstream that last served it, the newest ``limit`` conversations (LRU)."""
-
-    def __init__(self, limit: int = 10_000) -> None:
-        self.limit = limit
-        self._map: OrderedDict[str, str] = OrderedDict()
-
-    def get(self, key: str | None) -> str | None:
-        if key is None:
-            return None
-        name = self._map.get(key)
-        if name is not None:
-            self._map.move_to_end(key)
-        return name
-
-    def put(self, key: str | None, name: str) -> None:
-        if key is None:
-            return
-        self._map[key] = name
-        self._map.move_to_end(key)
-        while len(self._map) > self.limit:
-            self._map.popitem(last=False)
-
-    def forget(self, name: str) -> None:
-        """An upstream went down: its conversations may go elsewhere (and stay there)."""
-        for key in [k for k, v in self._map.items() if v == name]:
-            del self._map[key]

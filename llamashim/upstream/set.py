@@ -30,7 +30,7 @@ from llamashim.errors import ShimError
 from llamashim.jsonutil import int_or, obj
 from llamashim.upstream.body import collect_body, error_message, json_reply
 from llamashim.upstream.capabilities import FIM_PROBE, INFILL, UNLOAD, probe_result
-from llamashim.upstream.choice import AffinityMap, Choice, Load, choose, conversation_key
+from llamashim.upstream.choice import Choice, Load, choose, conversation_key
 from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.health import Health, State
 from llamashim.upstream.models import ModelIndex, Resolved, Served, UnknownModel, context_window, model_entries
@@ -171,7 +171,6 @@ class UpstreamSet(MultiService):
         self.order = [m.name for m in members]
         self.index = index
         self.refresh_seconds = refresh
-        self.affinity = AffinityMap()
         for member in members:
             member.client.setServiceParent(self)
             if member.supervisor is not None:
@@ -256,7 +255,7 @@ class UpstreamSet(MultiService):
         served = [s for s in resolved.model.served if s.upstream not in exclude]
         loads = [self.members[s.upstream].load() for s in served]
         key = conversation_key(resolved.model.name, messages) if len(loads) > 1 else None
-        choice = choose(loads, self.affinity.get(key))
+        choice = choose(loads, key)
         if choice is None:
             why = "; ".join(f"{s.upstream}: {self.members[s.upstream].why_not() or 'loading'}" for s in
                             resolved.model.served)
@@ -269,7 +268,6 @@ class UpstreamSet(MultiService):
 
     def started(self, pick: Pick) -> None:
         pick.member.in_flight += 1
-        self.affinity.put(pick.affinity_key, pick.member.name)
 
     def ended(self, pick: Pick) -> None:
         pick.member.in_flight -= 1
@@ -289,7 +287,6 @@ class UpstreamSet(MultiService):
         if member.health.failed(err.message, now) in (State.UP, State.LOADING):
             self.log.warn("upstream {name} is down ({message}); probing it with back-off", name=member.name,
                           message=err.message)
-        self.affinity.forget(member.name)
 
     # -- what an upstream can do ------------------------------------------------------------------------------
 

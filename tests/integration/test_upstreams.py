@@ -25,6 +25,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from llamashim import jsonutil
 from llamashim.config import ConfigError, load_config
 from llamashim.testing.fake_llama import FakeLlama
+from llamashim.upstream.choice import conversation_key, weight
 from tests.integration.support import Shim, fetch, http_request, raw_connect, reactor, start_shim, timeout
 
 ALPHA = "/models/alpha.gguf"
@@ -173,6 +174,18 @@ def chat(model: str | None, text: str = "hi", stream: bool = False, history: lis
     if model is not None:
         body["model"] = model
     return body
+
+
+def homed(text: str = "hi", stream: bool = False, home: str = "a") -> dict[str, Any]:
+    """A new conversation of ``same-7B`` whose rendezvous order puts upstream ``home`` (``a``) first of ``a`` and
+    ``b`` (``text``, with a number added when needed): where its requests go while ``home`` is up and has room."""
+    for n in range(1000):
+        body = chat("same-7B", f"{text} {n}" if n else text, stream=stream)
+        key = conversation_key("same-7B", body["messages"])
+        assert key is not None
+        if max(("a", "b"), key=lambda name: weight(key, name)) == home:
+            return body
+    raise AssertionError("no text homes at a")
 
 
 def turn(k: int, stream: bool = False) -> dict[str, Any]:
@@ -421,32 +434,43 @@ async def test_parallel_streams_spread_over_both_upstreams(same_model: Env) -> N
 
 @pytest_twisted.ensureDeferred
 async def test_conversation_affinity_then_spill_over_when_full(same_model: Env) -> None:
-    """A conversation's turns stick to its upstream while it has room (even when busier than the other); when
-    that upstream is full (``max_concurrent: 2``) the next turn spills over, and the conversation stays there."""
+    """A conversation's turns go to the first upstream of its rendezvous order while it has room (even when busier
+    than the other); when it is full (``max_concurrent: 2``) the next turns go to the next in the order, and once it
+    has room again the conversation is back on it."""
     env = same_model
-    a, b = env.ups["a"], env.ups["b"]
+    key = conversation_key("same-7B", turn(0)["messages"])
+    assert key is not None
+    home, away = sorted(("a", "b"), key=lambda n: weight(key, n), reverse=True)
+    ups = {"home": env.ups[home], "away": env.ups[away]}
+
+    def counts() -> tuple[int, int]:
+        return len(ups["home"].chats()), len(ups["away"].chats())
 
     status, _, _ = await env.post("/v1/chat/completions", turn(0))
-    assert status == 200 and len(a.chats()) == 1  # both idle: the first configured
-    other = env.start_post("/v1/chat/completions", chat("same-7B", "unrelated", stream=True))
+    assert status == 200 and counts() == (1, 0)
+    # another conversation held on the same upstream: home is now busier than away
+    other = env.start_post("/v1/chat/completions", homed("unrelated", stream=True, home=home))
     await env.chats_arrived(2)
-    assert len(a.chats()) == 2  # both idle again after the first reply: a
-    # turn 2 of the conversation: a has 1 in flight, b none — affinity keeps it on a
+    assert counts() == (2, 0)
+    # turn 2: home has 1 in flight, away none — still home
     status, _, _ = await env.post("/v1/chat/completions", turn(1))
-    assert status == 200 and len(a.chats()) == 3 and b.chats() == []
-    # turn 3, streamed and held: still a (1 < 2), which is now full
+    assert status == 200 and counts() == (3, 0)
+    # turn 3, streamed and held: still home (1 < 2), which is now full
     held = env.start_post("/v1/chat/completions", turn(2, stream=True))
     await env.chats_arrived(4)
-    assert len(a.chats()) == 4 and env.upstreams.members["a"].in_flight == 2
-    # turn 4: a is full — spill over to b; turn 5 follows the conversation to b
-    status, _, _ = await env.post("/v1/chat/completions", turn(3))
-    assert status == 200 and len(b.chats()) == 1
-    status, _, _ = await env.post("/v1/chat/completions", turn(4))
-    assert status == 200 and len(b.chats()) == 2 and len(a.chats()) == 4
+    assert counts() == (4, 0) and env.upstreams.members[home].in_flight == 2
+    # turns 4 and 5: home is full — the next in the conversation's order
+    for k in (3, 4):
+        status, _, _ = await env.post("/v1/chat/completions", turn(k))
+        assert status == 200
+    assert counts() == (4, 2)
     env.release()
     for d in (other, held):
         status, _, body = await timeout(d)
         assert status == 200 and body.endswith(b"data: [DONE]\n\n")
+    # room again: turn 6 is back home, where the conversation's prompt is cached
+    status, _, _ = await env.post("/v1/chat/completions", turn(5))
+    assert status == 200 and counts() == (5, 2)
 
 
 # -- failover ---------------------------------------------------------------------------------------------------
@@ -459,13 +483,13 @@ async def test_refused_upstream_fails_over_is_marked_down_and_comes_back(tmp_pat
     env = await make_env(tmp_path, {"a": Upstream.start(SAME), "b": Upstream.start(SAME)})
     a, b = env.ups["a"], env.ups["b"]
     try:
-        status, _, _ = await env.post("/v1/chat/completions", chat("same-7B", "warm-up"))
+        status, _, _ = await env.post("/v1/chat/completions", homed("warm-up"))
         assert status == 200 and len(a.chats()) == 1
         await a.kill()
-        status, _, body = await env.post("/v1/chat/completions", chat("same-7B", "one"))
+        status, _, body = await env.post("/v1/chat/completions", homed("one"))
         assert status == 200, body
         assert jsonutil.loads(body)["choices"][0]["message"]["content"] == "Hello, world!"
-        status, _, body = await env.post("/v1/chat/completions", chat("same-7B", "two", stream=True))
+        status, _, body = await env.post("/v1/chat/completions", homed("two", stream=True))
         assert status == 200 and body.endswith(b"data: [DONE]\n\n") and b'"error"' not in body
         assert len(b.chats()) == 2 and len(a.chats()) == 1
         member = env.upstreams.members["a"]
@@ -481,7 +505,7 @@ async def test_refused_upstream_fails_over_is_marked_down_and_comes_back(tmp_pat
         assert member.up and gauge(await env.metrics(), "llamashim_upstream_up", "a") == 1
         status, _, body = await env.get("/health")
         assert status == 200 and jsonutil.loads(body)["upstreams"] == {"a": "ok", "b": "ok"}
-        status, _, _ = await env.post("/v1/chat/completions", chat("same-7B", "three"))
+        status, _, _ = await env.post("/v1/chat/completions", homed("three"))
         assert status == 200 and len(a.chats()) == 2  # both idle: a again
     finally:
         await close(env)
@@ -509,7 +533,7 @@ async def test_probe_with_back_off_while_down(tmp_path: Path) -> None:
     member = upstreams.members["a"]
     try:
         await a.kill()
-        status, _, _ = await env.post("/v1/chat/completions", chat("same-7B", "one"))
+        status, _, _ = await env.post("/v1/chat/completions", homed("one"))
         assert status == 200 and not member.up and member.health.backoff == 1.0
         await timeout(upstreams.probe(member))
         assert not member.up and member.health.backoff == 2.0
@@ -531,11 +555,11 @@ async def test_loading_upstream_503_fails_over_and_is_skipped(tmp_path: Path) ->
     a, b = env.ups["a"], env.ups["b"]
     try:
         a.fake.status_override = 503
-        status, _, body = await env.post("/v1/chat/completions", chat("same-7B", "one", stream=True))
+        status, _, body = await env.post("/v1/chat/completions", homed("one", stream=True))
         assert status == 200 and body.endswith(b"data: [DONE]\n\n")
         assert len(a.chats()) == 1 and len(b.chats()) == 1
         assert env.upstreams.members["a"].loading
-        status, _, _ = await env.post("/v1/chat/completions", chat("same-7B", "two"))
+        status, _, _ = await env.post("/v1/chat/completions", homed("two"))
         assert status == 200 and len(a.chats()) == 1 and len(b.chats()) == 2  # a skipped
     finally:
         await close(env)
@@ -563,7 +587,7 @@ async def test_stream_cut_after_the_first_byte_is_not_retried(tmp_path: Path) ->
     a, b = env.ups["a"], env.ups["b"]
     try:
         a.fake.fault = "drop_mid_stream"
-        status, _, body = await env.post("/v1/chat/completions", chat("same-7B", "one", stream=True))
+        status, _, body = await env.post("/v1/chat/completions", homed("one", stream=True))
         assert status == 200
         frames = [f for f in body.split(b"\n\n") if f]
         assert b'"content":"Hello"' in body
@@ -588,7 +612,7 @@ async def test_client_leaving_before_the_first_byte_is_no_upstream_failure(tmp_p
     try:
         arrived = a.fake.next_request()
         client = await raw_connect(env.shim.url, http_request(
-            "POST", "/v1/chat/completions", jsonutil.dumps(chat("same-7B", "one", stream=True)),
+            "POST", "/v1/chat/completions", jsonutil.dumps(homed("one", stream=True)),
             {"Content-Type": "application/json"}))
         seen = await timeout(arrived)
         assert client.transport is not None

@@ -1,13 +1,21 @@
-"""Choosing an upstream (pure): least busy, idle slots, affinity, spill-over, down/loading, conversation keys."""
+"""Choosing an upstream (pure): least busy, idle slots, rendezvous affinity, spill-over, down/loading, conversation
+keys."""
 
 from __future__ import annotations
 
-from llamashim.upstream.choice import AffinityMap, Load, choose, conversation_key
+from collections import Counter
+
+from llamashim.upstream.choice import Load, choose, conversation_key, weight
 
 
-def pick(*loads: Load, affine: str | None = None) -> str | None:
-    choice = choose(loads, affine)
+def pick(*loads: Load, key: str | None = None) -> str | None:
+    choice = choose(loads, key)
     return choice.name if choice is not None else None
+
+
+def order(key: str, *names: str) -> list[str]:
+    """The conversation's rendezvous order over ``names``."""
+    return sorted(names, key=lambda n: weight(key, n), reverse=True)
 
 
 def test_least_busy_by_in_flight() -> None:
@@ -25,21 +33,49 @@ def test_idle_slots_break_ties_then_configuration_order() -> None:
     assert pick(Load("a", in_flight=0, idle_slots=0), Load("b", in_flight=1, idle_slots=4)) == "a"  # in flight first
 
 
-def test_affinity_is_kept_while_not_full() -> None:
-    """The conversation's upstream is chosen even when busier than another, as long as it has room."""
-    loads = (Load("a", in_flight=0), Load("b", in_flight=3, max_concurrent=4))
-    choice = choose(loads, "b")
-    assert choice is not None and choice.name == "b" and "affinity" in choice.reason
-    assert pick(Load("a"), Load("b", in_flight=5), affine="b") == "b"  # no limit known: never full
+def test_a_conversation_goes_to_the_first_in_its_order_while_it_has_room() -> None:
+    """The first upstream in the conversation's rendezvous order is chosen even when busier than another, as long as
+    it has room; the reason says affinity."""
+    home, other = order("k1", "a", "b")
+    loads = (Load(other, in_flight=0), Load(home, in_flight=3, max_concurrent=4))
+    choice = choose(loads, "k1")
+    assert choice is not None and choice.name == home and "affinity" in choice.reason
+    assert pick(Load(other), Load(home, in_flight=5), key="k1") == home  # no limit known: never full
 
 
-def test_spill_over_when_the_affine_upstream_is_full() -> None:
-    """A full affine upstream (max_concurrent, else total_slots) spills the request to the least busy other."""
-    choice = choose([Load("a", in_flight=2, max_concurrent=2), Load("b", in_flight=1)], "a")
-    assert choice is not None and choice.name == "b" and "a is full" in choice.reason
-    assert pick(Load("a", in_flight=4, total_slots=4), Load("b", in_flight=2, total_slots=4), affine="a") == "b"
+def test_the_order_depends_on_the_key_and_names_only() -> None:
+    """Same key and names, any configuration order or load: the same choice; different keys spread over all."""
+    names = ("u0", "u1", "u2", "u3")
+    for k in ("k1", "k2", "k3"):
+        assert pick(*(Load(n) for n in names), key=k) == pick(*(Load(n) for n in reversed(names)), key=k)
+    homes = Counter(pick(*(Load(n) for n in names), key=f"conv{i}") for i in range(400))
+    assert set(homes) == set(names) and min(homes.values()) > 60, homes
+
+
+def test_an_upstream_joining_or_leaving_moves_only_its_share() -> None:
+    """Adding a fifth upstream moves only the conversations it now heads; removing one moves only its own."""
+    four, five = ("u0", "u1", "u2", "u3"), ("u0", "u1", "u2", "u3", "u4")
+    keys = [f"conv{i}" for i in range(500)]
+    before = {k: order(k, *four)[0] for k in keys}
+    after = {k: order(k, *five)[0] for k in keys}
+    moved = [k for k in keys if before[k] != after[k]]
+    assert moved and all(after[k] == "u4" for k in moved) and len(moved) < 0.3 * len(keys)
+    three = {k: order(k, "u0", "u1", "u2")[0] for k in keys}
+    assert all(three[k] == before[k] for k in keys if before[k] != "u3")
+
+
+def test_spill_over_to_the_next_in_the_conversations_order_when_full_or_down() -> None:
+    """A full (max_concurrent, else total_slots) or down first upstream: the next in the conversation's order, not the
+    least busy; every upstream full: the least busy."""
+    first, second, third = order("k1", "a", "b", "c")
+    choice = choose([Load(first, in_flight=2, max_concurrent=2), Load(second, in_flight=5), Load(third)], "k1")
+    assert choice is not None and choice.name == second and f"{first} full or down" in choice.reason
+    assert pick(Load(first, in_flight=4, total_slots=4), Load(second), Load(third), key="k1") == second
+    assert pick(Load(first, up=False), Load(second, loading=True), Load(third, in_flight=3), key="k1") == third
     # max_concurrent wins over total_slots when both are known
-    assert pick(Load("a", in_flight=2, max_concurrent=8, total_slots=2), Load("b"), affine="a") == "a"
+    assert pick(Load(first, in_flight=2, max_concurrent=8, total_slots=2), Load(second), key="k1") == first
+    full = [Load(n, in_flight=i + 1, max_concurrent=i + 1) for i, n in enumerate((first, second, third))]
+    assert pick(*full, key="k1") == first  # all full: least busy
 
 
 def test_full_upstreams_come_last_for_least_busy() -> None:
@@ -54,7 +90,7 @@ def test_down_and_loading_upstreams_are_skipped() -> None:
     assert pick(Load("a", up=False), Load("b", in_flight=9)) == "b"
     assert pick(Load("a", loading=True), Load("b", in_flight=9)) == "b"
     assert pick(Load("a", ready=False), Load("b", in_flight=9)) == "b"
-    assert pick(Load("a", up=False), Load("b", in_flight=9), affine="a") == "b"
+    assert pick(Load("a", up=False), Load("b", in_flight=9), key="k1") == "b"
     choice = choose([Load("a", up=False), Load("b")])
     assert choice is not None and choice.reason == "the only upstream up for the model"
 
@@ -104,27 +140,3 @@ def test_conversation_key_with_structured_content() -> None:
     key = conversation_key("m", [{"role": "user", "content": parts}])
     assert key == conversation_key("m", [{"role": "user", "content": parts}, {"role": "assistant", "content": "ok"}])
     assert key != conversation_key("m", [{"role": "user", "content": [{"type": "text", "text": "see"}]}])
-
-
-def test_affinity_map_is_an_lru() -> None:
-    """The newest ``limit`` conversations are kept; reading one makes it newest."""
-    m = AffinityMap(limit=2)
-    m.put("k1", "a")
-    m.put("k2", "b")
-    assert m.get("k1") == "a"  # k1 is now the newest
-    m.put("k3", "a")  # evicts k2, the oldest
-    assert m.get("k2") is None and m.get("k1") == "a" and m.get("k3") == "a"
-    m.put("k1", "b")  # re-pointed
-    assert m.get("k1") == "b"
-    m.put(None, "a")
-    assert m.get(None) is None
-
-
-def test_affinity_map_forget_drops_one_upstream() -> None:
-    """Forgetting an upstream (it went down) drops its conversations only."""
-    m = AffinityMap()
-    m.put("k1", "a")
-    m.put("k2", "b")
-    m.put("k3", "a")
-    m.forget("a")
-    assert (m.get("k1"), m.get("k2"), m.get("k3")) == (None, "b", None)
