@@ -135,7 +135,7 @@ class ChatFlow:
         tried: set[str] = set()
         while True:
             pick = self.upstreams.pick(model, messages, frozenset(tried))
-            turn.chose(pick.member.name)
+            turn.chose(pick.member.name, pick.resolved.model.name)
             self.upstreams.started(pick)
             limit = pick.member.limit
             try:

@@ -37,8 +37,8 @@ class Turn(Protocol):
 
     # -- what the flow tells the turn -----------------------------------------------------------------------------
 
-    def chose(self, upstream: str) -> None:
-        """The upstream the request goes to (again on failover)."""
+    def chose(self, upstream: str, model: str) -> None:
+        """The upstream the request goes to (again on failover), for ``model`` (its one friendly name)."""
 
     def upstream_answered(self, seconds: float) -> None:
         """The first upstream answered its headers ``seconds`` after it was asked."""

@@ -52,6 +52,10 @@ class Metrics:
             "llamashim_request_duration_seconds", "Request duration", ["route"], buckets=_LATENCY_BUCKETS, registry=r
         )
         self.tokens = Counter("llamashim_tokens", "Tokens reported by the upstream's usage", ["kind"], registry=r)
+        # the prompt cache at work (llama-server's timings.cache_n vs prompt_n): how routing keeps conversations warm
+        self.prompt_tokens = Counter(
+            "llamashim_prompt_tokens", "Prompt tokens per upstream and model: served from its prompt cache (cached) "
+            "or processed", ["upstream", "model", "source"], registry=r)
         self.upstream_errors = Counter(
             "llamashim_upstream_errors", "Upstream failures by kind, before or after the first byte", ["kind"],
             registry=r,
@@ -91,6 +95,11 @@ class Metrics:
             self.tokens.labels("prompt").inc(served.prompt_tokens)
         if served.completion_tokens is not None:
             self.tokens.labels("completion").inc(served.completion_tokens)
+        if served.prompt_tokens is not None and served.cached_tokens is not None and served.upstream is not None:
+            model = served.model or "-"
+            cached = min(served.cached_tokens, served.prompt_tokens)
+            self.prompt_tokens.labels(served.upstream, model, "cached").inc(cached)
+            self.prompt_tokens.labels(served.upstream, model, "processed").inc(served.prompt_tokens - cached)
         if served.upstream_error is not None:
             self.upstream_errors.labels(served.upstream_error).inc()
         if served.cut is not None:

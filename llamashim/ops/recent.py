@@ -37,11 +37,13 @@ class Served:
     bytes_out: int = 0
     ttft: float | None = None  # seconds to the first byte of a stream
     upstream_error: str | None = None  # the kind, when the upstream failed
+    model: str | None = None  # the model's friendly name, when an upstream was chosen for it
+    cached_tokens: int | None = None  # prompt tokens the upstream's prompt cache served, when it said
     cut: str | None = None  # the limit a runaway stream was cut at (``tools.max_calls`` / ``tools.max_repeats``)
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for name in ("bytes_out", "ttft", "upstream_error", "cut"):
+        for name in ("bytes_out", "ttft", "upstream_error", "cut", "model", "cached_tokens"):
             del out[name]
         out["duration_ms"] = round(out.pop("duration") * 1000, 1)
         return out
@@ -106,6 +108,17 @@ class RecentRequests:
             if hi > lo:
                 bucket = self._bucket(index)
                 setattr(bucket, attr, getattr(bucket, attr) + tokens * (hi - lo) / (end - start))
+
+    def prompt_cache(self) -> dict[str, float]:
+        """Per upstream, the share of the recent requests' prompt tokens its prompt cache served (llama-server's
+        ``cache_n``), over the requests whose answer said."""
+        cached: dict[str, int] = {}
+        total: dict[str, int] = {}
+        for r in self._ring:
+            if r.upstream is not None and r.cached_tokens is not None and r.prompt_tokens:
+                cached[r.upstream] = cached.get(r.upstream, 0) + min(r.cached_tokens, r.prompt_tokens)
+                total[r.upstream] = total.get(r.upstream, 0) + r.prompt_tokens
+        return {name: cached[name] / total[name] for name in total}
 
     def requests(self) -> list[Served]:
         """The recent requests, newest first."""

@@ -312,11 +312,12 @@ class FakeLlama:
     def _usage(self) -> dict[str, Any]:
         n = len(self.content) + len(self.reasoning) + len(self.inline_think) + 2 * len(self.tool_calls)
         return {"completion_tokens": n, "prompt_tokens": self.prompt_tokens, "total_tokens": n + self.prompt_tokens,
-                "prompt_tokens_details": {"cached_tokens": 0}}
+                "prompt_tokens_details": {"cached_tokens": self.prompt_cache}}
 
     def _timings(self) -> dict[str, Any]:
         n = self._usage()["completion_tokens"]
-        return {"cache_n": 0, "prompt_n": self.prompt_tokens, "prompt_ms": 24.0, "prompt_per_token_ms": 2.0,
+        return {"cache_n": self.prompt_cache, "prompt_n": self.prompt_tokens - self.prompt_cache, "prompt_ms": 24.0,
+                "prompt_per_token_ms": 2.0,
                 "prompt_per_second": 500.0, "predicted_n": n, "predicted_ms": 10.0 * n,
                 "predicted_per_token_ms": 10.0, "predicted_per_second": 100.0}
 
@@ -372,6 +373,9 @@ class FakeLlama:
             for k in range(0, len(rest), self.arg_piece):
                 out.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": rest[k:k + self.arg_piece]}}]}))
         out.append(chunk({}, self._finish()))
+        if not include_usage:  # llama-server puts its timings on the last chunk, whichever it is
+            last = json.loads(out[-1].removeprefix(b"data: "))
+            out[-1] = b"data: " + dumps({**last, "timings": self._timings()}) + b"\n\n"
         if include_usage:
             usage = {"choices": [], "created": self._created, "id": "chatcmpl-fake", "model": self.model,
                      "system_fingerprint": "b0-unknown", "object": "chat.completion.chunk",

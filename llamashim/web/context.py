@@ -26,6 +26,7 @@ class RequestContext:
     route: str = "passthrough"  # the bounded metrics label; routes set it
     started: float = 0.0
     upstream: str | None = None  # the upstream's name, once one was chosen
+    model: str | None = None  # the model's friendly name, once an upstream was chosen for it
     upstream_ttfb: float | None = None  # seconds from sending upstream to its response headers
     upstream_error: str | None = None  # the error kind (ShimError.type) when the upstream failed
     usage: Usage | None = None  # the tokens the answer used, when the upstream said

@@ -304,7 +304,8 @@ class ShimSite(server.Site):
             completion_tokens=usage.completion_tokens if usage else None,
             streamed=ctx.streaming, bytes_out=request.sentLength,
             ttft=ctx.first_byte_at - started if ctx.streaming and ctx.first_byte_at is not None else None,
-            upstream_error=ctx.upstream_error, cut=ctx.cut,
+            upstream_error=ctx.upstream_error, cut=ctx.cut, model=ctx.model,
+            cached_tokens=usage.cached_tokens if usage else None,
         )
 
     def _access_line(self, request: ShimRequest, served: Served) -> None:
@@ -317,7 +318,7 @@ class ShimSite(server.Site):
         path = request.path if request.path is not None else compat.channel_path(request.channel)
         access_log.info(
             "{method} {path} {status} {bytes}B {duration_ms}ms ttft={ttft} dialect={dialect} upstream={upstream} "
-            "upstream_ttfb={ttfb} tokens={tokens} id={request_id}",
+            "upstream_ttfb={ttfb} tokens={tokens} id={request_id} cached={cached}",
             method=served.method,
             path=path.decode("latin-1"),
             status=served.status,
@@ -329,6 +330,7 @@ class ShimSite(server.Site):
             ttft=ttft,
             tokens=tokens,
             request_id=ctx.request_id.decode("ascii", "replace"),
+            cached="-" if served.cached_tokens is None else served.cached_tokens,
         )
 
     def buffered_bytes(self) -> int:

@@ -43,8 +43,9 @@ CSP = (
 ).encode("ascii")
 
 
-def upstream_view(member: Member, now: float) -> dict[str, Any]:
-    """One upstream as the status page shows it (a :class:`~llamashim.upstream.set.Member`)."""
+def upstream_view(member: Member, now: float, prompt_cache: float | None = None) -> dict[str, Any]:
+    """One upstream as the status page shows it (a :class:`~llamashim.upstream.set.Member`); ``prompt_cache``: the
+    share of its recent prompt tokens served from its prompt cache."""
     health = member.health
     if member.not_ready is not None:
         state = "down"  # a supervised llama-server that is not ready yet (its supervisor says why)
@@ -63,6 +64,7 @@ def upstream_view(member: Member, now: float) -> dict[str, Any]:
         "total_slots": member.total_slots,
         "supervised": None if supervisor is None else {"state": supervisor.state, "pid": supervisor.pid},
         "checked_s_ago": round(now - refreshed, 1) if refreshed >= 0 else None,
+        "prompt_cache": None if prompt_cache is None else round(prompt_cache, 3),
     }
 
 
@@ -107,10 +109,11 @@ def snapshot(
 ) -> dict[str, Any]:
     """The whole ``/status.json`` document."""
     running = sorted((active_view(r, now) for r in active), key=lambda a: a["started"])
+    cache = recent.prompt_cache()
     return {
         "llamashim": {"version": __version__, "now": now, "uptime_s": round(now - started, 1),
                       "requests": recent.total, "unavailable": unavailable},
-        "upstreams": [upstream_view(m, now) for m in upstreams],
+        "upstreams": [upstream_view(m, now, cache.get(m.name)) for m in upstreams],
         "active": running,
         "recent": [r.as_json() for r in recent.requests()],
         "rate": {"completion_tokens_per_s": recent.rate(60.0)},

@@ -78,8 +78,9 @@ class RequestTurn:
     def owner(self) -> str:
         return self.ctx.owner
 
-    def chose(self, upstream: str) -> None:
+    def chose(self, upstream: str, model: str) -> None:
         self.ctx.upstream = upstream
+        self.ctx.model = model
 
     def upstream_answered(self, seconds: float) -> None:
         if self.ctx.upstream_ttfb is None:

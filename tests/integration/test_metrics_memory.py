@@ -3,6 +3,7 @@ clients that leave mid-stream by route, and every request with its route label a
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from llamashim.testing.fake_llama import FakeLlama
 from llamashim.testing.memory import MemoryShim, memory_shim
+from tests.support import logged
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -134,3 +136,25 @@ def test_metrics_endpoint_renders_what_was_counted() -> None:
     response.text().addCallback(texts.append)
     shim.flush()
     assert 'llamashim_requests_total{dialect="ollama",route="ollama_chat",status="200"} 1.0' in texts[0]
+
+
+def test_prompt_tokens_are_counted_cached_and_processed_per_upstream_and_model() -> None:
+    """llama-server's cache_n vs prompt_n reach /metrics (llamashim_prompt_tokens_total{upstream,model,source}), the
+    access line (cached=) and the status page's upstream (prompt_cache: the recent share), streamed and not."""
+    shim = streaming_shim()
+    assert shim.fake is not None
+    shim.fake.prompt_cache = 9  # of its 12 prompt tokens
+    with logged() as events:
+        assert shim.request("POST", "/v1/chat/completions", CHAT).code == 200
+        streamed = shim.request("POST", "/v1/chat/completions", {**CHAT, "stream": True})
+        assert streamed.code == 200 and streamed.complete
+        anthropic = shim.request("POST", "/v1/messages", {"model": "m", "max_tokens": 8, "messages": CHAT["messages"]})
+        assert anthropic.code == 200
+    labels = {"upstream": "default", "model": "fake-model-7B.Q4_K_M"}
+    assert shim.metric("llamashim_prompt_tokens_total", source="cached", **labels) == 27
+    assert shim.metric("llamashim_prompt_tokens_total", source="processed", **labels) == 9
+    lines = [e for e in events if e.get("log_namespace") == "llamashim.access"]
+    assert [e["cached"] for e in lines] == [9, 9, 9]
+    assert " cached=9" in lines[0]["log_format"].format(**lines[0])
+    status = json.loads(bytes(shim.request("GET", "/status.json").body))
+    assert [u["prompt_cache"] for u in status["upstreams"]] == [0.75]

@@ -160,7 +160,7 @@ def test_metrics_and_access_line_have_prefill_and_time_to_first_token() -> None:
     """/metrics has llamashim_prefill_seconds (llama-server's prompt_ms) and llamashim_time_to_first_token_seconds;
     the access line has ttft=, and ttft=- for a reply that is not a stream."""
     shim = prefilling_shim(prefill=8.0)
-    with logged() as events:  # (the fake sends timings with the usage chunk only)
+    with logged() as events:
         exchange = shim.request("POST", "/v1/chat/completions", {**REQUESTS["/v1/chat/completions"],
                                                                  "stream_options": {"include_usage": True}})
         shim.advance(10.0)
