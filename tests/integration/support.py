@@ -415,3 +415,13 @@ async def start_loopback(fake: FakeLlama, **limits: Any) -> Loopback:
     if limits:
         cfg = dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, **limits))
     return Loopback(fake, await start_shim(cfg), port)
+
+
+def anthropic_tool_uses(client: anthropic.Anthropic, ask: dict[str, Any]) -> list[tuple[str | None, str, Any]]:
+    """``messages.create`` and ``messages.stream`` with ``ask``: (stop reason, name, input) of every tool_use block the
+    SDK parsed, the plain answer's then the streamed one's."""
+    message = client.messages.create(**ask)
+    with client.messages.stream(**ask) as stream:
+        streamed = stream.get_final_message()
+    return [(answer.stop_reason, b.name, b.input) for answer in (message, streamed) for b in answer.content
+            if isinstance(b, anthropic.types.ToolUseBlock)]

@@ -11,7 +11,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.integration.support import Env, ShimFixture, TemplatingFake
+from tests.integration.support import Env, ShimFixture, TemplatingFake, anthropic_tool_uses
 
 TOOL: dict[str, Any] = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city.", "parameters": {
@@ -72,16 +72,9 @@ def test_responses_streamed_and_not_get_a_function_call(shims: ShimFixture) -> N
 def test_anthropic_streamed_and_not_get_tool_use(shims: ShimFixture) -> None:
     """The anthropic SDK, streamed and not: a tool_use block for get_weather, stop_reason tool_use."""
     env = failing(shims)
-    client = env.anthropic()
     ask: Any = {"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": "Weather?"}],
                 "tools": [ANTHROPIC_TOOL]}
-    message = client.messages.create(**ask)
-    with client.messages.stream(**ask) as stream:
-        streamed = stream.get_final_message()
-    for answer in (message, streamed):
-        assert answer.stop_reason == "tool_use"
-        [block] = [b for b in answer.content if isinstance(b, anthropic.types.ToolUseBlock)]
-        assert block.name == "get_weather" and block.input == PARIS
+    assert anthropic_tool_uses(env.anthropic(), ask) == [("tool_use", "get_weather", PARIS)] * 2
 
 
 def test_ollama_streamed_and_not_gets_tool_calls(shims: ShimFixture) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from tests.integration.support import Env, ShimFixture
+from tests.integration.support import Env, ShimFixture, anthropic_tool_uses
 from tests.unit.rescue_corpus import CASES, TOOLS, Case
 from tests.unit.test_rescue import pieces
 
@@ -61,15 +61,8 @@ def test_responses_gets_a_function_call_streamed_and_not(shims: ShimFixture) -> 
 
 def test_anthropic_gets_tool_use_streamed_and_not(shims: ShimFixture) -> None:
     """anthropic messages: a tool_use block with the input, stop_reason tool_use, streamed and not."""
-    client = answering(shims, CALL).anthropic()
     ask: Any = {"model": "m", "max_tokens": 100, "messages": MESSAGES, "tools": [ANTHROPIC_TOOL]}
-    message = client.messages.create(**ask)
-    with client.messages.stream(**ask) as stream:
-        streamed = stream.get_final_message()
-    for answer in (message, streamed):
-        assert answer.stop_reason == "tool_use"
-        [block] = [b for b in answer.content if isinstance(b, anthropic.types.ToolUseBlock)]
-        assert block.name == "get_weather" and block.input == WANT
+    assert anthropic_tool_uses(answering(shims, CALL).anthropic(), ask) == [("tool_use", "get_weather", WANT)] * 2
 
 
 def test_ollama_gets_tool_calls_streamed_and_not(shims: ShimFixture) -> None:
