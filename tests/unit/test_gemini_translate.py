@@ -337,3 +337,14 @@ def test_a_context_overflow_in_geminis_words() -> None:
     assert body["message"] == "The input token count (5000) exceeds the maximum number of tokens allowed (4096)."
     frame = GEMINI.stream_error(StreamError(err.message, err.type, err.code))
     assert json.loads(frame.removeprefix(b"data: "))["error"]["code"] == 400
+
+
+def test_proto_field_names_are_read_too() -> None:
+    """Fields in their proto (snake_case) form are read like their JSON names, as Google's own parsers read them
+    (google-genai 3.6.1 sends ``thinkingConfig: {"include_thoughts": true}``)."""
+    got = translate(generation_config={"max_output_tokens": 9, "thinking_config": {"include_thoughts": True}},
+                    tool_config={"function_calling_config": {"mode": "NONE"}},
+                    tools=[{"function_declarations": [{"name": "f", "parameters_json_schema": {"type": "object"}}]}])
+    assert got.include_thoughts and got.chat_body["max_tokens"] == 9 and got.chat_body["tool_choice"] == "none"
+    assert got.chat_body["tools"][0]["function"]["parameters"] == {"type": "object"}
+    assert schema_to_json_schema({"type": "ARRAY", "min_items": "2"}) == {"type": "array", "minItems": 2}

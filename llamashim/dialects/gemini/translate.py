@@ -14,6 +14,7 @@ left out with a debug line, never refused.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ CALLING_MODES = {"AUTO": "auto", "VALIDATED": "auto", "MODE_UNSPECIFIED": "auto"
 # Gemini's Schema (an OpenAPI 3.0 subset) → JSON Schema: int64 fields arrive as strings in proto3's JSON form
 _INT_FIELDS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties")
 _SCHEMA_DROPPED = ("nullable", "propertyOrdering", "example")
+_SNAKE = re.compile(r"[A-Z]")
 
 
 @dataclass(slots=True)
@@ -50,23 +52,36 @@ def request_to_chat(body: Any, *, model: str, stream: bool, log: Log) -> GeminiR
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     dropped: Counter[str] = Counter()
-    system = _system(body.get("systemInstruction", body.get("system_instruction")))
+    system = _system(get_field(body, "systemInstruction"))
     messages = ([{"role": "system", "content": system}] if system else []) + contents_to_messages(
         body.get("contents"), dropped)
     out: JSON = {"model": model, "messages": messages, "stream": stream}
     if stream:
         out["stream_options"] = {"include_usage": True}
-    config = obj(body.get("generationConfig", body.get("generation_config")))
+    config = obj(get_field(body, "generationConfig"))
     _generation(config, out)
-    include = _thinking(obj(config.get("thinkingConfig")), out)
-    _tools(body.get("tools"), obj(obj(body.get("toolConfig")).get("functionCallingConfig")), out, log)
+    include = _thinking(obj(get_field(config, "thinkingConfig")), out)
+    _tools(body.get("tools"), obj(get_field(obj(get_field(body, "toolConfig")), "functionCallingConfig")), out, log)
     for name in ("safetySettings", "cachedContent"):
-        if body.get(name):
+        if get_field(body, name):
             dropped[name] += 1
     if dropped:
         kinds = ", ".join(f"{kind} x{n}" if n > 1 else kind for kind, n in sorted(dropped.items()))
         log("gemini: left out what has no chat equivalent: {kinds}", kinds=kinds)
     return GeminiRequest(out, model, include, dropped)
+
+
+def get_field(message: JSON, name: str) -> Any:
+    """A protocol field by its JSON name (``lowerCamelCase``) or its proto name (``snake_case``): Google's parsers
+    take both, and clients send both (google-genai 3.6.1 sends ``thinkingConfig: {"include_thoughts": …}``)."""
+    if name in message:
+        return message[name]
+    return message.get(_SNAKE.sub(lambda m: "_" + m.group(0).lower(), name))
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
 
 
 # -- contents ---------------------------------------------------------------------------------------------------
@@ -130,8 +145,8 @@ def _model_turn(parts: list[Any], i: int, calls: _Calls, dropped: Counter[str]) 
         p = obj(part)
         if isinstance(p.get("text"), str):
             (reasoning if p.get("thought") is True else texts).append(p["text"])
-        elif isinstance(p.get("functionCall"), dict):
-            tool_calls.append(_tool_call(p["functionCall"], i, j, calls))
+        elif isinstance(get_field(p, "functionCall"), dict):
+            tool_calls.append(_tool_call(get_field(p, "functionCall"), i, j, calls))
         else:
             dropped[_part_kind(p)] += 1
     out: JSON = {"role": "assistant", "content": "".join(texts)}
@@ -151,9 +166,9 @@ def _user_turn(parts: list[Any], i: int, calls: _Calls, dropped: Counter[str]) -
         if isinstance(p.get("text"), str):
             if p.get("thought") is not True:
                 chat_parts.append({"type": "text", "text": p["text"]})
-        elif isinstance(p.get("functionResponse"), dict):
-            results.append(_tool_result(p["functionResponse"], i, j, calls))
-        elif isinstance(p.get("inlineData"), dict) or isinstance(p.get("fileData"), dict):
+        elif isinstance(get_field(p, "functionResponse"), dict):
+            results.append(_tool_result(get_field(p, "functionResponse"), i, j, calls))
+        elif isinstance(get_field(p, "inlineData"), dict) or isinstance(get_field(p, "fileData"), dict):
             image = _image(p)
             if image is None:
                 dropped[_part_kind(p)] += 1
@@ -170,21 +185,21 @@ def _user_turn(parts: list[Any], i: int, calls: _Calls, dropped: Counter[str]) -
 
 
 def _part_kind(part: JSON) -> str:
-    keys = [k for k in part if k not in ("thought", "thoughtSignature")]
-    if "inlineData" in part or "fileData" in part:
-        data = obj(part.get("inlineData") or part.get("fileData"))
-        return f"{keys[0]} ({data.get('mimeType') or 'no mimeType'})"
+    keys = [k for k in part if _camel(k) not in ("thought", "thoughtSignature")]
+    data = get_field(part, "inlineData") or get_field(part, "fileData")
+    if isinstance(data, dict):
+        return f"{_camel(keys[0])} ({get_field(data, 'mimeType') or 'no mimeType'})"
     return keys[0] if keys else "empty part"
 
 
 def _image(part: JSON) -> JSON | None:
     """An image part as an ``image_url`` (a data URL for ``inlineData``, the URI of an http(s) ``fileData``)."""
-    inline = obj(part.get("inlineData"))
-    mime = inline.get("mimeType")
+    inline = obj(get_field(part, "inlineData"))
+    mime = get_field(inline, "mimeType")
     if isinstance(mime, str) and mime.startswith("image/") and isinstance(inline.get("data"), str):
         return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{inline['data']}"}}
-    file = obj(part.get("fileData"))
-    uri, mime = file.get("fileUri"), file.get("mimeType")
+    file = obj(get_field(part, "fileData"))
+    uri, mime = get_field(file, "fileUri"), get_field(file, "mimeType")
     if isinstance(uri, str) and uri.startswith(("http://", "https://")) and (
             not isinstance(mime, str) or mime.startswith("image/")):
         return {"type": "image_url", "image_url": {"url": uri}}
@@ -223,7 +238,7 @@ def _tool_result(response: JSON, i: int, j: int, calls: _Calls) -> JSON:
 
 
 def _number(config: JSON, key: str) -> float | int | None:
-    value = config.get(key)
+    value = get_field(config, key)
     if value is None:
         return None
     if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -242,7 +257,7 @@ def _generation(config: JSON, out: JSON) -> None:
     most = _number(config, "maxOutputTokens")
     if most is not None:
         out["max_tokens"] = int(most)
-    stops = config.get("stopSequences")
+    stops = get_field(config, "stopSequences")
     if stops is not None:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             raise BadRequest("generationConfig.stopSequences must be a list of strings")
@@ -254,10 +269,10 @@ def _generation(config: JSON, out: JSON) -> None:
 def _response_format(config: JSON, out: JSON) -> None:
     """``responseMimeType: application/json`` → JSON mode; with ``responseJsonSchema`` (JSON Schema) or
     ``responseSchema`` (Gemini's Schema) → that schema, which llama-server turns into a grammar."""
-    mime = config.get("responseMimeType")
-    schema: Any = config.get("responseJsonSchema", config.get("_responseJsonSchema"))
-    if schema is None and config.get("responseSchema") is not None:
-        schema = schema_to_json_schema(config["responseSchema"])
+    mime = get_field(config, "responseMimeType")
+    schema: Any = get_field(config, "responseJsonSchema")
+    if schema is None and get_field(config, "responseSchema") is not None:
+        schema = schema_to_json_schema(get_field(config, "responseSchema"))
     if schema is not None:
         if not isinstance(schema, dict):
             raise BadRequest("generationConfig.responseJsonSchema must be a JSON Schema object")
@@ -269,15 +284,15 @@ def _response_format(config: JSON, out: JSON) -> None:
 def _thinking(config: JSON, out: JSON) -> bool:
     """``thinkingConfig`` → the template's ``enable_thinking`` (a budget of 0 turns thinking off; a positive one is
     passed on as llama-server's budget); whether thought parts are wanted back."""
-    budget = config.get("thinkingBudget")
+    budget = get_field(config, "thinkingBudget")
     if isinstance(budget, int) and not isinstance(budget, bool):
         out["chat_template_kwargs"] = {"enable_thinking": budget != 0}
         if budget > 0:
             out["thinking_budget_tokens"] = budget
-    level = config.get("thinkingLevel")
+    level = get_field(config, "thinkingLevel")
     if isinstance(level, str) and level and level != "THINKING_LEVEL_UNSPECIFIED":
         out.setdefault("chat_template_kwargs", {})["reasoning_effort"] = level.lower()
-    return config.get("includeThoughts") is True
+    return get_field(config, "includeThoughts") is True
 
 
 def _tools(value: Any, calling: JSON, out: JSON, log: Log) -> None:
@@ -292,14 +307,14 @@ def _tools(value: Any, calling: JSON, out: JSON, log: Log) -> None:
     for k, tool in enumerate(value):
         if not isinstance(tool, dict):
             raise BadRequest(f"tools[{k}] must be an object")
-        hosted.extend(name for name in tool if name not in ("functionDeclarations", "function_declarations"))
-        declarations = tool.get("functionDeclarations", tool.get("function_declarations")) or []
+        hosted.extend(name for name in tool if _camel(name) != "functionDeclarations")
+        declarations = get_field(tool, "functionDeclarations") or []
         if not isinstance(declarations, list):
             raise BadRequest(f"tools[{k}].functionDeclarations must be a list")
         functions.extend(_function(d, k, n) for n, d in enumerate(declarations))
     if hosted:
         log("gemini: left out tools llama-server cannot run: {names}", names=", ".join(sorted(set(hosted))))
-    allowed = calling.get("allowedFunctionNames")
+    allowed = get_field(calling, "allowedFunctionNames")
     if isinstance(allowed, list) and allowed:
         functions = [f for f in functions if f["function"]["name"] in allowed]
     if not functions:
@@ -324,8 +339,8 @@ def _function(declaration: Any, k: int, n: int) -> JSON:
     fn: JSON = {"name": name}
     if isinstance(d.get("description"), str):
         fn["description"] = d["description"]
-    if d.get("parametersJsonSchema") is not None:
-        fn["parameters"] = d["parametersJsonSchema"]  # JSON Schema already; repair_chat_request normalises it
+    if get_field(d, "parametersJsonSchema") is not None:
+        fn["parameters"] = get_field(d, "parametersJsonSchema")  # JSON Schema already (repaired downstream)
     elif d.get("parameters") is not None:
         fn["parameters"] = schema_to_json_schema(d["parameters"])
     return {"type": "function", "function": fn}
@@ -339,7 +354,8 @@ def schema_to_json_schema(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     out: JSON = {}
-    for key, value in schema.items():
+    for name, value in schema.items():
+        key = _camel(name)
         if key in _SCHEMA_DROPPED:
             continue
         if key == "type" and isinstance(value, str):
@@ -352,7 +368,7 @@ def schema_to_json_schema(schema: Any) -> Any:
             out[key] = schema_to_json_schema(value)
         else:
             out[key] = value
-    if schema.get("nullable") is True and isinstance(out.get("type"), str):
+    if get_field(schema, "nullable") is True and isinstance(out.get("type"), str):
         out["type"] = [out["type"], "null"]
     if out.get("type") == "type_unspecified":
         del out["type"]
@@ -366,7 +382,7 @@ def count_request(body: Any, *, model: str, log: Log) -> JSON:
     """A ``countTokens`` body (``contents``, or a whole ``generateContentRequest``) → the chat body to count."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
-    inner = body.get("generateContentRequest")
+    inner = get_field(body, "generateContentRequest")
     request = inner if isinstance(inner, dict) else body
     return request_to_chat(request, model=model, stream=False, log=log).chat_body
 
@@ -386,7 +402,8 @@ def embed_inputs(body: Any, batch: bool) -> list[str]:
 def embed_dimensions(body: Any, batch: bool) -> list[int | None]:
     """Each input's ``outputDimensionality`` (a vector is cut to it, as Gemini's embeddings are), or ``None``."""
     items = arr(obj(body).get("requests")) if batch else [body]
-    return [d if isinstance(d := obj(item).get("outputDimensionality"), int) and d > 0 else None for item in items]
+    dims = [get_field(obj(item), "outputDimensionality") for item in items]
+    return [d if isinstance(d, int) and d > 0 else None for d in dims]
 
 
 def _content_text(content: Any, where: str) -> str:
