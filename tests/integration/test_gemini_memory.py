@@ -28,10 +28,11 @@ TOOLS: list[types.Tool | Any] = [types.Tool(function_declarations=[WEATHER])]
 HEARTBEAT = 15.0
 
 
-def gemini(env: Env, key: str = KEY) -> genai.Client:
-    """The google-genai SDK against the shim in memory, on the Gemini API's v1beta (what Gemini CLI speaks)."""
+def gemini(env: Env, key: str = KEY, version: str | None = "v1beta") -> genai.Client:
+    """The google-genai SDK against the shim in memory, on the Gemini API's v1beta (``None``: the SDK's default,
+    v1)."""
     http = httpx2.Client(transport=httpx2.MockTransport(env._httpx2))
-    return genai.Client(api_key=key, http_options=types.HttpOptions(base_url=BASE, api_version="v1beta",
+    return genai.Client(api_key=key, http_options=types.HttpOptions(base_url=BASE, api_version=version,
                                                                      httpx_client=http))
 
 
@@ -117,7 +118,7 @@ def test_a_function_call_and_its_response(shims: ShimFixture, tools: str) -> Non
     assert (call.id, call.name, call.args) == ("fakecall00", "get_weather", {"city": "Paris"})
     sent = upstream_body(env)
     assert sent["tools"][0]["function"]["parameters"]["properties"] == {"city": {"type": "string"}}
-    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert sent["tool_choice"] == "required"
     streamed = list(client.models.generate_content_stream(model=MODEL, contents="Weather in Paris?", config=config))
     calls = [c for chunk in streamed for c in chunk.function_calls or []]
     assert [(c.name, c.args) for c in calls] == [("get_weather", {"city": "Paris"})]
@@ -274,3 +275,20 @@ def test_routing_misses_are_in_googles_shape(shims: ShimFixture) -> None:
     for path in (f"/v1beta/models/{MODEL}:predictLongRunning", "/v1beta/tunedModels"):
         status, _, body = env.post(path, {"contents": []})
         assert status == 404 and json.loads(body)["error"]["status"] == "NOT_FOUND", body
+
+
+def test_the_sdks_default_v1_beside_openais_models(shims: ShimFixture) -> None:
+    """On the SDK's default API version (v1) the Gemini methods work — POST /v1/models/{model}:{method} is Gemini's,
+    keys and errors included — while GET /v1/models stays OpenAI's list and /v1/chat/completions OpenAI's."""
+    env = shims.start(settings={"auth": {"api_keys": [KEY]}})
+    client = gemini(env, version=None)
+    assert client.models.generate_content(model=MODEL, contents="Hi").text == "Hello, world!"
+    assert "".join(c.text or "" for c in client.models.generate_content_stream(model=MODEL, contents="Hi")) == \
+        "Hello, world!"
+    assert env.fake.chat_requests()[-1].path == "/v1/chat/completions"
+    status, _, body = env.get("/v1/models", {"authorization": f"Bearer {KEY}"})
+    assert status == 200 and json.loads(body)["object"] == "list"
+    status, _, body = env.post(f"/v1/models/{MODEL}:generateContent", {"contents": []})
+    assert status == 401 and json.loads(body)["error"]["status"] == "UNAUTHENTICATED"
+    status, _, body = env.post("/v1/chat/completions", {"model": MODEL, "messages": []})
+    assert status == 401 and "status" not in json.loads(body)["error"]

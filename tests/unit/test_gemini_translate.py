@@ -131,11 +131,11 @@ def test_function_declarations() -> None:
     ({"mode": "AUTO"}, None, ["get_weather", "search"]),
     ({"mode": "NONE"}, "none", ["get_weather", "search"]),
     ({"mode": "ANY"}, "required", ["get_weather", "search"]),
-    ({"mode": "ANY", "allowedFunctionNames": ["search"]},
-     {"type": "function", "function": {"name": "search"}}, ["search"]),
+    ({"mode": "ANY", "allowedFunctionNames": ["search"]}, "required", ["search"]),
 ])
 def test_function_calling_config(config: JSON, choice: Any, names: list[str]) -> None:
-    """AUTO/ANY/NONE become tool_choice auto/required/none; allowedFunctionNames narrows the tools (one: named)."""
+    """AUTO/ANY/NONE become tool_choice auto/required/none; allowedFunctionNames narrows the tools (so ANY with one
+    allowed name forces that function: llama-server takes "required", not a named function)."""
     tools = [{"functionDeclarations": [WEATHER, {"name": "search"}]}]
     body = translate(tools=tools, toolConfig={"functionCallingConfig": config}).chat_body
     assert body.get("tool_choice") == choice

@@ -1,6 +1,7 @@
 """The Gemini API routes under ``/v1beta``: ``GET /models`` and ``/models/{model}``,
 ``POST /models/{model}:generateContent``, ``:streamGenerateContent`` (``?alt=sse``, or a streamed JSON array),
-``:countTokens``, ``:embedContent`` and ``:batchEmbedContents``.
+``:countTokens``, ``:embedContent`` and ``:batchEmbedContents``; the ``POST`` methods under ``/v1`` too (the SDKs'
+default API version), where ``GET /v1/models`` stays OpenAI's.
 
 A request is translated (:mod:`.translate`) onto the shared chat flow — tool repair, conformance, synthesis,
 parse-failure recovery, reasoning routing, keep-alives, failover and the relay all apply — and the answer comes back
@@ -10,6 +11,7 @@ path converter (:class:`ModelName`), so a model named like ``qwen3:8b`` is still
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -45,6 +47,7 @@ from llamashim.web.respond import read_json_object, send_json
 from llamashim.web.routing import DialectRoutes, api_route
 from llamashim.web.turn import RequestTurn
 
+V1_METHOD = re.compile(rb"/v1/models/[^/]+:[A-Za-z]+")
 METHODS = ["generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents"]
 
 
@@ -59,8 +62,13 @@ class GeminiRoutes(DialectRoutes):
     app = Klein()
     app.url_map.converters["model"] = ModelName
     dialect = GEMINI
-    prefixes = (b"/v1beta",)
+    prefixes = (b"/v1beta", b"/v1")
     log = Logger()
+
+    def claims(self, path: bytes) -> bool:
+        """All of ``/v1beta``; under ``/v1`` (where the SDKs go by default) only ``models/{model}:{method}``, beside
+        OpenAI's ``/v1/models`` and everything else of ``/v1``."""
+        return not path.startswith(b"/v1/") or V1_METHOD.fullmatch(path) is not None
 
     # -- models ----------------------------------------------------------------------------------------------------
 

@@ -324,10 +324,8 @@ def _tools(value: Any, calling: JSON, out: JSON, log: Log) -> None:
     mode = calling.get("mode", "AUTO")
     if mode not in CALLING_MODES:
         raise BadRequest("toolConfig.functionCallingConfig.mode must be AUTO, ANY, NONE or VALIDATED")
-    choice: Any = CALLING_MODES[mode]
-    if choice == "required" and len(functions) == 1:
-        choice = {"type": "function", "function": {"name": functions[0]["function"]["name"]}}
-    if choice != "auto":
+    choice = CALLING_MODES[mode]  # ANY with allowedFunctionNames: "required" among the narrowed tools (llama-server
+    if choice != "auto":          # takes "required", not a named function)
         out["tool_choice"] = choice
 
 
