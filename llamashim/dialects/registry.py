@@ -7,6 +7,7 @@ encoder and a :class:`~llamashim.web.routing.DialectRoutes` subclass) plus one l
 from __future__ import annotations
 
 from llamashim.dialects.anthropic.routes import AnthropicRoutes
+from llamashim.dialects.gemini.routes import GeminiRoutes
 from llamashim.dialects.ollama.routes import OllamaRoutes
 from llamashim.dialects.openai_chat.dialect import OPENAI
 from llamashim.dialects.openai_chat.routes import OpenAIChatRoutes, OpenAIEmbeddingsRoutes
@@ -20,6 +21,7 @@ ROUTES: tuple[type[DialectRoutes], ...] = (
     OllamaRoutes,
     ResponsesRoutes,
     AnthropicRoutes,
+    GeminiRoutes,
 )
 
 FALLBACK: Dialect = OPENAI

@@ -2,9 +2,11 @@
 
 Each dialect's routes object is a Klein resource mounted at its ``prefixes`` (``/api`` for Ollama,
 ``/v1/chat/completions`` for OpenAI chat, ...); a request goes to the longest prefix its path is under, which sees
-the rest of the path as its own (``/api/chat`` → the Ollama routes' ``/chat``). Everything else goes to the
-fallback: llamashim's own routes, which end in the pass-through, answering in the fallback dialect (OpenAI's, as
-the composition root injects it).
+the rest of the path as its own (``/api/chat`` → the Ollama routes' ``/chat``) — unless its routes object does not
+claim that path (a dialect sharing a prefix with another API: Gemini's ``/v1/models/{model}:{method}`` under ``/v1``,
+beside OpenAI's ``/v1/models``), which then goes on to the next prefix. Everything else goes to the fallback:
+llamashim's own routes, which end in the pass-through, answering in the fallback dialect (OpenAI's, as the
+composition root injects it).
 
 The same match decides the dialect of errors answered before routing (401, 403, 413, 429, 503, the drain): one
 table, one matcher.
@@ -12,7 +14,7 @@ table, one matcher.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,12 +35,19 @@ class Mountable(Protocol):
 
     def resource(self) -> IResource: ...
 
+    def claims(self, path: bytes) -> bool: ...
+
+
+def _every_path(path: bytes) -> bool:
+    return True
+
 
 @dataclass(frozen=True)
 class Mount:
     prefix: bytes
     resource: IResource
     dialect: Dialect
+    claims: Callable[[bytes], bool] = _every_path  # which paths under the prefix are its own (the rest fall through)
 
 
 class Root(Resource):
@@ -46,14 +55,14 @@ class Root(Resource):
 
     def __init__(self, routes: Iterable[Mountable], fallback: IResource, fallback_dialect: Dialect) -> None:
         super().__init__()
-        mounts = [Mount(p.rstrip(b"/"), r.resource(), r.dialect) for r in routes for p in r.prefixes]
+        mounts = [Mount(p.rstrip(b"/"), r.resource(), r.dialect, r.claims) for r in routes for p in r.prefixes]
         self._mounts = sorted(mounts, key=lambda m: -len(m.prefix))
         self.fallback = Mount(b"", fallback, fallback_dialect)
 
     def mount_for(self, path: bytes) -> Mount:
         for mount in self._mounts:
             prefix = mount.prefix
-            if path == prefix or path.startswith(prefix + b"/"):
+            if (path == prefix or path.startswith(prefix + b"/")) and mount.claims(path):
                 return mount
         return self.fallback
 

@@ -105,6 +105,12 @@ class DialectRoutes:
         resource: IResource = self.app.resource()
         return resource
 
+    def claims(self, path: bytes) -> bool:
+        """Whether a path under one of its prefixes is its own: every one, unless a dialect shares a prefix with
+        another API and says which of its paths are its own (Gemini's ``/v1/models/{model}:{method}`` under ``/v1``,
+        beside OpenAI's ``/v1/models``); the paths it does not claim go where they would go without it."""
+        return True
+
     def services(self) -> list[IService]:
         """Services this routes object owns (a store, say); none by default."""
         return []

@@ -1,0 +1,1 @@
+"""The Gemini API (``/v1beta/models/...``): Gemini CLI and the ``google-genai`` SDKs."""

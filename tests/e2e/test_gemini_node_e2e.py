@@ -1,0 +1,56 @@
+"""End-to-end: the official ``@google/genai`` JavaScript package (what Gemini CLI is built on) under Node, against
+llamashim in front of the real llama-server: generate, stream, a forced function call and its functionResponse turn,
+countTokens, the model list and an error as the SDK's own ``ApiError``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.daemon import Daemon, StartShim
+
+HERE = Path(__file__).parent / "node"
+
+
+def node_modules() -> Path:
+    """``npm install`` of the pinned packages into the shared cache, when ``@google/genai`` is not there yet."""
+    cache = Path(os.environ.get("LLAMASHIM_CACHE") or Path.home() / ".cache" / "llamashim") / "node"
+    cache.mkdir(parents=True, exist_ok=True)
+    shutil.copy(HERE / "package.json", cache / "package.json")
+    if not (cache / "node_modules" / "@google" / "genai" / "package.json").exists():
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=cache, check=True,
+                       timeout=600)
+    return cache / "node_modules"
+
+
+@pytest.fixture(scope="module", params=["native", "synthesize"])
+def shim(request: pytest.FixtureRequest, real_llama: Any, shim_daemon: StartShim) -> Iterator[Daemon]:
+    with shim_daemon(real_llama.url, "--tool-streaming", request.param) as d:
+        yield d
+
+
+def test_google_genai_js(shim: Daemon) -> None:
+    """@google/genai gets text, a stream ending in STOP, a real function call (id, name, args object) it can answer,
+    a token count, the model list, and a refused request as its ApiError with status 400."""
+    script = node_modules().parent / "gemini.mjs"
+    shutil.copy(HERE / "gemini.mjs", script)
+    result = subprocess.run(["node", str(script), shim.url], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["text"] and out["finish"] in ("STOP", "MAX_TOKENS")
+    assert out["usage"]["promptTokenCount"] > 0 and out["usage"]["totalTokenCount"] > out["usage"]["promptTokenCount"]
+    assert out["streamed"] and out["chunks"] > 1 and out["lastFinish"] in ("STOP", "MAX_TOKENS")
+    call = out["call"]
+    assert call.get("name") == "get_weather" and call["id"] and isinstance(call["args"], dict), out["callParts"]
+    assert out["callFinish"] == "STOP"
+    assert out["answered"]
+    assert out["tokens"] > 5
+    assert len(out["models"]) == 1 and out["models"][0].startswith("models/")
+    assert out["error"]["name"] == "ApiError" and out["error"]["status"] == 400, out["error"]
