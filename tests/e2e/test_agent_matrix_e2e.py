@@ -10,6 +10,7 @@ the reason llamashim exists (the upstream does not speak the agent's API).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -17,6 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+from tests.e2e.conftest import CACHE, E2E, _npm_install
 from tests.e2e.daemon import Daemon, FakeProcess, StartShim, running_fake
 
 SLOW = float(os.environ.get("LLAMASHIM_E2E_SLOW") or 1)
@@ -116,5 +120,42 @@ def test_codex_fails_against_the_upstream_itself(agent_bins: Path, shim_daemon: 
     """The same run pointed straight at the upstream fails: it does not serve the Responses API (no file)."""
     with tool_loop(shim_daemon, tmp_path) as loop:
         result = _codex(agent_bins, loop, loop.fake.url)
+        assert result.returncode != 0 or FINAL not in result.stdout
+        assert not loop.target.exists()
+
+
+# -- Gemini CLI (the Gemini API, streamGenerateContent over SSE) -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gemini_bin() -> Path:
+    """The pinned Gemini CLI (tests/e2e/gemini_cli/package.json)."""
+    modules = _npm_install(E2E / "gemini_cli" / "package.json", CACHE / "gemini-cli", ("@google/gemini-cli",))
+    return modules / ".bin" / "gemini"
+
+
+def _gemini(gemini_bin: Path, loop: Loop, base_url: str) -> subprocess.CompletedProcess[str]:
+    settings = loop.home / ".gemini"
+    settings.mkdir(exist_ok=True)
+    (settings / "settings.json").write_text(json.dumps({  # an API key (any: llamashim has none here), no telemetry
+        "security": {"auth": {"selectedType": "gemini-api-key"}},
+        "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+        "privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False}}))
+    env = loop.env(GOOGLE_GEMINI_BASE_URL=base_url, GEMINI_API_KEY="x")
+    return loop.run([str(gemini_bin), "-p", PROMPT, "--yolo", "--skip-trust", "-m", "gemini-2.5-pro"], env)
+
+
+def test_gemini_cli_completes_the_tool_loop(gemini_bin: Path, shim_daemon: StartShim, tmp_path: Path) -> None:
+    """``gemini -p`` (the Gemini API, streamed): write_file called through llamashim, the file exact, the final text."""
+    with tool_loop(shim_daemon, tmp_path) as loop:
+        loop.assert_completed(_gemini(gemini_bin, loop, loop.shim.url))
+        assert "script: write_file" in loop.fake.log()
+
+
+def test_gemini_cli_fails_against_the_upstream_itself(gemini_bin: Path, shim_daemon: StartShim,
+                                                       tmp_path: Path) -> None:
+    """The same run pointed straight at the upstream fails: llama-server does not serve the Gemini API (no file)."""
+    with tool_loop(shim_daemon, tmp_path) as loop:
+        result = _gemini(gemini_bin, loop, loop.fake.url)
         assert result.returncode != 0 or FINAL not in result.stdout
         assert not loop.target.exists()
