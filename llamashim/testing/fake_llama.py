@@ -69,6 +69,12 @@ class Seen:
     done: Deferred[float] = field(default_factory=Deferred)  # fires when the response finished normally
 
 
+def render(messages: list[Any]) -> str:
+    """The prompt the fake's ``/apply-template`` makes of chat messages: each one's role and content, so its
+    one-token-per-character ``/tokenize`` gives a predictable count."""
+    return "".join(f"<|{m.get('role')}|>{m.get('content')}" if isinstance(m, dict) else str(m) for m in messages)
+
+
 class FakeLlama:
     def __init__(self, clock: IReactorTime, model: str = MODEL) -> None:
         self.clock = clock
@@ -204,6 +210,7 @@ class FakeLlama:
             ("POST", "/v1/embeddings"): self._embeddings,
             ("POST", "/v1/completions"): self._completions,
             ("POST", "/tokenize"): self._tokenize,
+            ("POST", "/apply-template"): self._apply_template,
             ("POST", "/completion"): self._completion,
             ("POST", "/infill"): self._infill,
         }
@@ -302,7 +309,15 @@ class FakeLlama:
 
     def _tokenize(self, request: Request, seen: Seen) -> bytes:
         text = seen.body.get("content", "") if isinstance(seen.body, dict) else ""
+        if self.count_prompt:  # a token per count_prompt characters, as the chat usage counts
+            return self._json(request, {"tokens": [1] * (len(text) // self.count_prompt)})
         return self._json(request, {"tokens": [ord(c) for c in text]})
+
+    def _apply_template(self, request: Request, seen: Seen) -> bytes:
+        messages = seen.body.get("messages") if isinstance(seen.body, dict) else None
+        if not isinstance(messages, list):
+            return self._error(request, 400, "messages is required", "invalid_request_error")
+        return self._json(request, {"prompt": render(messages)})
 
     # -- chat ------------------------------------------------------------------------------------------------------
 

@@ -61,7 +61,8 @@ def tool_loop(shim_daemon: StartShim, tmp: Path) -> Iterator[Loop]:
     home.mkdir()
     work.mkdir()
     target = work / "matrix.txt"
-    with running_fake("--write-file", str(target), "--write-content", CONTENT, "--final", FINAL,
+    # (the fake counts a token per character: an agent's prompt needs a window far beyond a real one)
+    with running_fake("--write-file", str(target), "--write-content", CONTENT, "--final", FINAL, "--n-ctx", "1000000",
                       tmp=tmp) as fake, shim_daemon(fake.url) as shim:
         yield Loop(home, work, target, fake, shim)
 

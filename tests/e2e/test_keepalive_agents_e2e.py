@@ -20,6 +20,7 @@ from tests.e2e.daemon import Daemon, StartShim, running_fake
 SLOW = float(os.environ.get("LLAMASHIM_E2E_SLOW") or 1)
 CODEX_IDLE = 20  # seconds: Codex's stream_idle_timeout_ms, set far below the prefill
 CODEX_PREFILL = 90.0
+BIG_WINDOW = ("--n-ctx", "1000000")  # the fake counts a token per character: an agent's prompt needs this window
 CLAUDE_PREFILL = 360.0  # beyond Claude Code's 300 s stream watchdog (its minimum whatever the environment says)
 
 
@@ -40,7 +41,8 @@ def test_codex_outlasts_a_prefill_four_times_its_idle_timeout(
     home, work, codex_home = tmp_path / "home", tmp_path / "work", tmp_path / "codex-home"
     for folder in (home, work, codex_home):
         folder.mkdir()
-    with running_fake("--tools-prefill", str(CODEX_PREFILL), tmp=tmp_path) as fake, shim_daemon(fake.url) as d:
+    with running_fake("--tools-prefill", str(CODEX_PREFILL), *BIG_WINDOW, tmp=tmp_path) as fake, \
+            shim_daemon(fake.url) as d:
         (codex_home / "config.toml").write_text(
             'model = "local"\nmodel_provider = "llamashim"\n\n[model_providers.llamashim]\nname = "llamashim"\n'
             f'base_url = "{d.url}/v1"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n'
@@ -67,7 +69,8 @@ def test_claude_code_outlasts_a_prefill_longer_than_its_watchdog(
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
-    with running_fake("--tools-prefill", str(CLAUDE_PREFILL), tmp=tmp_path) as fake, shim_daemon(fake.url) as d:
+    with running_fake("--tools-prefill", str(CLAUDE_PREFILL), *BIG_WINDOW, tmp=tmp_path) as fake, \
+            shim_daemon(fake.url) as d:
         env = _env(home, ANTHROPIC_BASE_URL=d.url, ANTHROPIC_AUTH_TOKEN="x",
                    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_TELEMETRY="1", MAX_THINKING_TOKENS="0")
         result = subprocess.run(

@@ -40,7 +40,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from llamashim.config import Config, load_config
 from llamashim.service import LlamashimService, build_service
-from llamashim.testing.fake_llama import FakeLlama, Seen
+from llamashim.testing.fake_llama import FakeLlama
 from llamashim.testing.memory import CLIENT_BASE, MemoryClock, MemoryShim, memory_config
 from llamashim.web.site import ShimSite
 
@@ -244,23 +244,6 @@ async def in_thread(fn: Callable[[], T], seconds: float = 30) -> T:
 
 
 # -- fake upstreams -------------------------------------------------------------------------------------------------
-
-
-class TemplatingFake(FakeLlama):
-    """The fake plus llama-server's ``POST /apply-template``, which the fake itself lacks: the prompt is each
-    message's role and content (:func:`render`), so the fake's one-token-per-character ``/tokenize`` gives a
-    predictable count."""
-
-    def _routes(self) -> dict[tuple[str, str], Callable[[Request, Seen], bytes | int]]:
-        return {**super()._routes(), ("POST", "/apply-template"): self._apply_template}
-
-    def _apply_template(self, request: Request, seen: Seen) -> bytes:
-        return self._json(request, {"prompt": render(seen.body["messages"])})
-
-
-def render(messages: Iterable[Mapping[str, Any]]) -> str:
-    """The prompt :class:`TemplatingFake` makes of chat messages."""
-    return "".join(f"<|{m['role']}|>{m['content']}" for m in messages)
 
 
 # -- the in-memory tier -------------------------------------------------------------------------------------------

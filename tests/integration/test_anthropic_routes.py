@@ -18,8 +18,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from llamashim import jsonutil
-from llamashim.testing.fake_llama import FakeLlama
-from tests.integration.support import Scripted, ShimFixture, TemplatingFake, render
+from llamashim.testing.fake_llama import FakeLlama, render
+from tests.integration.support import Scripted, ShimFixture
 from tests.support import anthropic_error as error_of
 from tests.support import sse_events
 
@@ -313,7 +313,9 @@ def claude_code_request() -> tuple[str, dict[str, str], JSON]:
 @pytest.mark.parametrize(("strip", "old_build"), [(True, None), (False, None), (True, "refuse_stream_tools")])
 def test_claude_code_turn_and_the_billing_header(shims: ShimFixture, strip: bool, old_build: str | None) -> None:
     """The captured Claude Code turn streams fine; its billing header goes upstream only when stripping is off."""
-    env = shims.start("auto", {"anthropic": {"strip_billing_header": strip}})
+    fake = FakeLlama(shims.clock)
+    fake.n_ctx = 131072  # Claude Code's prompt is ~39k characters: ~39k of the fake's one-character tokens
+    env = shims.start("auto", {"anthropic": {"strip_billing_header": strip}}, fake=fake)
     env.fake.content = ["O", "K"]
     env.fake.old_build = old_build
     path, headers, body = claude_code_request()
@@ -535,7 +537,7 @@ def test_shutdown_ends_a_running_stream_with_an_error_event(shims: ShimFixture) 
 def test_count_tokens_with_the_upstream_template(shims: ShimFixture) -> None:
     """count_tokens counts the /apply-template prompt's /tokenize tokens, billing header stripped (unscaled:
     anthropic.context_scaling off; its scaling is in test_compaction_memory)."""
-    fake = TemplatingFake(shims.clock)
+    fake = FakeLlama(shims.clock)
     env = shims.start(fake=fake, settings={"anthropic": {"context_scaling": False}})
     system: list[TextBlockParam] = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=1;"},
                                     {"type": "text", "text": "Be brief."}]

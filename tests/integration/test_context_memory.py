@@ -1,7 +1,7 @@
 """Context truth and overflow in each client's words, in memory (issue 21 items 3 and 4).
 
 The fake llama-server here renders chat messages as ``<|role|>content`` and counts one token per character
-(:class:`TemplatingFake`), and refuses a chat prompt of ``n_ctx`` tokens or more exactly as llama-server does (HTTP 400
+(:class:`FakeLlama`), and refuses a chat prompt of ``n_ctx`` tokens or more exactly as llama-server does (HTTP 400
 ``exceed_context_size_error`` with ``n_prompt_tokens``/``n_ctx``), so a test knows each prompt's exact count.
 """
 
@@ -18,8 +18,8 @@ from twisted.web.server import Request
 
 from llamashim import jsonutil
 from llamashim.chat.context import token_bound
-from llamashim.testing.fake_llama import FakeLlama, Seen
-from tests.integration.support import Env, ShimFixture, TemplatingFake, render
+from llamashim.testing.fake_llama import FakeLlama, Seen, render
+from tests.integration.support import Env, ShimFixture
 
 WINDOW = 2048
 
@@ -30,8 +30,8 @@ def _refusal(request: Request, fake: FakeLlama, n: int) -> bytes:
                                           "n_prompt_tokens": n, "n_ctx": fake.n_ctx}}, 400)
 
 
-class RefusingFake(TemplatingFake):
-    """:class:`TemplatingFake` that refuses an oversized chat prompt with llama-server's own 400."""
+class RefusingFake(FakeLlama):
+    """:class:`FakeLlama` that refuses an oversized chat prompt with llama-server's own 400."""
 
     def _chat(self, request: Request, seen: Seen) -> bytes | int:
         n = len(render(seen.body["messages"])) if isinstance(seen.body, dict) else 0

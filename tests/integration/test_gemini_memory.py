@@ -14,7 +14,8 @@ from google import genai
 from google.genai import errors, types
 from pydantic import BaseModel
 
-from tests.integration.support import BASE, Env, ShimFixture, TemplatingFake, render
+from llamashim.testing.fake_llama import FakeLlama, render
+from tests.integration.support import BASE, Env, ShimFixture
 
 JSON = dict[str, Any]
 MODEL = "fake-model-7B.Q4_K_M"
@@ -162,7 +163,7 @@ def test_json_mode(shims: ShimFixture) -> None:
 
 def test_count_tokens(shims: ShimFixture) -> None:
     """count_tokens counts with the upstream's own template and tokenizer, and generates nothing."""
-    fake = TemplatingFake(shims.clock)
+    fake = FakeLlama(shims.clock)
     env = shims.start(fake=fake)
     counted = gemini(env).models.count_tokens(model=MODEL, contents="How many tokens?")
     assert counted.total_tokens == len(render([{"role": "user", "content": "How many tokens?"}]))

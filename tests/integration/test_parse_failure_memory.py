@@ -11,7 +11,8 @@ import anthropic
 import openai
 import pytest
 
-from tests.integration.support import Env, ShimFixture, TemplatingFake, anthropic_tool_uses
+from llamashim.testing.fake_llama import FakeLlama
+from tests.integration.support import Env, ShimFixture, anthropic_tool_uses
 
 TOOL: dict[str, Any] = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city.", "parameters": {
@@ -26,7 +27,7 @@ PARIS = {"city": "Paris"}
 def failing(shims: ShimFixture, text: str = CALL, pos: int = 0, before: list[str] | None = None) -> Env:
     """A shim whose upstream's chat parser fails at ``pos``, its message carrying ``text``; ``before`` is what the
     stream sent before the failure."""
-    env = shims.start(fake=TemplatingFake(shims.clock))
+    env = shims.start(fake=FakeLlama(shims.clock))
     env.fake.fault = "parse_failure"
     env.fake.parse_failure_pos = pos
     env.fake.parse_failure_text = text

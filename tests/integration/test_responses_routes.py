@@ -23,8 +23,8 @@ from openai.types.responses import (
 )
 
 from llamashim import jsonutil
-from llamashim.testing.fake_llama import FakeLlama
-from tests.integration.support import Scripted, ShimFixture, TemplatingFake, render
+from llamashim.testing.fake_llama import FakeLlama, render
+from tests.integration.support import Scripted, ShimFixture
 from tests.support import sse_events
 
 JSON = dict[str, Any]
@@ -489,7 +489,7 @@ def test_routes_without_v1(shims: ShimFixture) -> None:
 
 def test_input_tokens_counts_with_the_upstream_template(shims: ShimFixture) -> None:
     """POST /v1/responses/input_tokens counts the /apply-template prompt's /tokenize tokens."""
-    fake = TemplatingFake(shims.clock)
+    fake = FakeLlama(shims.clock)
     env = shims.start(fake=fake)
     status, _, body = env.post("/v1/responses/input_tokens",
                                {"model": "m", "input": "Hi", "instructions": "Be brief."})
