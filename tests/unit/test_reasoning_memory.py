@@ -42,6 +42,21 @@ def test_calls_without_ids_match_by_name_and_arguments() -> None:
     assert calls_digest(ollama_shaped) == calls_digest([CALL])
 
 
+def test_an_earlier_turn_with_the_same_calls_does_not_get_the_latest_answers_reasoning() -> None:
+    """One answer's reasoning goes back into one turn, the latest with its calls: an earlier turn that made the
+    same call (another id, or none) stays without (the real model repeating a call of the conversation did this)."""
+    memory = ReasoningMemory(Clock())
+    memory.remember("", [CALL], "plan")
+    without_id = {k: v for k, v in CALL.items() if k != "id"}
+    for earlier_call in ({**CALL, "id": "call_0"}, without_id):
+        earlier = {"role": "assistant", "content": "", "tool_calls": [earlier_call]}
+        body = follow_up([CALL])
+        body["messages"][1:1] = [earlier, {"role": "tool", "tool_call_id": "call_0", "content": "hi"}]
+        out, n = memory.restore(body, "")
+        assert n == 1
+        assert [m.get("reasoning_content") for m in out["messages"] if m["role"] == "assistant"] == [None, "plan"]
+
+
 def test_a_turn_that_has_its_reasoning_keeps_it() -> None:
     """An assistant turn that still carries reasoning_content is not touched."""
     memory = ReasoningMemory(Clock())
