@@ -79,10 +79,12 @@ class Database:
 
 
 def postgres_database(url: str, connect_timeout: float = 10.0) -> Database:
-    """A PostgreSQL database through psycopg (the ``postgres`` extra); adbapi reconnects a connection it lost."""
+    """A PostgreSQL database through psycopg (the ``postgres`` extra); adbapi reconnects a connection it lost. One
+    connection per instance, as for SQLite: the store's work runs in the order it was asked for (the schema before
+    the first read or prune), and its load — a write per stored response, a read per continued one — is small."""
     return Database(POSTGRES, "psycopg", shown_url(url), (url,), dict(
         connect_timeout=max(1, round(connect_timeout)), application_name="llamashim",
-        cp_min=1, cp_max=4, cp_reconnect=True, cp_noisy=False))
+        cp_min=1, cp_max=1, cp_reconnect=True, cp_noisy=False))
 
 
 

@@ -9,8 +9,8 @@ It lives in one SQLite file (``responses.store_path``; by default the systemd un
 start, and pruning takes a transaction-scoped advisory lock first, so N instances prune once (the others skip that
 round). What differs between the two databases is in :mod:`.sql`.
 
-Every query runs in ``twisted.enterprise.adbapi``'s thread pool (one connection for SQLite, which serialises writers
-anyway; a few for PostgreSQL), so the reactor never blocks on the disk or the network. When API keys are set, each
+Every query runs in ``twisted.enterprise.adbapi``'s thread pool (one connection, in the order asked: SQLite serialises
+writers anyway), so the reactor never blocks on the disk or the network. When API keys are set, each
 row belongs to the key that created it (a hash of it, never the key): another key finds nothing, exactly as for an
 unknown id. Nothing here logs a stored
 input or output, nor a database URL's password.
