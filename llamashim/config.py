@@ -95,6 +95,37 @@ def _opt_str(value: Any, where: str) -> str | None:
     return None if value is None else _str(value, where)
 
 
+STORE_URL_SCHEMES = ("postgresql", "postgres")
+
+
+def shown_url(url: str) -> str:
+    """A database URL as it may be logged: no password (nor the query, where libpq also takes one)."""
+    parts = urlsplit(url)
+    user, _, host = parts.netloc.rpartition("@")
+    user = user.partition(":")[0]
+    return f"{parts.scheme}://{user + '@' if user else ''}{host}{parts.path}"
+
+
+def _store_url(value: Any, where: str) -> str | None:
+    """``responses.store_url``: ``postgresql://user:password@host:port/database``. Never echoed back (a password)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a postgresql:// URL, got a {type(value).__name__}")
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        raise ConfigError(f"{where}: {shown_url(url)} is not a valid URL (its port?)") from None
+    if parts.scheme not in STORE_URL_SCHEMES:
+        raise ConfigError(f"{where}: expected a postgresql://user:password@host:port/database URL "
+                          f"(scheme {parts.scheme or 'missing'})")
+    if not parts.path.strip("/"):
+        raise ConfigError(f"{where}: {shown_url(url)} names no database (postgresql://…/database)")
+    return url
+
+
 def _choice(choices: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> Validator:
     def check(value: Any, where: str) -> str:
         text = _str(value, where).strip().lower()
@@ -207,9 +238,10 @@ def _duration(value: Any, where: str) -> float:
 
 
 
-def key(default: Any, check: Validator) -> Any:
-    """One configuration key: its default and its validator, declared once (the dataclass field)."""
-    return field(default=default, metadata={"check": check})
+def key(default: Any, check: Validator, repr: bool = True) -> Any:
+    """One configuration key: its default and its validator, declared once (the dataclass field); ``repr=False``
+    for a secret."""
+    return field(default=default, metadata={"check": check}, repr=repr)
 
 
 def section(cls: type) -> Any:
@@ -333,6 +365,7 @@ class ModelsConfig:
 class ResponsesConfig:
     store: bool = key(True, _bool)  # off: nothing is ever kept, whatever a request's ``store`` says
     store_path: str | None = key(None, _opt_str)  # None: $STATE_DIRECTORY (systemd) or ~/.local/state/llamashim
+    store_url: str | None = key(None, _store_url, repr=False)  # postgresql://…: wins over store_path
     max_age: float = key(30 * 86400.0, _duration)  # seconds
     max_items: int = key(10_000, _int(1))
 

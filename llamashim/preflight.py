@@ -3,9 +3,9 @@
 twistd binds listeners in ``privilegedStartService``, after it has started logging, so a port that is already taken
 would surface as a ``CannotListenError`` traceback in the log. These checks say the same thing first, in one line:
 a TCP/SSL port already in use (or not ours to take), an SSL key or certificate that is missing, unreadable, not PEM
-or not a pair, a Unix socket whose directory is missing or that another process serves, and a supervised
-llama-server binary or model file that does not exist. Each raises :class:`StartupError`; ``tap`` prints it and
-exits with status 1.
+or not a pair, a Unix socket whose directory is missing or that another process serves, a supervised llama-server
+binary or model file that does not exist, and a PostgreSQL Responses store that does not answer (or a URL psycopg
+cannot read). Each raises :class:`StartupError`; ``tap`` prints it and exits with status 1.
 
 A port is checked by binding it (with ``SO_REUSEADDR``, as Twisted binds) and letting it go again; a process that
 takes the port in the moment between this check and twistd's own bind still gets twistd's traceback.
@@ -19,7 +19,7 @@ import shutil
 import socket
 from typing import Any
 
-from llamashim.config import Config, SpawnConfig
+from llamashim.config import Config, SpawnConfig, shown_url
 
 
 class StartupError(Exception):
@@ -33,6 +33,8 @@ def check(config: Config) -> None:
     for spec in config.upstream_specs():
         if spec.spawn is not None:
             check_spawn(spec.name, spec.spawn)
+    if config.responses.store and config.responses.store_url:
+        check_store(config.responses.store_url)
 
 
 # -- listeners -----------------------------------------------------------------------------------------------------
@@ -182,3 +184,15 @@ def check_spawn(name: str, spawn: SpawnConfig) -> None:
         raise StartupError(f"{where}: the model file {spawn.model} does not exist (upstream.spawn.model)")
     if not os.access(spawn.model, os.R_OK):
         raise StartupError(f"{where}: the model file {spawn.model} cannot be read (upstream.spawn.model)")
+
+
+# -- the Responses store -------------------------------------------------------------------------------------------
+
+
+def check_store(url: str) -> None:
+    """``responses.store_url``: the database answers (a connection opens and runs ``SELECT 1``)."""
+    from llamashim.dialects.responses.sql import unreachable
+
+    why = unreachable(url)
+    if why is not None:
+        raise StartupError(f"responses.store_url {shown_url(url)}: {why}")

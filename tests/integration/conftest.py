@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.postgres import Postgres, start_postgres
 from tests.integration.support import ShimFixture
 
 
@@ -16,3 +17,17 @@ def shims(tmp_path: Path) -> Iterator[ShimFixture]:
     fixture = ShimFixture(tmp_path)
     yield fixture
     fixture.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL (Debian's), started once for the session in a temporary directory and stopped after it."""
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: Postgres) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL (each test its own)."""
+    return postgres.url(postgres.new_database())

@@ -181,3 +181,28 @@ def test_a_binary_that_is_not_executable(tmp_path: Path) -> None:
         preflight.check_spawn("default", SpawnConfig(str(model), binary=str(binary)))
     binary.chmod(0o755)
     preflight.check_spawn("default", SpawnConfig(str(model), binary=str(binary)))
+
+
+def test_an_unreachable_store_database_is_one_line(tmp_path: Path) -> None:
+    """responses.store_url to a port nothing listens on: `cannot start` naming the URL without its password, exit 1."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"responses: {{store_url: 'postgresql://shim:s3cret-pw@127.0.0.1:{free_port()}/llamashim'}}\n")
+    result = start("--config", str(config), "--listen", "tcp:0:interface=127.0.0.1", cwd=tmp_path)
+    line = assert_one_line(result, 1, "llamashim: cannot start: responses.store_url postgresql://shim@127.0.0.1:",
+                           "/llamashim: connection failed")
+    assert "s3cret-pw" not in result.stderr + result.stdout, line
+    assert not (tmp_path / "twistd.pid").exists()
+
+
+@pytest.mark.parametrize(("url", "status", "needle"), [
+    ("postgresql://shim:s3cret-pw@db:port/llamashim", 2, "configuration error: responses.store_url in "),
+    ("postgresql://shim:s3cret-pw@127.0.0.1/llamashim?no_such_option=1", 1, 'invalid URI query parameter'),
+])
+def test_a_malformed_store_url_is_one_line(tmp_path: Path, url: str, status: int, needle: str) -> None:
+    """A store_url that is no URL is a configuration error (exit 2); one psycopg cannot use stops start-up (exit 1);
+    both in one line without the password."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"responses: {{store_url: '{url}'}}\n")
+    result = start("--config", str(config), "--listen", "tcp:0:interface=127.0.0.1", cwd=tmp_path)
+    assert_one_line(result, status, needle)
+    assert "s3cret-pw" not in result.stderr + result.stdout

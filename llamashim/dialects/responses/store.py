@@ -1,15 +1,19 @@
-"""The Responses store: stored responses, their input items and the conversation behind them, in SQLite.
+"""The Responses store: stored responses, their input items and the conversation behind them, in SQLite or PostgreSQL.
 
 A response created with ``store`` (OpenAI's default) is kept so that ``previous_response_id`` can continue its
 conversation (Copilot's Responses mode sends only the new turn) and ``GET``/``DELETE /v1/responses/{id}`` work.
 It lives in one SQLite file (``responses.store_path``; by default the systemd unit's ``StateDirectory`` or
 ``~/.local/state/llamashim``), survives a restart, and is pruned by age (``responses.max_age``) and count
-(``responses.max_items``) once at start-up and then hourly, by a ``TimerService``.
+(``responses.max_items``) once at start-up and then hourly, by a ``TimerService``. With ``responses.store_url``
+(``postgresql://…``) it lives in PostgreSQL instead, shared by several llamashim instances: the schema is created on
+start, and pruning takes a transaction-scoped advisory lock first, so N instances prune once (the others skip that
+round). What differs between the two databases is in :mod:`.sql`.
 
-Every query runs in ``twisted.enterprise.adbapi``'s thread pool (one connection: SQLite serialises writers anyway),
-so the reactor never blocks on the disk. When API keys are set, each row belongs to the key that created it (a
-hash of it, never the key): another key finds nothing, exactly as for an unknown id. Nothing here logs a stored
-input or output.
+Every query runs in ``twisted.enterprise.adbapi``'s thread pool (one connection, in the order asked: SQLite serialises
+writers anyway), so the reactor never blocks on the disk or the network. When API keys are set, each
+row belongs to the key that created it (a hash of it, never the key): another key finds nothing, exactly as for an
+unknown id. Nothing here logs a stored
+input or output, nor a database URL's password.
 """
 
 from __future__ import annotations
@@ -28,27 +32,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from llamashim import jsonutil
+from llamashim.dialects.responses.sql import SQLITE, Database, postgres_database
 
 JSON = dict[str, Any]
 PRUNE_EVERY = 3600.0
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    created REAL NOT NULL,
-    response BLOB NOT NULL,
-    input_items BLOB NOT NULL,
-    conversation BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS responses_created ON responses (created);
-CREATE TABLE IF NOT EXISTS reasoning (
-    owner TEXT NOT NULL,
-    keys TEXT NOT NULL,
-    reasoning TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reasoning_at ON reasoning (at);
-"""
+_COLUMNS = ("id", "owner", "created", "response", "input_items", "conversation")
 
 
 def default_store_path(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
@@ -82,13 +70,20 @@ def _connect(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA synchronous=NORMAL")
 
 
+def sqlite_database(path: str) -> Database:
+    return Database(SQLITE, "sqlite3", path, (path,), dict(check_same_thread=False, cp_min=1, cp_max=1,
+                                                          cp_openfun=_connect), file=path)
+
+
 class ResponseStore(MultiService):
     log = Logger()
 
-    def __init__(self, reactor: Any, path: str, max_age: float, max_items: int) -> None:
+    def __init__(self, reactor: Any, path: str, max_age: float, max_items: int, url: str | None = None) -> None:
         super().__init__()
         self.reactor = reactor
         self.path = path
+        self.database = postgres_database(url) if url else sqlite_database(path)  # the URL wins
+        self.sql = self.database.dialect
         self.max_age = max_age
         self.max_items = max_items
         self.pool: adbapi.ConnectionPool | None = None
@@ -101,20 +96,23 @@ class ResponseStore(MultiService):
         pruner.setServiceParent(self)
 
     def startService(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.pool = adbapi.ConnectionPool(
-            "sqlite3", self.path, check_same_thread=False, cp_min=1, cp_max=1, cp_openfun=_connect,
-            cp_reactor=self.reactor,
-        )
-        ready = self.pool.runInteraction(lambda txn: txn.executescript(_SCHEMA))
+        db = self.database
+        if db.file is not None:
+            Path(db.file).parent.mkdir(parents=True, exist_ok=True)
+        self.pool = adbapi.ConnectionPool(db.module, *db.args, cp_reactor=self.reactor, **db.kwargs)
+        ready = self.pool.runInteraction(self._create_schema)
         ready.addCallback(lambda _: self._run("SELECT owner, keys, reasoning, at FROM reasoning ORDER BY at"))
         ready.addCallbacks(self._reasoning_read, self._schema_failed)
-        self.log.info("responses store: {path} (kept {days:g} days, at most {n} responses)", path=self.path,
+        self.log.info("responses store: {path} (kept {days:g} days, at most {n} responses)", path=db.shown,
                       days=self.max_age / 86400, n=self.max_items)
         super().startService()  # the pruner runs once now, then hourly
 
+    def _create_schema(self, txn: Any) -> None:
+        for statement in self.sql.schema():
+            txn.execute(statement)
+
     def _schema_failed(self, failure: Failure) -> None:
-        self.log.failure("responses store: could not set up {path}", failure, path=self.path)
+        self.log.failure("responses store: could not set up {path}", failure, path=self.database.shown)
         self._reasoning_rows.callback([])
 
     def _reasoning_read(self, rows: list[Any]) -> None:
@@ -154,13 +152,13 @@ class ResponseStore(MultiService):
 
     def _run(self, sql: str, *args: Any) -> Deferred[list[Any]]:
         assert self.pool is not None, "the responses store is not running"
-        return self.pool.runQuery(sql, args)  # type: ignore[no-any-return]
+        return self.pool.runQuery(self.sql.sql(sql), args)  # type: ignore[no-any-return]
 
     def _op(self, sql: str, *args: Any) -> Deferred[int]:
         assert self.pool is not None, "the responses store is not running"
 
         def run(txn: Any) -> int:
-            txn.execute(sql, args)
+            txn.execute(self.sql.sql(sql), args)
             return int(txn.rowcount)
 
         return self.pool.runInteraction(run)  # type: ignore[no-any-return]
@@ -170,9 +168,7 @@ class ResponseStore(MultiService):
         Deferred fires once it is written, or fails with the write."""
         response_id = response["id"]
         written = maybeDeferred(
-            self._op,
-            "INSERT OR REPLACE INTO responses (id, owner, created, response, input_items, conversation) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            self._op, self.sql.upsert("responses", _COLUMNS, "id"),
             response_id, owner, self.reactor.seconds(), jsonutil.dumps(response), jsonutil.dumps(input_items),
             jsonutil.dumps(conversation),
         )
@@ -207,15 +203,25 @@ class ResponseStore(MultiService):
             await pending.done  # a DELETE right after the stream ended must find the row
         return await self._op("DELETE FROM responses WHERE id = ? AND owner = ?", response_id, owner) > 0
 
-    async def prune(self) -> int:
-        """Drop what is older than ``max_age`` and all but the newest ``max_items``; returns how many went."""
-        gone = await self._op("DELETE FROM responses WHERE created < ?", self.reactor.seconds() - self.max_age)
-        await self._op("DELETE FROM reasoning WHERE at < ?", self.reactor.seconds() - self.max_age)
-        gone += await self._op(
-            "DELETE FROM responses WHERE id NOT IN (SELECT id FROM responses ORDER BY created DESC LIMIT ?)",
-            self.max_items,
-        )
+    async def prune(self) -> int | None:
+        """Drop what is older than ``max_age`` and all but the newest ``max_items``, in one transaction; returns how
+        many responses went, or ``None`` when another instance holds the pruning lock (and is pruning now)."""
+        assert self.pool is not None, "the responses store is not running"
+        gone: int | None = await self.pool.runInteraction(self._prune, self.reactor.seconds() - self.max_age)
         return gone
+
+    def _prune(self, txn: Any, horizon: float) -> int | None:
+        q = self.sql.sql
+        if self.sql.prune_lock is not None:  # held until this transaction ends
+            txn.execute(self.sql.prune_lock)
+            if not txn.fetchone()[0]:
+                return None
+        txn.execute(q("DELETE FROM responses WHERE created < ?"), (horizon,))
+        gone = int(txn.rowcount)
+        txn.execute(q("DELETE FROM reasoning WHERE at < ?"), (horizon,))
+        txn.execute(q("DELETE FROM responses WHERE id NOT IN (SELECT id FROM responses ORDER BY created DESC LIMIT ?)"),
+                    (self.max_items,))
+        return gone + int(txn.rowcount)
 
     def _prune_logged(self) -> Deferred[None]:
         async def run() -> None:
@@ -224,7 +230,9 @@ class ResponseStore(MultiService):
             except Exception:  # a TimerService callback must survive its own errors; the next round retries
                 self.log.failure("responses store: pruning failed")
                 return
-            if gone:
+            if gone is None:
+                self.log.debug("responses store: another instance is pruning; skipped this round")
+            elif gone:
                 self.log.info("responses store: pruned {n} old response(s)", n=gone)
 
         return Deferred.fromCoroutine(run())
