@@ -4,7 +4,10 @@ A response created with ``store`` (OpenAI's default) is kept so that ``previous_
 conversation (Copilot's Responses mode sends only the new turn) and ``GET``/``DELETE /v1/responses/{id}`` work.
 It lives in one SQLite file (``responses.store_path``; by default the systemd unit's ``StateDirectory`` or
 ``~/.local/state/llamashim``), survives a restart, and is pruned by age (``responses.max_age``) and count
-(``responses.max_items``) once at start-up and then hourly, by a ``TimerService``.
+(``responses.max_items``) once at start-up and then hourly, by a ``TimerService``. Several workers
+(``server.workers``) share the file: it is in WAL mode (readers never wait for the one writer, and a worker's
+write is visible to the next read of any other), with sqlite3's 5 s busy timeout for two writers at once, and
+worker 0 alone runs the pruner.
 
 Every query runs in ``twisted.enterprise.adbapi``'s thread pool (one connection: SQLite serialises writers anyway),
 so the reactor never blocks on the disk. When API keys are set, each row belongs to the key that created it (a
@@ -85,7 +88,8 @@ def _connect(connection: sqlite3.Connection) -> None:
 class ResponseStore(MultiService):
     log = Logger()
 
-    def __init__(self, reactor: Any, path: str, max_age: float, max_items: int) -> None:
+    def __init__(self, reactor: Any, path: str, max_age: float, max_items: int, prune: bool = True) -> None:
+        """``prune``: this process runs the hourly pruner (with several workers on one file, worker 0 alone)."""
         super().__init__()
         self.reactor = reactor
         self.path = path
@@ -96,9 +100,10 @@ class ResponseStore(MultiService):
         # (the stream's last event has reached the client by then), so reads look here first.
         self._pending: dict[str, _Write] = {}
         self._reasoning_rows: Deferred[list[Any]] = Deferred()  # what thinking.replay kept, read at start
-        pruner = TimerService(PRUNE_EVERY, self._prune_logged)
-        pruner.clock = reactor
-        pruner.setServiceParent(self)
+        if prune:
+            pruner = TimerService(PRUNE_EVERY, self._prune_logged)
+            pruner.clock = reactor
+            pruner.setServiceParent(self)
 
     def startService(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
