@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,7 +150,7 @@ def test_sigterm_drains_every_worker_and_exits(tmp_path: Path) -> None:
     with running_fake("--chunk-interval", "0.2", "--pieces", "10", tmp=tmp_path) as upstream, \
             running_workers(upstream.url, tmp_path) as daemon:
         pids = until_both(daemon.url, "/health", None)
-        directory = re.search(r"their shared state in (\S+)", daemon.log())
+        directory = until_logged(daemon, r"their shared state in (\S+)")
         connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
         connection.request("POST", "/v1/chat/completions", STREAM, {"content-type": "application/json"})
         response = connection.getresponse()
@@ -203,6 +204,7 @@ def test_workers_stop_when_the_supervisor_is_killed(fake: str, tmp_path: Path) -
     """SIGKILL to the supervisor (no chance to stop them): its pipe closes and both workers stop, no orphans."""
     with running_workers(fake, tmp_path) as daemon:
         pids = until_both(daemon.url, "/health", None)
+        directory = until_logged(daemon, r"their shared state in (\S+)")[1]
         daemon.proc.kill()
         daemon.proc.wait(10)
         deadline = time.monotonic() + 30
@@ -210,3 +212,4 @@ def test_workers_stop_when_the_supervisor_is_killed(fake: str, tmp_path: Path) -
             time.sleep(0.05)  # waiting for other processes to exit, with a deadline
         assert all(gone(pid) for pid in pids.values())
         assert "the worker supervisor is gone; stopping" in daemon.log()
+        shutil.rmtree(directory)  # the supervisor had no chance to remove it
