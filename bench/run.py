@@ -3,9 +3,13 @@
     python -m bench.run            # full run (a few minutes)
     python -m bench.run --quick    # fewer samples (under a minute)
     python -m bench.run --json out.json
+    python -m bench.run --workers 2               # everything against llamashim with server.workers: 2
+    python -m bench.run --rps-only --workers 1,2  # non-streamed requests/s and CPU per request, 1 vs 2 workers,
+                                                  # interleaved (--rounds 3)
 
 Processes: the paced fake upstream (``bench.upstream``), llamashim (``twistd -n llamashim``), and this load generator
-(asyncio, raw HTTP/1.1). llamashim's CPU time comes from ``/proc/PID/stat`` and its memory from ``/proc/PID/status``.
+(asyncio, raw HTTP/1.1). llamashim's CPU time comes from ``/proc/PID/stat`` and its memory from ``/proc/PID/status``
+(with workers: the supervisor's and every worker's, summed).
 """
 
 from __future__ import annotations
@@ -36,16 +40,35 @@ def pct(values: list[float], p: float) -> float:
     return ordered[k]
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its children (llamashim's workers, with ``--workers``)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(int(c) for c in children)]
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    total = 0.0
+    for one in tree(pid):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    total = 0.0
+    for one in tree(pid):
+        try:
+            lines = Path(f"/proc/{one}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:"))
+    return total
 
 
 async def wait_port(port: int, deadline: float = 30) -> None:
@@ -368,7 +391,8 @@ async def aborts(upstream: int, shim: int, n: int) -> dict[str, float]:
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
 async def throughputs(up_port: int, shim_port: int, pid: int, quick: bool) -> dict[str, Any]:
@@ -393,20 +417,81 @@ async def throughputs(up_port: int, shim_port: int, pid: int, quick: bool) -> di
     }
 
 
+def start_shim(out_dir: Path, shim_port: int, up_port: int, workers: int) -> subprocess.Popen[bytes]:
+    twistd = str(Path(sys.executable).with_name("twistd"))
+    os.environ["STATE_DIRECTORY"] = str(out_dir)  # the Responses store of the benchmark's llamashim
+    return start([twistd, "-n", "--pidfile=", "--logfile", str(out_dir / "llamashim.log"), "llamashim",
+                  "--listen", f"tcp:{shim_port}:interface=127.0.0.1", "--upstream", f"http://127.0.0.1:{up_port}",
+                  "--tool-streaming", "native", "--workers", str(workers)], out_dir / "llamashim.out")
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 45) -> None:
+    proc.terminate()
+    try:
+        proc.wait(grace)  # llamashim drains open streams for up to shutdown.drain_timeout (30 s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+async def ready(port: int, workers: int) -> None:
+    """Listening, and (with workers) every worker answering: each opens its own socket as it starts."""
+    await wait_port(port)
+    seen: set[str] = set()
+    end = time.monotonic() + 30
+    while workers > 1 and len(seen) < workers and time.monotonic() < end:
+        conn = Conn(port)
+        await conn.open()
+        await conn.send("GET", "/health", None, {})
+        _, headers = await conn.head()
+        async for _ in conn.body_chunks(headers):
+            pass
+        conn.close()
+        seen.add(headers.get("x-llamashim-worker", ""))
+
+
+async def rps_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Non-streamed requests/s at concurrency 32 and CPU per request, for each worker count, interleaved over
+    ``--rounds`` rounds (one upstream for all)."""
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    counts = [int(n) for n in str(args.workers).split(",")]
+    up_port = free_port()
+    upstream = start([sys.executable, "-m", "bench.upstream", "--port", str(up_port)], out_dir / "upstream.log")
+    runs: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
+    try:
+        await wait_port(up_port)
+        for _ in range(args.rounds):
+            for n in counts:
+                shim_port = free_port()
+                shim = start_shim(out_dir, shim_port, up_port, n)
+                try:
+                    await ready(shim_port, n)
+                    await nonstream_rps(shim_port, 32, 1.0)  # warm-up
+                    cpu0, started = cpu_seconds(shim.pid), time.perf_counter()
+                    rps = await nonstream_rps(shim_port, 32, args.seconds)
+                    cpu = cpu_seconds(shim.pid) - cpu0
+                    served = rps * (time.perf_counter() - started)
+                    runs[n].append({"rps": rps, "cpu_ms_per_request": cpu / served * 1000})
+                    print(f"workers {n}: {rps:.0f} requests/s, {cpu / served * 1000:.2f} ms CPU per request",
+                          flush=True)
+                finally:
+                    stop(shim)
+    finally:
+        stop(upstream, 20)
+    return {"cpus": os.cpu_count(), "runs": {str(n): r for n, r in runs.items()}}
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
     up_port, shim_port = free_port(), free_port()
     upstream = start([sys.executable, "-m", "bench.upstream", "--port", str(up_port)], out_dir / "upstream.log")
-    twistd = str(Path(sys.executable).with_name("twistd"))
-    os.environ["STATE_DIRECTORY"] = str(out_dir)  # the Responses store of the benchmark's llamashim
-    shim = start([twistd, "-n", "--pidfile=", "--logfile", str(out_dir / "llamashim.log"), "llamashim",
-                  "--listen", f"tcp:{shim_port}:interface=127.0.0.1", "--upstream", f"http://127.0.0.1:{up_port}",
-                  "--tool-streaming", "native"], out_dir / "llamashim.out")
+    shim = start_shim(out_dir, shim_port, up_port, int(args.workers))
     try:
         await wait_port(up_port)
-        await wait_port(shim_port)
+        await ready(shim_port, int(args.workers))
         pid = shim.pid
         results: dict[str, Any] = {
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
@@ -436,13 +521,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         results["rss_final_mib"] = rss_mib(pid)
         return results
     finally:
-        shim.terminate()
-        upstream.terminate()
-        try:
-            shim.wait(45)  # llamashim drains open streams for up to shutdown.drain_timeout (30 s)
-        except subprocess.TimeoutExpired:
-            shim.kill()
-        upstream.wait(20)
+        stop(shim)
+        stop(upstream, 20)
 
 
 TARGETS = [
@@ -509,13 +589,37 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def rps_report(r: dict[str, Any]) -> str:
+    lines = [f"non-streamed requests/s at c=32 ({r['cpus']} CPUs shared by the load generator, the upstream and "
+             "llamashim): workers | requests/s per round | median | CPU ms per request (median)"]
+    medians: dict[str, float] = {}
+    for n, runs in r["runs"].items():
+        rates = [run["rps"] for run in runs]
+        medians[n] = pct(rates, 50)
+        cpu = pct([run["cpu_ms_per_request"] for run in runs], 50)
+        lines.append(f"  {n:>3} | {', '.join(f'{x:.0f}' for x in rates)} | {medians[n]:.0f} | {cpu:.2f}")
+    if "1" in medians:
+        for n, median in medians.items():
+            if n != "1":
+                lines.append(f"  ratio {n} workers / 1 worker: {median / medians['1']:.2f}")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--workers", default="1", help="llamashim's server.workers (with --rps-only: a list, 1,2)")
+    parser.add_argument("--rps-only", action="store_true", help="only non-streamed requests/s per worker count")
+    parser.add_argument("--rounds", type=int, default=3, help="--rps-only: rounds, worker counts interleaved")
+    parser.add_argument("--seconds", type=float, default=8.0, help="--rps-only: seconds per measurement")
     ns = parser.parse_args()
-    res = asyncio.run(main(ns))
-    text = report(res)
+    if ns.rps_only:
+        res = asyncio.run(rps_only(ns))
+        text = rps_report(res)
+    else:
+        res = asyncio.run(main(ns))
+        text = report(res)
     print(text)
     if ns.json:
         ns.json.write_text(json.dumps(res, indent=2))

@@ -238,6 +238,20 @@ def _duration(value: Any, where: str) -> float:
 
 
 
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform tells it)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
+def _workers(value: Any, where: str) -> int:
+    """``server.workers``: a whole number of worker processes, or ``auto`` (one per core)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return cores()
+    number: int = _int(1)(value, where)
+    return number
+
+
 def key(default: Any, check: Validator, repr: bool = True) -> Any:
     """One configuration key: its default and its validator, declared once (the dataclass field); ``repr=False``
     for a secret."""
@@ -336,6 +350,7 @@ class ShutdownConfig:
 class ServerConfig:
     heartbeat: float = key(15.0, _number(0.0))
     allowed_hosts: tuple[str, ...] | None = key(None, _opt_str_list)  # None: loopback names + the listen addresses
+    workers: int = key(1, _workers)  # worker processes (``auto``: one per core); 1: one process, no supervisor
 
 
 @dataclass(frozen=True)
@@ -589,6 +604,8 @@ FLAGS: tuple[Flag, ...] = (
          value=lambda model, cli: {"model": model, "args": cli.get(SPAWN_ARGS_FLAG.key) or ""}),
     SPAWN_ARGS_FLAG,
     Flag("", ("auth", "api_keys"), env="LLAMASHIM_API_KEYS"),
+    Flag("workers", ("server", "workers"),
+         "Worker processes: a number, or auto (one per core); default 1 (server.workers)."),
 )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IProtocolFactory
@@ -18,10 +19,12 @@ from llamashim.chat.flow import ChatFlow, ChatSettings
 from llamashim.chat.reasoning_memory import ReasoningMemory
 from llamashim.config import Config, ConfigError, UpstreamSpec
 from llamashim.dialects.registry import FALLBACK, ROUTES
+from llamashim.listeners import worker_listener
 from llamashim.ops.logs import observer_for
 from llamashim.ops.metrics import Metrics
 from llamashim.ops.recent import RecentRequests
 from llamashim.ops.recorder import Recorder
+from llamashim.ops.workers import WorkerBoard, WorkerInfo
 from llamashim.preflight import StartupError
 from llamashim.stream.reasoning import ReasoningStyle
 from llamashim.upstream.body import collect_body
@@ -193,9 +196,10 @@ def build_site(
     members: list[Member],
     unavailable: Callable[[], str | None] | None = None,
     dialects: Sequence[type[DialectRoutes]] = ROUTES,
+    worker: WorkerInfo | None = None,
 ) -> SiteParts:
     """The site and everything behind it, for ``members`` (the in-memory test tier passes its own) and the
-    ``dialects`` the registry lists (a test may add one)."""
+    ``dialects`` the registry lists (a test may add one); ``worker``: this process is one of several workers."""
     recorder = Recorder(config.log.record, config.log.record_max_bytes, reactor) if config.log.record else None
     if recorder is not None:  # the upstream side of each recording: every member's agent notes its requests
         for member in members:
@@ -205,14 +209,17 @@ def build_site(
     slots = UpstreamSlots(config.limits.max_concurrent_upstream, config.limits.max_queue,
                           unavailable if unavailable is not None else upstreams.unavailable)
     flow = ChatFlow(upstreams, chat_settings(config), ReasoningMemory(reactor, config.thinking.replay))
-    deps = RouteDeps(config, upstreams, flow, slots, reactor)
-    metrics = Metrics() if config.metrics.enabled else None
+    deps = RouteDeps(config, upstreams, flow, slots, reactor, worker.index if worker is not None else 0)
+    metrics = None
+    if config.metrics.enabled:
+        metrics = Metrics(multiprocess_dir=worker.directory if worker is not None else None)
     if metrics is not None:
         metrics.watch_upstreams(lambda: upstreams.members.values())
     routes = [factory(deps) for factory in dialects]
     recent = RecentRequests(reactor.seconds)  # /status: the recent requests and token rates
     in_flight: set[Any] = set()
-    status = StatusPage(upstreams, slots, recent, reactor, in_flight)
+    board = WorkerBoard(worker.directory) if worker is not None else None
+    status = StatusPage(upstreams, slots, recent, reactor, in_flight, worker, board)
     root = Root(routes, OwnRoutes(deps, metrics, status).resource(), FALLBACK)
     allowed = config.server.allowed_hosts
     open_paths = config.auth.open_paths
@@ -234,14 +241,19 @@ def build_site(
         recent=recent,
         in_flight=in_flight,
         recorder=recorder,
+        worker_header=f"index={worker.index}; pid={worker.pid}".encode("ascii") if worker is not None else None,
     )
     services: list[IService] = [upstreams]
     services += [owned for r in routes for owned in r.services()]
     return SiteParts(site, upstreams, slots, flow, metrics, routes, services)
 
 
-def build_service(config: Config, reactor: Any) -> MultiService:
-    parts = build_site(config, reactor, [build_member(spec, reactor) for spec in config.upstream_specs()])
+def build_service(config: Config, reactor: Any, worker: WorkerInfo | None = None,
+                  fds: Sequence[int | None] = ()) -> LlamashimService:
+    """The daemon (one process), or one of its workers (``worker``; ``fds``: per listener, the socket inherited
+    from the supervisor, or ``None`` for the worker's own ``SO_REUSEPORT`` socket)."""
+    members = [build_member(spec, reactor) for spec in config.upstream_specs()]
+    parts = build_site(config, reactor, members, worker=worker)
     top = LlamashimService(
         reactor,
         config.shutdown.drain_timeout,
@@ -256,9 +268,33 @@ def build_service(config: Config, reactor: Any) -> MultiService:
     StartupLog(config).setServiceParent(top)
     GCTuning().setServiceParent(top)
     top.listening.setServiceParent(top)
-    for description in config.listen:
-        listener(description, parts.site, reactor).setServiceParent(top.listening)
+    if worker is None:
+        for description in config.listen:
+            listener(description, parts.site, reactor).setServiceParent(top.listening)
+        return top
+    for description, fd in zip(config.listen, list(fds) or [None] * len(config.listen), strict=True):
+        worker_listener(description, parts.site, reactor, fd).setServiceParent(top.listening)
+    board_line(worker, parts, reactor).setServiceParent(top)
     return top
+
+
+def board_line(worker: WorkerInfo, parts: SiteParts, reactor: Any) -> IService:
+    """About once a second, this worker's line on the board (pid, requests in flight and served) and its gauges in
+    the shared metrics files — what another worker answering /status.json or /metrics reads."""
+    board = WorkerBoard(worker.directory)
+    site = parts.site
+    started = reactor.seconds()
+
+    def publish() -> None:
+        recent = site.recent
+        board.publish(worker, lambda: {"in_flight": len(site.in_flight), "started": started,
+                                       "requests": recent.total if recent is not None else None})
+        if parts.metrics is not None:
+            parts.metrics.refresh()
+
+    timer = TimerService(1.0, publish)
+    timer.clock = reactor
+    return timer
 
 
 def chat_settings(config: Config) -> ChatSettings:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NoReturn
 
 from twisted.application.service import IService
 from twisted.python import usage
 
 from llamashim import preflight
-from llamashim.config import FLAGS, ConfigError, Flag, load_config
+from llamashim.config import FLAGS, Config, ConfigError, Flag, load_config
 
 
 class Options(usage.Options):
@@ -35,9 +35,14 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        self.argv: list[str] = []  # as given: what a supervisor passes to its workers (server.workers)
         for flag in FLAGS:
             if flag.repeated:
                 self[flag.name] = []
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def cli(self) -> dict[str, Any]:
         """The options as :func:`llamashim.config.load_config` takes them."""
@@ -81,14 +86,36 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    from llamashim.service import build_service
-
     try:
         config = load_config(options.cli(), os.environ)
-        preflight.check(config)
         config.api_keys()  # an unreadable keys file is a start-up error, not a runtime one
-        return build_service(config, reactor)  # parses the listeners' endpoint strings (service.listener)
+        return compose(config, reactor, options.argv, os.environ)
     except ConfigError as e:
         fail(str(e))
     except preflight.StartupError as e:
         fail(str(e), 1, "cannot start")
+
+
+def compose(config: Config, reactor: Any, argv: Sequence[str], environ: Mapping[str, str]) -> IService:
+    """One process (``server.workers: 1``), the supervisor of N workers, or — started by that supervisor — one of
+    them (:mod:`llamashim.workers`). The machine is checked (:mod:`llamashim.preflight`) once, by the process that
+    the user started."""
+    from llamashim import workers
+    from llamashim.service import build_member, build_service
+
+    worker = workers.worker_from_env(environ, config.server.workers)
+    if worker is not None:
+        service = build_service(workers.worker_config(config, worker, environ), reactor, worker,
+                                workers.inherited_fds(environ, config.listen))
+        workers.SupervisorWatch(reactor).setServiceParent(service)
+        return service
+    preflight.check(config)
+    if config.server.workers == 1:
+        return build_service(config, reactor)  # parses the listeners' endpoint strings (service.listener)
+    spawned = []  # the supervisor runs each supervised llama-server once, for every worker
+    for spec in config.upstream_specs():
+        if spec.spawn is not None:
+            member = build_member(spec, reactor)
+            assert member.supervisor is not None
+            spawned.append((spec.name, member.client.base_url, member.supervisor))
+    return workers.build_supervisor(config, reactor, argv, environ, spawned)

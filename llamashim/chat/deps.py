@@ -19,6 +19,9 @@ class RouteDeps:
     flow: ChatFlow
     slots: UpstreamSlots
     clock: Any  # IReactorTime
+    # this process's index among the daemon's workers (server.workers; 0 alone): worker 0 does the daemon-wide
+    # chores, such as pruning the Responses store
+    worker: int = 0
 
     @property
     def upstream(self) -> UpstreamClient:

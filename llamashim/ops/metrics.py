@@ -1,4 +1,15 @@
-"""Prometheus metrics (``GET /metrics``), on a registry of our own (no process-global state)."""
+"""Prometheus metrics (``GET /metrics``), on a registry of our own (no process-global state).
+
+With several workers (``server.workers``) each worker is a process of its own, and a scrape reaches whichever one
+the kernel hands the connection to. So that every scrape describes the whole daemon, the workers use
+prometheus_client's multi-process mode: the supervisor gives them a fresh private directory in
+``PROMETHEUS_MULTIPROC_DIR`` (read when prometheus_client is imported, so the worker has it from its first line),
+every metric value lives in a small memory-mapped file there, one per worker, and :meth:`Metrics.render` merges all
+of them with ``MultiProcessCollector`` — counters and histograms summed over live *and* dead workers (a restart loses
+no count), gauges per their ``multiprocess_mode`` (``livesum``: only live workers, added). The supervisor marks a dead
+worker with ``mark_process_dead``. It is the library's own, maintained mechanism; the alternative, each worker
+reporting to the supervisor over a pipe, would be a protocol of our own for the same result.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +19,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from llamashim.ops.recent import Served
@@ -19,14 +31,29 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _PREFILL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800)
 
 
+def merged_registry(multiprocess_dir: str | None) -> CollectorRegistry | None:
+    """What a scrape of a worker answers: every worker's files merged (``None``: one process, its own registry)."""
+    if multiprocess_dir is None:
+        return None
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, multiprocess_dir)
+    return merged
+
+
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """Every metric, on ``registry``; ``multiprocess_dir``: the workers' ``PROMETHEUS_MULTIPROC_DIR`` (``None``: one
+    process)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, multiprocess_dir: str | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.merged = merged_registry(multiprocess_dir)
+        self._refreshers: list[Callable[[], None]] = []
         r = self.registry
         self.requests = Counter(
             "llamashim_requests", "Requests answered", ["route", "status", "dialect"], registry=r
         )
-        self.active_streams = Gauge("llamashim_active_streams", "Streams being relayed now", registry=r)
+        self.active_streams = Gauge("llamashim_active_streams", "Streams being relayed now", registry=r,
+                                    multiprocess_mode="livesum")
         self.ttft = Histogram(
             "llamashim_time_to_first_byte_seconds",
             "From request received to the first response body byte, streamed chat routes",
@@ -68,7 +95,8 @@ class Metrics:
             "llamashim_client_aborts", "Clients that left before the answer ended", ["route"], registry=r
         )
         self.buffered = Gauge(
-            "llamashim_client_buffered_bytes", "Response bytes waiting in llamashim for slow clients", registry=r
+            "llamashim_client_buffered_bytes", "Response bytes waiting in llamashim for slow clients", registry=r,
+            multiprocess_mode="livesum",
         )
         self.bytes_out = Counter("llamashim_response_bytes", "Response body bytes sent to clients", registry=r)
 
@@ -112,11 +140,47 @@ class Metrics:
         if prefill is not None:
             self.prefill.labels(route).observe(prefill)
 
+    def watch_buffered(self, buffered: Callable[[], float]) -> None:
+        """``llamashim_client_buffered_bytes`` read off ``buffered()``: at scrape time (one process), or at every
+        :meth:`refresh` (workers: a scrape may reach another worker, which reads this one's file)."""
+        if self.merged is None:
+            self.buffered.set_function(buffered)
+        else:
+            self._refreshers.append(lambda: self.buffered.set(buffered()))
+
     def watch_upstreams(self, members: Callable[[], Iterable[Any]]) -> None:
-        """Per-upstream gauges read at scrape time: in flight, up, idle and total slots."""
-        self.registry.register(_UpstreamCollector(members))
+        """Per-upstream gauges: in flight, up, idle slots — read at scrape time in one process; with workers, gauges
+        every worker refreshes (:meth:`refresh`), in flight added over the live workers, up and idle slots as the
+        worker that looked last saw them."""
+        if self.merged is None:
+            self.registry.register(_UpstreamCollector(members))
+            return
+        labels = ["upstream"]
+        in_flight = Gauge("llamashim_upstream_in_flight", "Requests at this upstream now", labels,
+                          registry=self.registry, multiprocess_mode="livesum")
+        up = Gauge("llamashim_upstream_up", "1 when the upstream takes requests", labels, registry=self.registry,
+                   multiprocess_mode="livemostrecent")
+        idle = Gauge("llamashim_upstream_idle_slots", "Idle slots at the last look (/slots)", labels,
+                     registry=self.registry, multiprocess_mode="livemostrecent")
+
+        def refresh() -> None:
+            for member in members():
+                in_flight.labels(member.name).set(member.in_flight)
+                up.labels(member.name).set(1.0 if member.why_not() is None and not member.loading else 0.0)
+                if member.idle_slots is not None:
+                    idle.labels(member.name).set(member.idle_slots)
+
+        self._refreshers.append(refresh)
+
+    def refresh(self) -> None:
+        """Write this worker's gauges that are read off its state (nothing to do in one process)."""
+        for refresher in self._refreshers:
+            refresher()
 
     def render(self) -> bytes:
+        if self.merged is not None:
+            self.refresh()
+            return generate_latest(self.merged)
         return generate_latest(self.registry)
 
 

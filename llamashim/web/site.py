@@ -135,6 +135,8 @@ class ShimRequest(server.Request):
             self.requestHeaders.setRawHeaders(b"x-request-id", [rid])  # forwarded upstream with the rest
         self.ctx.request_id = rid
         self.setHeader(b"x-request-id", rid)
+        if site.worker_header is not None:  # server.workers > 1: which worker answered
+            self.setHeader(b"x-llamashim-worker", site.worker_header)
         if site.recorder is not None:
             self.ctx.tape = site.recorder.tapes.begin(rid)
         gate: Gate = site.gate
@@ -242,6 +244,7 @@ class ShimSite(server.Site):
         recent: RecentRequests | None = None,
         in_flight: set[Any] | None = None,
         recorder: Recorder | None = None,
+        worker_header: bytes | None = None,
     ) -> None:
         # Never parse bodies as HTML forms: every route reads JSON, and the form check costs ~0.1 ms a request.
         super().__init__(root, reactor=reactor, parsePOSTFormSubmission=False)
@@ -255,8 +258,9 @@ class ShimSite(server.Site):
         self.metrics: Metrics | None = metrics
         self.recent = recent  # the status page's ring of recent requests (llamashim.ops.recent)
         self.recorder = recorder  # log.record: every exchange written to a directory (llamashim.ops.recorder)
+        self.worker_header = worker_header  # X-Llamashim-Worker on every answer (several workers only)
         if metrics is not None:
-            metrics.buffered.set_function(self.buffered_bytes)
+            metrics.watch_buffered(self.buffered_bytes)
 
     def log(self, request: ShimRequest, aborted: bool = False) -> None:  # type: ignore[override]
         """One access line per request (also for a client that left), its entry among the recent requests, and its

@@ -24,6 +24,7 @@ from twisted.web.server import Request
 
 from llamashim import __version__
 from llamashim.ops.recent import RecentRequests
+from llamashim.ops.workers import WorkerBoard, WorkerInfo
 from llamashim.upstream.limiter import UpstreamSlots
 from llamashim.upstream.set import Member, UpstreamSet
 from llamashim.web.context import RequestContext, context_of
@@ -127,9 +128,11 @@ class StatusPage:
 
     def __init__(
         self, upstreams: UpstreamSet, slots: UpstreamSlots, recent: RecentRequests, clock: Any,
-        in_flight: Collection[Any],
+        in_flight: Collection[Any], worker: WorkerInfo | None = None, board: WorkerBoard | None = None,
     ) -> None:
         self.upstreams = upstreams
+        self.worker = worker  # with server.workers > 1: this worker, and the board every worker writes its line on
+        self.board = board
         self.slots = slots
         self.recent = recent
         self.clock = clock
@@ -149,4 +152,10 @@ class StatusPage:
         members = [self.upstreams.members[name] for name in self.upstreams.order]
         request.setHeader(b"cache-control", b"no-store")
         value = snapshot(self.clock.seconds(), self.started, members, running, self.recent, self.slots.unavailable())
+        if self.worker is not None and self.board is not None:
+            # Daemon-wide: every live worker's pid, requests in flight and served (from the board). The rest of the
+            # document — upstreams' in-flight counts, the running and recent requests, the token rates — is what
+            # the worker that answers sees; /metrics is the daemon-wide view of those.
+            value["workers"] = {"answered_by": self.worker.as_json(), "workers": self.board.read(),
+                                "per_worker": ["upstreams", "active", "recent", "rate", "series"]}
         return send_json(request, value)

@@ -91,7 +91,7 @@ class Shim:
 
 async def start_shim(cfg: Config) -> Shim:
     """The real service tree (upstream client, routes, site) listening on a free loopback port."""
-    svc = cast(LlamashimService, build_service(cfg, reactor))
+    svc = build_service(cfg, reactor)
     svc.startService()
     port = None
     for s in svc.listening:  # strports services listen asynchronously

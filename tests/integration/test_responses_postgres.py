@@ -241,14 +241,16 @@ async def test_reasoning_round_trip(stores: list[ResponseStore], pg_url: str) ->
 @pytest_twisted.ensureDeferred
 async def test_the_store_reconnects_after_the_database_restarts(stores: list[ResponseStore], postgres: Postgres,
                                                                 pg_url: str) -> None:
-    """A PostgreSQL restart ends the store's connection: the one query that finds it gone fails, and adbapi opens a
-    new one for the next (nothing else is lost: the rows are in the database)."""
+    """A PostgreSQL restart ends the store's connection: at most the one query that finds it gone fails, and adbapi
+    opens a new one for the next (nothing else is lost: the rows are in the database)."""
     store = started(stores, pg_url)
     await timeout(store.put("alice", response(1), [], TURNS))
     postgres.restart()
-    with pytest.raises(psycopg.OperationalError):
-        await get(store, "alice", "resp_1")
-    assert await get(store, "alice", "resp_1") == Stored(response(1), [], TURNS)
+    try:
+        found = await get(store, "alice", "resp_1")
+    except psycopg.OperationalError:  # the query that found the connection gone (whether it does depends on timing)
+        found = await get(store, "alice", "resp_1")
+    assert found == Stored(response(1), [], TURNS)
 
 
 # -- the password ----------------------------------------------------------------------------------------------------

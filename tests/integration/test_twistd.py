@@ -34,7 +34,7 @@ def test_help_lists_every_option() -> None:
     result = twistd("--help")
     assert result.returncode == 0
     documented = ("--config", "--listen", "--upstream", "--ca-file", "--insecure", "--thinking-mode",
-                  "--tool-streaming", "--verbose", "--spawn-model", "--spawn-args")
+                  "--tool-streaming", "--verbose", "--spawn-model", "--spawn-args", "--workers")
     assert {f"--{f.name}" for f in FLAGS if f.name} == set(documented)
     for option in documented:
         assert option in result.stdout

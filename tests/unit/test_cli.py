@@ -141,6 +141,7 @@ HELP = {
     "verbose": "Log request and response bodies (env VERBOSE=1).",
     "spawn-model": "Start and supervise llama-server on this GGUF file (upstream.spawn.model).",
     "spawn-args": "Extra llama-server arguments for --spawn-model, one string.",
+    "workers": "Worker processes: a number, or auto (one per core); default 1 (server.workers).",
 }
 
 

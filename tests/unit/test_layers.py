@@ -30,7 +30,7 @@ PACKAGE = Path(llamashim.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("composition", ("llamashim.tap", "llamashim.service", "llamashim.cli", "llamashim.preflight",
                      "llamashim.testing", "llamashim.dialects.registry", "llamashim.__main__",
-                     "llamashim.replay")),
+                     "llamashim.replay", "llamashim.workers", "llamashim.listeners")),
     ("dialects", ("llamashim.dialects",)),
     ("web", ("llamashim.web",)),
     ("ops", ("llamashim.ops",)),

@@ -92,7 +92,8 @@ class ResponsesRoutes(DialectRoutes):
         self.store: ResponseStore | None = None
         if settings.store:
             path = settings.store_path or default_store_path()
-            self.store = ResponseStore(deps.clock, path, settings.max_age, settings.max_items, settings.store_url)
+            self.store = ResponseStore(deps.clock, path, settings.max_age, settings.max_items, settings.store_url,
+                                       prune=deps.worker == 0)
             if deps.flow.memory is not None:  # thinking.replay's reasoning survives a restart in the same store
                 deps.flow.memory.attach(self.store)
 

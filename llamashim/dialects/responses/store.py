@@ -4,10 +4,13 @@ A response created with ``store`` (OpenAI's default) is kept so that ``previous_
 conversation (Copilot's Responses mode sends only the new turn) and ``GET``/``DELETE /v1/responses/{id}`` work.
 It lives in one SQLite file (``responses.store_path``; by default the systemd unit's ``StateDirectory`` or
 ``~/.local/state/llamashim``), survives a restart, and is pruned by age (``responses.max_age``) and count
-(``responses.max_items``) once at start-up and then hourly, by a ``TimerService``. With ``responses.store_url``
-(``postgresql://…``) it lives in PostgreSQL instead, shared by several llamashim instances: the schema is created on
-start, and pruning takes a transaction-scoped advisory lock first, so N instances prune once (the others skip that
-round). What differs between the two databases is in :mod:`.sql`.
+(``responses.max_items``) once at start-up and then hourly, by a ``TimerService``. Several workers
+(``server.workers``) share the file: it is in WAL mode (readers never wait for the one writer, and a worker's
+write is visible to the next read of any other), with sqlite3's 5 s busy timeout for two writers at once, and
+worker 0 alone runs the pruner. With ``responses.store_url`` (``postgresql://…``) it lives in PostgreSQL instead,
+shared by several llamashim instances: the schema is created on start, and pruning takes a transaction-scoped
+advisory lock first, so N instances prune once (the others skip that round). What differs between the two databases
+is in :mod:`.sql`.
 
 Every query runs in ``twisted.enterprise.adbapi``'s thread pool (one connection, in the order asked: SQLite serialises
 writers anyway), so the reactor never blocks on the disk or the network. When API keys are set, each
@@ -78,7 +81,10 @@ def sqlite_database(path: str) -> Database:
 class ResponseStore(MultiService):
     log = Logger()
 
-    def __init__(self, reactor: Any, path: str, max_age: float, max_items: int, url: str | None = None) -> None:
+    def __init__(self, reactor: Any, path: str, max_age: float, max_items: int, url: str | None = None,
+                 prune: bool = True) -> None:
+        """``url``: a PostgreSQL store instead of the file at ``path``; ``prune``: this process runs the hourly pruner
+        (with several workers on one database, worker 0 alone)."""
         super().__init__()
         self.reactor = reactor
         self.path = path
@@ -91,9 +97,10 @@ class ResponseStore(MultiService):
         # (the stream's last event has reached the client by then), so reads look here first.
         self._pending: dict[str, _Write] = {}
         self._reasoning_rows: Deferred[list[Any]] = Deferred()  # what thinking.replay kept, read at start
-        pruner = TimerService(PRUNE_EVERY, self._prune_logged)
-        pruner.clock = reactor
-        pruner.setServiceParent(self)
+        if prune:
+            pruner = TimerService(PRUNE_EVERY, self._prune_logged)
+            pruner.clock = reactor
+            pruner.setServiceParent(self)
 
     def startService(self) -> None:
         db = self.database
