@@ -37,6 +37,7 @@ from llamashim.dialects.responses.store import ResponseStore, Stored, default_st
 from llamashim.dialects.responses.translate import ResponsesRequest, conversation, orphan_outputs, request_to_chat
 from llamashim.dialects.responses.websocket import (
     LocalResponses,
+    Sockets,
     SocketTurn,
     is_upgrade,
     refused_origin,
@@ -104,6 +105,7 @@ class ResponsesRoutes(DialectRoutes):
     def __init__(self, deps: RouteDeps) -> None:
         super().__init__(deps)
         settings = deps.config.responses
+        self.sockets = Sockets()  # the open WebSockets, closed when the daemon stops
         self.store: ResponseStore | None = None
         if settings.store:
             path = settings.store_path or default_store_path()
@@ -112,7 +114,7 @@ class ResponsesRoutes(DialectRoutes):
                 deps.flow.memory.attach(self.store)
 
     def services(self) -> list[IService]:
-        return [self.store] if self.store is not None else []
+        return [self.sockets, *([self.store] if self.store is not None else [])]
 
     async def _stored(self, request: Request, response_id: str) -> Stored:
         stored = await self.store.get(context_of(request).owner, response_id) if self.store is not None else None
@@ -197,7 +199,7 @@ class ResponsesRoutes(DialectRoutes):
         if refused is not None:
             raise refused
         limits = self.deps.config.limits
-        return socket_resource(request, self._socket_turn, self.deps.clock, limits.max_body_bytes,
+        return socket_resource(request, self._socket_turn, self.deps.clock, self.sockets, limits.max_body_bytes,
                                limits.max_json_depth)
 
     def _socket_turn(self, turn: SocketTurn, body: JSON, local: LocalResponses) -> Deferred[None]:

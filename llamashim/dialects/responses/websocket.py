@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
@@ -52,6 +53,7 @@ from .events import error_fields, response_error_code
 JSON = dict[str, Any]
 MAX_REMEMBERED = 8  # responses a socket remembers for previous_response_id (Codex continues from the last one)
 GOING_AWAY = 1001
+SHUTDOWN = "llamashim is shutting down"
 INTERNAL = ShimError(500, "internal error in llamashim (see its log)", "server_error")
 
 
@@ -156,16 +158,24 @@ class Socket(Protocol):
 
 class SocketTurn:
     """One ``response.create`` as the chat flow sees it (:class:`llamashim.chat.turn.Turn`): events go out one
-    message each; what the flow tells lands in the turn (the socket logs it when the turn ends)."""
+    message each; what the flow tells lands in the turn's own context (the socket logs it when the turn ends).
 
-    def __init__(self, socket: Socket, ctx: RequestContext, clock: IReactorTime, number: int,
+    While it runs the turn is one of the site's in-flight requests (``channel``, ``ctx``, ``notifyFinish``), so a
+    shutdown waits for it and then ends it through ``ctx.drain``, as it does an HTTP stream."""
+
+    channel = None
+
+    def __init__(self, socket: Socket, upgrade: RequestContext, clock: IReactorTime, number: int,
                  authorization: list[bytes] | None = None) -> None:
         self.socket = socket
         self.authorization = authorization  # the client's, passed on as an HTTP request's is (no API keys set)
-        self.ctx = ctx
+        self.ctx = RequestContext(upgrade.dialect, b"%s.%d" % (upgrade.request_id, number), "responses_websocket",
+                                  clock.seconds(), owner=upgrade.owner)
         self.clock = clock
         self.number = number
         self.started_at = clock.seconds()
+        self._finished: list[Deferred[None]] = []
+        self.done = False
         self.upstream: str | None = None
         self.usage: Usage | None = None
         self.failed = False  # an error envelope or response.failed went out
@@ -176,7 +186,7 @@ class SocketTurn:
 
     @property
     def request_id(self) -> str:
-        return f"{self.ctx.request_id.decode('ascii', 'replace')}.{self.number}"
+        return self.ctx.request_id.decode("ascii", "replace")
 
     @property
     def owner(self) -> str:
@@ -256,6 +266,22 @@ class SocketTurn:
     def finish(self) -> None:
         self._stop_keepalive()
 
+    def ended(self) -> None:
+        """The turn is over (the in-flight set's ``notifyFinish`` fires)."""
+        self.done = True
+        self._stop_keepalive()
+        waiting, self._finished = self._finished, []
+        for d in waiting:
+            d.callback(None)
+
+    def notifyFinish(self) -> Deferred[None]:  # (twisted.web's name: the drain waits on it)
+        d: Deferred[None] = Deferred()
+        if self.done:
+            d.callback(None)
+        else:
+            self._finished.append(d)
+        return d
+
     def relay(self, response: IResponse, transform: StreamTransform, idle_timeout: float | None) -> Deferred[None]:
         return SocketRelay(self.socket, response, transform, self.clock, idle_timeout, self.write).start()
 
@@ -333,17 +359,20 @@ class ResponsesSocket(WebSocketServerProtocol):
         self.running: Deferred[None] | None = None
         self.turns = 0
         self.closed = False
+        self.closing: str | None = None  # shutting down: close once the running turn ended
 
     def connectionMade(self) -> None:
         super().connectionMade()
         # The HTTP channel that read the upgrade request is still the transport's producer: the turns' upstream
         # responses take its place while they stream.
         self._transport().unregisterProducer()
-        context_of(self.factory.upgrade).drain = self.drain
 
     def _transport(self) -> Any:
         """The TCP (or TLS) transport, a consumer of producers (autobahn types it as a bare ``ITransport``)."""
         return self.transport
+
+    def onOpen(self) -> None:
+        self.factory.opened(self)
 
     # Socket
 
@@ -377,12 +406,14 @@ class ResponsesSocket(WebSocketServerProtocol):
             self._next()
 
     def _next(self) -> None:
-        if self.running is not None or not self.queue or self.closed:
+        if self.running is not None or not self.queue or self.closed or self.closing:
             return
         body = self.queue.popleft()
         self.turns += 1
         turn = self.turn = SocketTurn(self, context_of(self.factory.upgrade), self.factory.clock, self.turns,
-                                           self.factory.authorization)
+                                      self.factory.authorization)
+        turn.ctx.drain = self._drain_turn
+        self.factory.in_flight.add(turn)
         self.running = Deferred.fromCoroutine(self._run(turn, body))
         self.running.addBoth(self._turn_ended, turn, body)  # (at once when the turn ended without waiting)
 
@@ -411,60 +442,92 @@ class ResponsesSocket(WebSocketServerProtocol):
                        outcome="closed" if self.closed else "failed" if turn.failed else "completed",
                        upstream=turn.upstream or "-", ms=(self.factory.clock.seconds() - turn.started_at) * 1000,
                        tokens="-" if usage is None else f"{usage.prompt_tokens}/{usage.completion_tokens}")
+        self.factory.in_flight.discard(turn)
+        turn.ended()
         self.running, self.turn = None, None
+        if self.closing is not None:
+            self.shut(self.closing)
         self._next()
 
     # the end
 
-    def drain(self, message: str) -> None:
-        """Shutdown: end a running turn with its terminal event, then close the socket (1001, going away)."""
+    def shut(self, message: str) -> None:
+        """Shutdown: close now when idle, else once the running turn ended (the drain waits for it)."""
+        self.closing = message
+        if self.running is None and not self.closed:
+            self.sendCloseFrame(GOING_AWAY, message.encode("utf-8"))
+
+    def _drain_turn(self, message: str) -> None:
+        """The drain's deadline passed: end the running turn with its terminal event and close the socket."""
         if self.turn is not None:
             self.turn.fail(ShimError(503, message, "unavailable_error"))
-        self.sendClose(GOING_AWAY, message)
+        if self.running is not None:
+            self.running.cancel()
+        self.shut(message)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.closed = True
         self.queue.clear()
         if self.running is not None:
             self.running.cancel()  # closes the upstream connection of a running turn
-        self.factory.closed()
+        self.factory.gone(self)
+
+
+class Sockets(Service):
+    """The open Responses WebSockets of one routes object: closed (1001, going away) when the daemon stops, after
+    the drain let their running turns end."""
+
+    def __init__(self) -> None:
+        self.open: set[ResponsesSocket] = set()
+
+    def stopService(self) -> None:
+        super().stopService()
+        for sock in list(self.open):
+            sock.shut(SHUTDOWN)
 
 
 class SocketFactory(WebSocketServerFactory):
-    """The factory of one upgrade request's socket (it carries the request's context: owner, id, the access
-    line written when the socket closes)."""
+    """The factory of one upgrade request's socket (it carries the request's context: owner, id, key)."""
 
-    def __init__(self, upgrade: Request, runner: TurnRunner, clock: Any, max_bytes: int, max_depth: int) -> None:
+    def __init__(self, upgrade: Request, runner: TurnRunner, clock: Any, sockets: Sockets, max_bytes: int,
+                 max_depth: int) -> None:
         super().__init__(server="llamashim", reactor=clock)
         self.protocol = ResponsesSocket
         self.upgrade = upgrade
         self.runner = runner
+        self.sockets = sockets
+        self.clock: IReactorTime = clock
+        self.max_depth = max_depth
+        # each running turn is one of the site's in-flight requests (a test's bare Request has no site)
+        self.in_flight: set[Any] = getattr(getattr(upgrade.channel, "site", None), "in_flight", set())
         # The client's key leaves the headers autobahn reads (and could log); an HTTP request would pass it on
         # upstream, and so does each turn.
         headers = upgrade.requestHeaders
         self.authorization = list(headers.getRawHeaders(b"authorization", []))
         for name in (b"authorization", b"x-api-key"):
             headers.removeHeader(name)
-        self.clock: IReactorTime = clock
-        self.max_depth = max_depth
         self.setProtocolOptions(maxMessagePayloadSize=max_bytes, maxFramePayloadSize=max_bytes)
 
-    def closed(self) -> None:
-        """The socket is gone: the upgrade request ends (its access line; the drain stops waiting for it)."""
+    def opened(self, sock: ResponsesSocket) -> None:
+        """The handshake is done: the upgrade request ends as HTTP (its access line, ``101``), the socket lives on
+        in :class:`Sockets`."""
+        self.sockets.open.add(sock)
+        self._release()
+
+    def gone(self, sock: ResponsesSocket) -> None:
+        self.sockets.open.discard(sock)
+        self._release()
+
+    def _release(self) -> None:
         request = self.upgrade
-        ctx = context_of(request)
-        ctx.drain = None
-        ctx.delivered = True  # a socket's end is no aborted request
+        context_of(request).delivered = True  # an upgrade is no aborted request
         channel = request.channel
-        if channel is not None:
-            channel.connectionLost(Failure(ConnectionDone("WebSocket closed")))
+        if channel is not None:  # (a second call finds it gone)
+            channel.connectionLost(Failure(ConnectionDone("upgraded to a WebSocket")))
 
 
-def socket_resource(request: Request, runner: TurnRunner, clock: Any, max_bytes: int, max_depth: int
-                    ) -> WebSocketResource:
+def socket_resource(request: Request, runner: TurnRunner, clock: Any, sockets: Sockets, max_bytes: int,
+                    max_depth: int) -> WebSocketResource:
     """The resource that takes ``request``'s connection over as a Responses WebSocket."""
     request.setResponseCode(101)
-    mark = getattr(request, "mark_streaming", None)  # counted as an active stream while the socket is open
-    if mark is not None:
-        mark()
-    return WebSocketResource(SocketFactory(request, runner, clock, max_bytes, max_depth))
+    return WebSocketResource(SocketFactory(request, runner, clock, sockets, max_bytes, max_depth))
