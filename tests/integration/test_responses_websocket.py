@@ -189,7 +189,8 @@ async def test_a_failed_continuation_forgets_what_it_continued(tmp_path: Path) -
 @pytest_twisted.ensureDeferred
 async def test_the_upgrade_passes_the_gate(tmp_path: Path) -> None:
     """With API keys set, an upgrade without a key is refused with a JSON 401 before any WebSocket; with one it
-    opens. A plain GET stays a JSON 405, and a web page's Origin not in cors.origins a 403."""
+    opens. A plain GET stays a JSON 405, a web page's Origin not in cors.origins a 403, a handshake autobahn
+    would refuse with a bare status line a JSON 400."""
     loop = await loopback(tmp_path, FakeLlama(reactor), environ={"LLAMASHIM_API_KEYS": "sk-right"})
     upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
@@ -202,6 +203,9 @@ async def test_the_upgrade_passes_the_gate(tmp_path: Path) -> None:
         status, _, body = await fetch(f"{loop.shim.url}/responses", method="GET",
                                       headers={**upgrade, **key, "Origin": "https://evil.example"})
         assert status == 403 and "origin" in json.loads(body)["error"]["message"]
+        status, _, body = await fetch(f"{loop.shim.url}/responses", method="GET",
+                                      headers={**upgrade, **key, "Sec-WebSocket-Version": "8"})
+        assert status == 400 and "version" in json.loads(body)["error"]["message"]
         client = await connect(loop, headers=key)
         assert (await client.create(input="hi"))[-1]["type"] == "response.completed"
     finally:

@@ -39,6 +39,7 @@ from llamashim.dialects.responses.websocket import (
     LocalResponses,
     Sockets,
     SocketTurn,
+    bad_handshake,
     is_upgrade,
     refused_origin,
     socket_resource,
@@ -195,7 +196,7 @@ class ResponsesRoutes(DialectRoutes):
         if not is_upgrade(request):
             raise ShimError(405, f"method GET not allowed for {request.path.decode('latin-1')} (allowed: POST; "
                                  "GET only as a WebSocket upgrade)")
-        refused = refused_origin(request, self.deps.config.cors.origins)
+        refused = bad_handshake(request) or refused_origin(request, self.deps.config.cors.origins)
         if refused is not None:
             raise refused
         limits = self.deps.config.limits

@@ -130,6 +130,18 @@ def is_upgrade(request: Request) -> bool:
     return b"websocket" in upgrade and b"upgrade" in connection
 
 
+def bad_handshake(request: Request) -> ShimError | None:
+    """A JSON 400 for an upgrade that autobahn would refuse with a bare status line: not version 13, or no
+    ``Sec-WebSocket-Key``."""
+    headers = request.requestHeaders
+    version = headers.getRawHeaders(b"sec-websocket-version", [b""])[0].strip()
+    if version != b"13":
+        return BadRequest(f"WebSocket version {version.decode('latin-1')!r} is not supported: use 13")
+    if not headers.getRawHeaders(b"sec-websocket-key", [b""])[0].strip():
+        return BadRequest("WebSocket upgrade without a Sec-WebSocket-Key")
+    return None
+
+
 def refused_origin(request: Request, allowed: tuple[str, ...]) -> ShimError | None:
     """A 403 for an upgrade from a web page whose ``Origin`` is not in ``cors.origins`` (a WebSocket is not
     protected by CORS: without this any page the user visits could talk to llamashim). Clients that are not
