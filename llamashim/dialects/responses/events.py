@@ -188,16 +188,7 @@ class ResponsesEncoder(DeltaEncoder):
         }
 
     def _usage_object(self) -> JSON | None:
-        u = self._usage
-        if u is None:
-            return None
-        return {
-            "input_tokens": u.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": u.cached_tokens or 0, "cache_write_tokens": 0},
-            "output_tokens": u.completion_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": u.prompt_tokens + u.completion_tokens,
-        }
+        return None if self._usage is None else usage_object(self._usage)
 
     # -- opening and closing items
 
@@ -325,6 +316,17 @@ class ResponsesEncoder(DeltaEncoder):
         )
 
 
+def usage_object(u: Usage) -> JSON:
+    """A Responses ``usage`` object."""
+    return {
+        "input_tokens": u.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_tokens or 0, "cache_write_tokens": 0},
+        "output_tokens": u.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    }
+
+
 def _output_text(text: str) -> JSON:
     return {"type": "output_text", "text": text, "annotations": []}
 
@@ -409,18 +411,21 @@ def response_object(
 # -- errors before the stream -----------------------------------------------------------------------------------------
 
 
-def error_body(err: ShimError) -> bytes:
-    """OpenAI's error body, ``{"error": {"message", "type", "code", "param"}}`` (``code`` a string or null)."""
+def error_fields(err: ShimError) -> JSON:
+    """OpenAI's error object, ``{"message", "type", "code", "param"}`` (``code`` a string or null)."""
     type_, code = err.type, err.code
     if is_context_error(err):
         type_, code = "invalid_request_error", CONTEXT_CODE
     elif type_ == "rate_limit_error":
         code = "rate_limit_exceeded"
     param = "previous_response_id" if code == "previous_response_not_found" else None
-    return jsonutil.dumps(
-        {"error": {"message": error_message(err), "type": type_, "code": code if isinstance(code, str) else None,
-                   "param": param}}
-    )
+    return {"message": error_message(err), "type": type_, "code": code if isinstance(code, str) else None,
+            "param": param}
+
+
+def error_body(err: ShimError) -> bytes:
+    """OpenAI's error body, ``{"error": {"message", "type", "code", "param"}}``."""
+    return jsonutil.dumps({"error": error_fields(err)})
 
 
 def error_message(err: Described) -> str:

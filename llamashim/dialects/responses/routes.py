@@ -16,18 +16,35 @@ from typing import Any
 
 from klein import Klein
 from twisted.application.service import IService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from llamashim.chat.call import ChatCall
 from llamashim.chat.deps import RouteDeps
+from llamashim.chat.turn import Turn
+from llamashim.dialects.responses.compact import compact_request
 from llamashim.dialects.responses.dialect import RESPONSES
-from llamashim.dialects.responses.events import ResponsesEncoder, previous_response_not_found, response_object
+from llamashim.dialects.responses.events import (
+    ResponsesEncoder,
+    new_id,
+    previous_response_not_found,
+    response_object,
+)
 from llamashim.dialects.responses.store import ResponseStore, Stored, default_store_path
-from llamashim.dialects.responses.translate import ResponsesRequest, conversation, request_to_chat
-from llamashim.errors import ShimError
+from llamashim.dialects.responses.translate import ResponsesRequest, conversation, orphan_outputs, request_to_chat
+from llamashim.dialects.responses.websocket import (
+    LocalResponses,
+    Sockets,
+    SocketTurn,
+    bad_handshake,
+    is_upgrade,
+    refused_origin,
+    socket_resource,
+)
+from llamashim.errors import BadRequest, ShimError
 from llamashim.jsonutil import arr
 from llamashim.stream.reasoning import separate_mode
 from llamashim.web.context import context_of
@@ -89,6 +106,7 @@ class ResponsesRoutes(DialectRoutes):
     def __init__(self, deps: RouteDeps) -> None:
         super().__init__(deps)
         settings = deps.config.responses
+        self.sockets = Sockets()  # the open WebSockets, closed when the daemon stops
         self.store: ResponseStore | None = None
         if settings.store:
             path = settings.store_path or default_store_path()
@@ -98,7 +116,7 @@ class ResponsesRoutes(DialectRoutes):
                 deps.flow.memory.attach(self.store)
 
     def services(self) -> list[IService]:
-        return [self.store] if self.store is not None else []
+        return [self.sockets, *([self.store] if self.store is not None else [])]
 
     async def _stored(self, request: Request, response_id: str) -> Stored:
         stored = await self.store.get(context_of(request).owner, response_id) if self.store is not None else None
@@ -108,47 +126,125 @@ class ResponsesRoutes(DialectRoutes):
 
     # -- create ----------------------------------------------------------------------------------------------
 
-    async def _translate(self, request: Request, body: JSON) -> tuple[ResponsesRequest, list[JSON]]:
-        """The translated request and the stored conversation it continues (404 for an unknown previous id)."""
-        history: list[JSON] = []
-        previous = body.get("previous_response_id")
-        if isinstance(previous, str) and previous:
-            stored = await self.store.get(context_of(request).owner, previous) if self.store is not None else None
-            if stored is None:
-                raise previous_response_not_found(previous)
-            history = stored.conversation
-        return request_to_chat(body, history, self.log.debug), history
+    async def _history(self, owner: str, previous: Any, local: LocalResponses | None) -> list[JSON]:
+        """The conversation ``previous_response_id`` continues: a WebSocket's own recent responses first (kept even
+        with ``store: false``), then the store (404 ``previous_response_not_found`` for neither)."""
+        if not (isinstance(previous, str) and previous):
+            return []
+        remembered = local.get(previous) if local is not None else None
+        if remembered is not None:
+            return remembered
+        stored = await self.store.get(owner, previous) if self.store is not None else None
+        if stored is None:
+            raise previous_response_not_found(previous)
+        return stored.conversation
+
+    async def _translate(self, owner: str, body: JSON, local: LocalResponses | None = None
+                         ) -> tuple[ResponsesRequest, list[JSON]]:
+        """The translated request and the conversation it continues. Continuing a known conversation, every tool
+        output must answer a call in it (OpenAI's 400)."""
+        history = await self._history(owner, body.get("previous_response_id"), local)
+        translated = request_to_chat(body, history, self.log.debug)
+        if history:
+            orphans = orphan_outputs([*history, *translated.input_messages])
+            if orphans:
+                raise BadRequest(f"No tool call found for function call output with call_id {orphans[0]}.")
+        return translated, history
+
+    def _answer(self, translated: ResponsesRequest) -> _Answer:
+        clock = self.deps.clock
+        return _Answer(translated, ResponsesEncoder(translated, new_response_id(), int(clock.seconds()),
+                                                    completed_at=lambda: int(clock.seconds())))
+
+    async def _create(self, turn: Turn, owner: str, body: JSON, local: LocalResponses | None = None
+                      ) -> bytes | None:
+        """One response on the shared chat flow, over HTTP or a WebSocket (``local``: its recent responses)."""
+        translated, history = await self._translate(owner, body, local)
+        answer = self._answer(translated)
+        call = ChatCall(body=translated.chat_body, encoder=answer.encoder, reply=answer.reply,
+                        reasoning_mode=separate_mode(self.deps.config.thinking.mode),
+                        on_complete=lambda: self._keep(owner, body, history, answer, local))
+        return await self.deps.flow.run(turn, call)
 
     @api_route(app, "/", route="responses")
     async def create(self, request: Request) -> bytes | None:
         body = read_json_object(request, self.deps.config.limits.max_json_depth)
-        translated, history = await self._translate(request, body)
-        clock = self.deps.clock
-        answer = _Answer(translated, ResponsesEncoder(translated, new_response_id(), int(clock.seconds()),
-                                                      completed_at=lambda: int(clock.seconds())))
-        owner = context_of(request).owner
-        call = ChatCall(body=translated.chat_body, encoder=answer.encoder, reply=answer.reply,
-                        reasoning_mode=separate_mode(self.deps.config.thinking.mode),
-                        on_complete=lambda: self._keep(owner, body, history, answer))
-        return await self.deps.flow.run(RequestTurn(request, self.deps.clock), call)
+        return await self._create(RequestTurn(request, self.deps.clock), context_of(request).owner, body)
 
-    def _keep(self, owner: str, body: JSON, history: list[JSON], answer: _Answer) -> Deferred[None] | None:
-        """Store the finished response when it is to be kept. A failed write is logged (without bodies) and never
-        reaches the client: its answer stands."""
+    def _keep(self, owner: str, body: JSON, history: list[JSON], answer: _Answer, local: LocalResponses | None = None
+              ) -> Deferred[None] | None:
+        """Keep the finished response: on its WebSocket (whatever ``store`` says), and in the store when it is to
+        be kept. A failed write is logged (without bodies) and never reaches the client: its answer stands."""
         final = answer.final
-        if final is None or self.store is None or not answer.translated.store:
+        if final is None:
             return None
         turns = conversation([*history, *answer.translated.input_messages], final)
+        if local is not None:
+            local.remember(final["id"], turns)
+        if self.store is None or not answer.translated.store:
+            return None
         d = self.store.put(owner, final, input_items(body.get("input")), turns)
         return d.addErrback(self._not_kept, final["id"])
 
     def _not_kept(self, failure: Failure, response_id: str) -> None:
         self.log.failure("responses store: could not keep {id}", failure, id=response_id)
 
+    # -- over a WebSocket ------------------------------------------------------------------------------------
+
+    @api_route(app, "/", route="responses_websocket", methods=("GET",), upstream=False)
+    async def websocket(self, request: Request) -> IResource:
+        """``GET /v1/responses`` upgraded to a WebSocket (:mod:`.websocket`); any other GET is the 405 it was."""
+        if not is_upgrade(request):
+            raise ShimError(405, f"method GET not allowed for {request.path.decode('latin-1')} (allowed: POST; "
+                                 "GET only as a WebSocket upgrade)")
+        refused = bad_handshake(request) or refused_origin(request, self.deps.config.cors.origins)
+        if refused is not None:
+            raise refused
+        limits = self.deps.config.limits
+        return socket_resource(request, self._socket_turn, self.deps.clock, self.sockets, limits.max_body_bytes,
+                               limits.max_json_depth)
+
+    def _socket_turn(self, turn: SocketTurn, body: JSON, local: LocalResponses) -> Deferred[None]:
+        """One ``response.create`` of a WebSocket, holding an upstream slot as an HTTP request does."""
+
+        async def run() -> None:
+            if body.get("generate") is False:
+                await self._prepare_only(turn, body, local)
+            else:
+                await self._create(turn, turn.owner, body, local)
+
+        return Deferred.fromCoroutine(self.slots.run(run))
+
+    async def _prepare_only(self, turn: SocketTurn, body: JSON, local: LocalResponses) -> None:
+        """``generate: false`` (Codex's warm-up): the response is created and completed with no output and nothing
+        asked upstream; its conversation is kept for the ``previous_response_id`` that follows."""
+        translated, history = await self._translate(turn.owner, body, local)
+        answer = self._answer(translated)
+        encoder = answer.encoder
+        turn.write(encoder.opening() + encoder.on_done())
+        encoder.ended = True
+        await maybeDeferred(self._keep, turn.owner, body, history, answer, local)
+        turn.finish()
+
+    # -- compaction ------------------------------------------------------------------------------------------
+
+    @api_route(app, "/compact", route="responses_compact")
+    async def compact(self, request: Request) -> bytes | None:
+        """``POST /responses/compact``: the conversation summarised by the model into the compacted window."""
+        body = read_json_object(request, self.deps.config.limits.max_json_depth)
+        owner = context_of(request).owner
+        history = await self._history(owner, body.get("previous_response_id"), None)
+        job = compact_request(body, history, self.log.debug)
+        created = int(self.deps.clock.seconds())
+        call = ChatCall(body=job.chat_body, encoder=self._answer(job.translated).encoder,
+                        reply=lambda reply: job.compacted(reply, new_id, created),
+                        reasoning_mode=separate_mode(self.deps.config.thinking.mode))
+        return await self.deps.flow.run(RequestTurn(request, self.deps.clock), call)
+
     @api_route(app, "/input_tokens", route="responses_input_tokens")
     async def input_tokens(self, request: Request) -> bytes:
         body = read_json_object(request, self.deps.config.limits.max_json_depth)
-        translated, _ = await self._translate(request, body)
+        translated, _ = await self._translate(context_of(request).owner, body)
         windows: list[int | None] = []
         n = await self.deps.flow.count_tokens(RequestTurn(request, self.deps.clock), translated.chat_body,
                                               windows.append)

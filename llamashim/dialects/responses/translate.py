@@ -51,6 +51,8 @@ class ItemType(StrEnum):
 
 ENCRYPTED_INCLUDE = "reasoning.encrypted_content"
 _BLOB_PREFIX = b"llamashim.v1:"
+_SUMMARY_PREFIX = b"llamashim.compaction.v1:"
+SUMMARY_HEADING = "Summary of the conversation so far (it replaces the earlier turns):"
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 _TEXT_PARTS = frozenset(("input_text", "output_text", "text", "summary_text", "reasoning_text"))
 _KNOWN_FIELDS = frozenset((
@@ -92,14 +94,28 @@ def encrypt_reasoning(text: str) -> str:
 
 def decrypt_reasoning(blob: str) -> str | None:
     """The reasoning text of a blob :func:`encrypt_reasoning` made; ``None`` for any other blob."""
+    return _open_blob(blob, _BLOB_PREFIX)
+
+
+def encrypt_summary(text: str) -> str:
+    """A compaction summary as the opaque ``encrypted_content`` of a ``compaction`` item (``/responses/compact``)."""
+    return base64.urlsafe_b64encode(_SUMMARY_PREFIX + text.encode("utf-8")).decode("ascii")
+
+
+def decrypt_summary(blob: str) -> str | None:
+    """The summary text of a blob :func:`encrypt_summary` made; ``None`` for any other blob."""
+    return _open_blob(blob, _SUMMARY_PREFIX)
+
+
+def _open_blob(blob: str, prefix: bytes) -> str | None:
     try:
         raw = base64.b64decode(blob + "=" * (-len(blob) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         return None
-    if not raw.startswith(_BLOB_PREFIX):
+    if not raw.startswith(prefix):
         return None
     try:
-        return raw[len(_BLOB_PREFIX) :].decode("utf-8")
+        return raw[len(prefix) :].decode("utf-8")
     except UnicodeDecodeError:
         return None
 
@@ -387,6 +403,15 @@ class _Builder:
     def item_reference(self, item: JSON, i: int) -> None:
         self.log("responses: input[{index}] item_reference {id} is not resolved; skipped", index=i, id=item.get("id"))
 
+    def compaction(self, item: JSON, i: int) -> None:
+        """A ``compaction`` item from ``/responses/compact``: its summary as a user message in its place."""
+        blob = item.get("encrypted_content")
+        summary = decrypt_summary(blob) if isinstance(blob, str) else None
+        if summary is None:
+            self.log("responses: input[{index}] compaction was not made by this server; skipped", index=i)
+            return
+        self._append({"role": "user", "content": f"{SUMMARY_HEADING}\n\n{summary}"})
+
 
 _HANDLERS: dict[str, Callable[[_Builder, JSON, int], None]] = {
     ItemType.MESSAGE: _Builder.message,
@@ -398,6 +423,8 @@ _HANDLERS: dict[str, Callable[[_Builder, JSON, int], None]] = {
     "local_shell_call_output": _Builder.call_output,
     ItemType.REASONING: _Builder.reasoning_item,
     "item_reference": _Builder.item_reference,
+    "compaction": _Builder.compaction,
+    "compaction_summary": _Builder.compaction,  # Codex's older name for the same item
 }
 
 
@@ -431,6 +458,19 @@ def reasoning_text(item: JSON) -> str:
         if any(texts):
             return sep.join(texts)
     return ""
+
+
+def orphan_outputs(messages: list[JSON]) -> list[str]:
+    """The call ids of tool results in ``messages`` that answer no tool call before them (in order)."""
+    called: set[str] = set()
+    orphans: list[str] = []
+    for message in messages:
+        for call in arr(message.get("tool_calls")):
+            if isinstance(call, dict) and isinstance(call.get("id"), str):
+                called.add(call["id"])
+        if message.get("role") == "tool" and message.get("tool_call_id") not in called:
+            orphans.append(str(message.get("tool_call_id")))
+    return orphans
 
 
 def input_messages(value: Any, tools: ToolMap, log: Log) -> list[JSON]:
