@@ -98,12 +98,13 @@ def test_claude_code_fails_against_the_upstream_itself(agent_bins: Path, shim_da
 # -- Codex CLI (Responses over HTTP) ----------------------------------------------------------------------------------
 
 
-def _codex(agent_bins: Path, loop: Loop, base_url: str) -> subprocess.CompletedProcess[str]:
+def _codex(agent_bins: Path, loop: Loop, base_url: str, websocket: bool = False) -> subprocess.CompletedProcess[str]:
     codex_home = loop.home / ".codex"
     codex_home.mkdir(exist_ok=True)
     (codex_home / "config.toml").write_text(
         'model = "local"\nmodel_provider = "llamashim"\n\n[model_providers.llamashim]\nname = "llamashim"\n'
         f'base_url = "{base_url}/v1"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n'
+        + ("supports_websockets = true\n" if websocket else "")
     )
     env = loop.env(CODEX_HOME=str(codex_home), OPENAI_API_KEY="sk-test")
     return loop.run([str(agent_bins / "codex"), "exec", "--skip-git-repo-check",
@@ -115,6 +116,16 @@ def test_codex_completes_the_tool_loop(agent_bins: Path, shim_daemon: StartShim,
     final text."""
     with tool_loop(shim_daemon, tmp_path) as loop:
         loop.assert_completed(_codex(agent_bins, loop, loop.shim.url))
+
+
+def test_codex_over_a_websocket_completes_the_tool_loop(agent_bins: Path, shim_daemon: StartShim,
+                                                        tmp_path: Path) -> None:
+    """``codex exec`` with ``supports_websockets = true`` (Responses over WebSocket): the turns go over one upgraded
+    connection (access line ``GET /v1/responses 101``, no ``POST /v1/responses``), the file exact, the final text."""
+    with tool_loop(shim_daemon, tmp_path) as loop:
+        loop.assert_completed(_codex(agent_bins, loop, loop.shim.url, websocket=True))
+        log = loop.shim.log()
+        assert "GET /v1/responses 101 " in log and "POST /v1/responses " not in log, log[-3000:]
 
 
 def test_codex_fails_against_the_upstream_itself(agent_bins: Path, shim_daemon: StartShim, tmp_path: Path) -> None:
