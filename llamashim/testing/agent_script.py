@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 # the names agents give a file-writing tool's parameters, most specific first
 _PATH_KEYS = ("file_path", "filePath", "absolute_path", "path", "filename", "file", "target_file")
-_CONTENT_KEYS = ("content", "contents", "file_text", "text", "new_content", "data")
+_CONTENT_KEYS = ("content", "contents", "file_text", "text", "new_content", "data", "new_text")
 _COMMAND_KEYS = ("command", "cmd")
 _WRITE_WORDS = ("write", "create", "save")
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -151,10 +153,22 @@ def node_sdks() -> Path:
     return _npm_install(E2E / "node" / "package.json", CACHE / "node", ("openai", "@anthropic-ai/sdk"))
 
 
+# the agents that ship their program as a per-platform optional dependency (npm skips those silently on failure)
+_AGENT_PLATFORM_PACKAGES = ("opencode-{os}-{arch}", "@github/copilot-{os}-{arch}", "@cline/cli-{os}-{arch}")
+
+
 @pytest.fixture(scope="session")
 def agent_bins() -> Path:
-    """The pinned Codex CLI and Claude Code (tests/e2e/agents/package.json); returns their ``node_modules/.bin``."""
-    modules = _npm_install(
-        E2E / "agents" / "package.json", CACHE / "agents", ("@openai/codex", "@anthropic-ai/claude-code")
-    )
+    """The pinned coding agents (tests/e2e/agents/package.json) with their platform binaries; returns their
+    ``node_modules/.bin``."""
+    package_json = E2E / "agents" / "package.json"
+    needs = tuple(json.loads(package_json.read_text())["dependencies"])
+    modules = _npm_install(package_json, CACHE / "agents", needs)
+    arch = {"x86_64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), platform.machine())
+    platform_packages = [name.format(os=sys.platform, arch=arch) for name in _AGENT_PLATFORM_PACKAGES]
+    if not all((modules / name / "package.json").exists() for name in platform_packages):
+        subprocess.run(["npm", "install", "--include=optional", "--no-audit", "--no-fund", "--loglevel=error"],
+                       cwd=modules.parent, check=True, timeout=600)
+    missing = [name for name in platform_packages if not (modules / name / "package.json").exists()]
+    assert not missing, f"npm did not install the agents' platform packages {missing}"
     return modules / ".bin"

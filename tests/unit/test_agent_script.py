@@ -26,6 +26,9 @@ CODEX_SHELL = tool("shell", {"command": {"type": "array", "items": STRING}, "wor
                              "timeout_ms": {"type": "number"}}, ["command"])
 GEMINI_WRITE = tool("write_file", {"file_path": STRING, "content": STRING})
 OPENCODE_WRITE = tool("write", {"content": STRING, "filePath": STRING})
+CLINE_EDITOR = tool("editor", {"path": STRING, "old_text": {"anyOf": [STRING, {"type": "null"}]}, "new_text": STRING,
+                               "insert_line": {"anyOf": [{"type": "integer"}, {"type": "null"}]}}, ["path", "new_text"])
+CLINE_COMMANDS = tool("run_commands", {"commands": {"type": "array", "items": STRING}})
 READ = tool("Read", {"file_path": STRING, "limit": {"type": "integer"}}, ["file_path"])
 EDIT = tool("Edit", {"file_path": STRING, "old_string": STRING, "new_string": STRING, "replace_all": {
     "type": "boolean"}}, ["file_path", "old_string", "new_string"])
@@ -47,9 +50,12 @@ def test_a_write_tool_is_called_with_the_path_and_content() -> None:
 
 
 def test_each_agents_parameter_names_are_used() -> None:
-    """Gemini CLI's write_file and opencode's write (filePath) get their own parameter names."""
+    """Gemini CLI's write_file, opencode's write (filePath) and Cline's editor (path, new_text: it creates a missing
+    file) get their own parameter names."""
     assert call_of(ask([GEMINI_WRITE])) == ("write_file", {"file_path": SCRIPT.path, "content": SCRIPT.content})
     assert call_of(ask([OPENCODE_WRITE])) == ("write", {"filePath": SCRIPT.path, "content": SCRIPT.content})
+    assert call_of(ask([READ, CLINE_COMMANDS, CLINE_EDITOR])) == (
+        "editor", {"path": SCRIPT.path, "new_text": SCRIPT.content})
 
 
 def test_without_a_write_tool_a_shell_command_writes_the_file(tmp_path: Path) -> None:
@@ -74,11 +80,13 @@ def test_required_parameters_it_has_no_meaning_for_are_filled_by_type() -> None:
 
 def test_after_a_tool_result_the_final_text_comes() -> None:
     """Once the conversation holds a tool result (even with the agent's own user text after it): the final text."""
-    messages: list[dict[str, Any]] = [{"role": "user", "content": "write it"},
-                {"role": "assistant", "tool_calls": [{"id": "a", "type": "function", "function": {
-                    "name": "Write", "arguments": "{}"}}]},
-                {"role": "tool", "tool_call_id": "a", "content": "ok"},
-                {"role": "user", "content": "<system-reminder>…</system-reminder>"}]
+    call = {"id": "a", "type": "function", "function": {"name": "Write", "arguments": "{}"}}
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "write it"},
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "a", "content": "ok"},
+        {"role": "user", "content": "<system-reminder>…</system-reminder>"},
+    ]
     assert ask([CLAUDE_WRITE], messages) == Answer(content=("All done.",))
 
 
