@@ -239,9 +239,11 @@ def test_qwen_code_completes_the_tool_loop(agent_bins: Path, shim_daemon: StartS
 # -- Copilot CLI, bring your own model (chat completions, or Responses over HTTP), offline: no GitHub sign-in -------
 
 
-def _copilot(agent_bins: Path, loop: Loop, base_url: str, wire_api: str) -> subprocess.CompletedProcess[str]:
+def _copilot(agent_bins: Path, loop: Loop, base_url: str, wire_api: str, **extra: str
+             ) -> subprocess.CompletedProcess[str]:
     env = loop.env(COPILOT_OFFLINE="true", COPILOT_AUTO_UPDATE="false", COPILOT_PROVIDER_BASE_URL=f"{base_url}/v1",
-                   COPILOT_PROVIDER_API_KEY="sk-test", COPILOT_PROVIDER_WIRE_API=wire_api, COPILOT_MODEL="local")
+                   COPILOT_PROVIDER_API_KEY="sk-test", COPILOT_PROVIDER_WIRE_API=wire_api, COPILOT_MODEL="local",
+                   **extra)
     return loop.run([str(agent_bins / "copilot"), "-p", PROMPT, "--allow-all-tools", "--disable-client-telemetry",
                      "--silent"], env)
 
@@ -262,6 +264,17 @@ def test_copilot_byok_responses_completes_the_tool_loop(agent_bins: Path, shim_d
     with tool_loop(shim_daemon, tmp_path) as loop:
         loop.assert_completed(_copilot(agent_bins, loop, loop.shim.url, "responses"))
         loop.assert_through_shim("/v1/responses", "responses")
+
+
+def test_copilot_byok_over_a_websocket_completes_the_tool_loop(agent_bins: Path, shim_daemon: StartShim,
+                                                               tmp_path: Path) -> None:
+    """``copilot -p`` with COPILOT_PROVIDER_TRANSPORT=websockets (Responses over WebSocket): the turns go over an
+    upgraded connection (``GET /v1/responses 101``, no ``POST /v1/responses``), the file exact, the final text."""
+    with tool_loop(shim_daemon, tmp_path) as loop:
+        loop.assert_completed(_copilot(agent_bins, loop, loop.shim.url, "responses",
+                                       COPILOT_PROVIDER_TRANSPORT="websockets"))
+        log = loop.shim.log()
+        assert "GET /v1/responses 101 " in log and "POST /v1/responses " not in log, log[-3000:]
 
 
 def test_copilot_byok_responses_fails_against_the_upstream_itself(agent_bins: Path, shim_daemon: StartShim,
