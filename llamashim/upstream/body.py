@@ -7,6 +7,7 @@ and the upstream's error answers.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -63,11 +64,21 @@ def error_message(body: bytes | str) -> tuple[str, str | None]:
     return text.strip()[:500], None
 
 
+# llama-server answers a request with an image or audio its model cannot take with HTTP 500 ("image input is not
+# supported - hint: if this is unexpected, you may need to provide the mmproj"): the client's request is what cannot
+# be served, so it is a 400 the client can act on, not a server fault it would retry.
+_NO_MEDIA = re.compile(r"(image|audio) input is not supported")
+
+
 def upstream_error(status: int, body: bytes) -> ShimError:
-    """An upstream error status passed on with its message."""
+    """An upstream error status passed on with its message (a media refusal as the 400 it is)."""
     message, type_ = error_message(body)
     if not message:
         message = f"upstream answered HTTP {status}"
+    media = _NO_MEDIA.match(message) if status == 500 else None
+    if media is not None:
+        return ShimError(400, f"this model cannot read {media.group(1)} input: its llama-server has no multimodal "
+                              "projector (start it with --mmproj FILE, or send text only)", "invalid_request_error")
     return ShimError(status if status >= 400 else 502, message, type_)
 
 
