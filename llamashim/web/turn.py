@@ -17,7 +17,7 @@ from twisted.web.server import Request
 from llamashim.chat.turn import TerminalFrame
 from llamashim.stream.transform import StreamTransform
 from llamashim.stream.usage import Usage
-from llamashim.web.context import context_of
+from llamashim.web.context import RequestContext, context_of
 from llamashim.web.relay import StreamRelay
 from llamashim.web.respond import send_json, start_stream
 
@@ -54,21 +54,12 @@ class KeepAlive:
             timer.cancel()
 
 
-class RequestTurn:
-    """One client exchange over ``request``: what the chat flow tells it lands in the request context (the access
-    line, ``/metrics`` and the status page read it there); what it answers goes out in the request's dialect."""
+class ContextTurn:
+    """What every :class:`~llamashim.chat.turn.Turn` of the edge records of what the flow tells it: the chosen
+    upstream and model, the upstream's time to its headers and the tokens, in its :class:`RequestContext` (where
+    the access line, ``/metrics`` and the status page read them)."""
 
-    log = Logger()
-
-    def __init__(self, request: Request, clock: IReactorTime) -> None:
-        self.request = request
-        self.clock = clock
-        self.ctx = context_of(request)
-        self._content_type: bytes | None = None
-        self._opened = False
-        self._output = False  # real output went out (not only keep-alives)
-        self._keepalive: KeepAlive | None = None
-        self._beat: Callable[[], bytes] = lambda: b""
+    ctx: RequestContext
 
     @property
     def request_id(self) -> str:
@@ -89,6 +80,23 @@ class RequestTurn:
     def counted(self, usage: Usage | None) -> None:
         if usage is not None:
             self.ctx.usage = usage
+
+
+class RequestTurn(ContextTurn):
+    """One client exchange over ``request``: what the chat flow tells it lands in the request context (the access
+    line, ``/metrics`` and the status page read it there); what it answers goes out in the request's dialect."""
+
+    log = Logger()
+
+    def __init__(self, request: Request, clock: IReactorTime) -> None:
+        self.request = request
+        self.clock = clock
+        self.ctx = context_of(request)
+        self._content_type: bytes | None = None
+        self._opened = False
+        self._output = False  # real output went out (not only keep-alives)
+        self._keepalive: KeepAlive | None = None
+        self._beat: Callable[[], bytes] = lambda: b""
 
     def cut(self, limit: str) -> None:
         self.ctx.cut = limit

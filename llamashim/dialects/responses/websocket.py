@@ -43,10 +43,9 @@ from llamashim import jsonutil
 from llamashim.chat.turn import TerminalFrame
 from llamashim.errors import BadRequest, ShimError
 from llamashim.stream.transform import StreamTransform
-from llamashim.stream.usage import Usage
 from llamashim.upstream.body import BodyPump
 from llamashim.web.context import RequestContext, context_of
-from llamashim.web.turn import KeepAlive
+from llamashim.web.turn import ContextTurn, KeepAlive
 
 from .events import error_fields, response_error_code
 
@@ -168,7 +167,7 @@ class Socket(Protocol):
     def release(self) -> None: ...
 
 
-class SocketTurn:
+class SocketTurn(ContextTurn):
     """One ``response.create`` as the chat flow sees it (:class:`llamashim.chat.turn.Turn`): events go out one
     message each; what the flow tells lands in the turn's own context (the socket logs it when the turn ends).
 
@@ -188,32 +187,11 @@ class SocketTurn:
         self.started_at = clock.seconds()
         self._finished: list[Deferred[None]] = []
         self.done = False
-        self.upstream: str | None = None
-        self.usage: Usage | None = None
         self.failed = False  # an error envelope or response.failed went out
         self.sent = False
         self.terminal_frame: TerminalFrame | None = None
         self._keepalive: KeepAlive | None = None
         self._beat: Callable[[], bytes] = lambda: b""
-
-    @property
-    def request_id(self) -> str:
-        return self.ctx.request_id.decode("ascii", "replace")
-
-    @property
-    def owner(self) -> str:
-        return self.ctx.owner
-
-    def chose(self, upstream: str, model: str) -> None:
-        self.upstream = self.ctx.upstream = upstream
-        self.ctx.model = model
-
-    def upstream_answered(self, seconds: float) -> None:
-        self.ctx.upstream_ttfb = seconds
-
-    def counted(self, usage: Usage | None) -> None:
-        if usage is not None:
-            self.usage = self.ctx.usage = usage
 
     def cut(self, limit: str) -> None:
         self.ctx.cut = limit
@@ -449,11 +427,11 @@ class ResponsesSocket(WebSocketServerProtocol):
         previous = body.get("previous_response_id")
         if turn.failed and isinstance(previous, str):
             self.local.forget(previous)  # a failed continuation evicts what it continued
-        usage = turn.usage
+        usage = turn.ctx.usage
         self._log.info("websocket turn {request_id}: {outcome} upstream={upstream} tokens={tokens} {ms:.1f}ms",
                        request_id=turn.request_id,
                        outcome="closed" if self.closed else "failed" if turn.failed else "completed",
-                       upstream=turn.upstream or "-", ms=(self.factory.clock.seconds() - turn.started_at) * 1000,
+                       upstream=turn.ctx.upstream or "-", ms=(self.factory.clock.seconds() - turn.started_at) * 1000,
                        tokens="-" if usage is None else f"{usage.prompt_tokens}/{usage.completion_tokens}")
         self.factory.in_flight.discard(turn)
         turn.ended()
