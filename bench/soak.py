@@ -341,7 +341,8 @@ async def soak(args: argparse.Namespace) -> int:
     breaches = verdict(tally, shape)
     print(summary(args, tally, shape, up, elapsed, breaches), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"counts": tally.counts, "shape": shape, "samples": samples,
+        Path(args.json).write_text(json.dumps({"counts": tally.counts, "workers": tally.workers, "shape": shape,
+                                               "samples": samples,
                                                "restarts": up.restarts, "breaches": breaches}, indent=2))
     return 1 if breaches else 0
 
