@@ -301,16 +301,17 @@ def verdict(tally: Tally, shape: dict[str, Any]) -> list[str]:
 
 def summary(args: argparse.Namespace, tally: Tally, shape: dict[str, Any], up: Upstream, elapsed: float,
             breaches: list[str]) -> str:
-    total = sum(tally.counts.values())
+    total = sum(v for k, v in tally.counts.items() if k != "tracebacks")
     lines = [f"soak: {elapsed:.0f} s, {args.workers} worker(s), {args.concurrency} client loops, {total} requests "
              f"({total / elapsed:.0f}/s), fault rate {args.fault_rate}, {up.restarts} upstream restarts",
-             "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.counts.items())),
+             "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.counts.items()) if k != "tracebacks"),
              "answered by worker: " + ", ".join(f"{k or '-'} {v}" for k, v in sorted(tally.workers.items())),
              f"RSS MiB: min {shape['rss_min_mib']:.1f}, first third max {shape['rss_first_max_mib']:.1f}, "
              f"last third max {shape['rss_last_max_mib']:.1f} (limit {shape['rss_limit_mib']:.1f}); "
              f"open fds: first third max {shape['fd_first_max']}, last third max {shape['fd_last_max']} "
              f"(limit {shape['fd_limit']:.0f}); "
              f"{shape['samples']} samples"]
+    lines.append(f"llamashim's log: {tally.counts['tracebacks']} tracebacks / unhandled errors (not a breach)")
     lines += [f"  e.g. {k}: {v}" for k, v in tally.examples.items() if k in (*BREACHES, "upstream 5xx", "error frame")]
     lines.append("PASS" if not breaches else "BREACH: " + "; ".join(breaches))
     return "\n".join(lines)
@@ -338,6 +339,10 @@ async def soak(args: argparse.Namespace) -> int:
         stop(shim)
         up.kill()
     shape = flat(samples, args.warmup, args.concurrency)
+    logs = [out_dir / "llamashim.log", out_dir / "llamashim.out"]
+    tally.counts["tracebacks"] = sum(line.startswith(("Traceback", "Unhandled")) or " Traceback " in line
+                                     or " Unhandled " in line for p in logs if p.exists()
+                                     for line in p.read_text(errors="replace").splitlines())
     breaches = verdict(tally, shape)
     print(summary(args, tally, shape, up, elapsed, breaches), flush=True)
     if args.json:
