@@ -146,9 +146,11 @@ class Tally:
     counts: Counter[str] = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
     workers: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)  # requests per dialect and streamed or not
 
-    def add(self, key: str, example: str = "") -> None:
+    def add(self, key: str, kind: str, example: str = "") -> None:
         self.counts[key] += 1
+        self.kinds[kind] += 1
         if example and key not in self.examples:
             self.examples[key] = example[:300]
 
@@ -180,7 +182,7 @@ async def one_request(port: int, rng: random.Random, tally: Tally) -> None:
         tally.workers[headers.get("x-llamashim-worker", "")] += 1
         data = await read_body(conn, headers, mode if status == 200 else "full")
     except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-        tally.add("lost" if stream else "cut", f"{kind}: {exc!r}")
+        tally.add("lost" if stream else "cut", kind, f"{kind}: {exc!r}")
         return
     finally:
         conn.close()
@@ -189,17 +191,17 @@ async def one_request(port: int, rng: random.Random, tally: Tally) -> None:
 
 def classify(tally: Tally, kind: str, dialect: str, stream: bool, status: int, data: bytes | None) -> None:
     if data is None:
-        tally.add("aborted")
+        tally.add("aborted", kind)
     elif status >= 500:
         upstreams = error_is_upstreams(data)
-        tally.add("upstream 5xx" if upstreams else "own 5xx", f"{kind} {status}: {data[:200]!r}")
+        tally.add("upstream 5xx" if upstreams else "own 5xx", kind, f"{kind} {status}: {data[:200]!r}")
     elif status != 200:
-        tally.add("unexpected status", f"{kind} {status}: {data[:200]!r}")
+        tally.add("unexpected status", kind, f"{kind} {status}: {data[:200]!r}")
     elif not stream:
-        tally.add("ok" if isinstance(_json(data.decode("utf-8", "replace")), dict) else "bad json", kind)
+        tally.add("ok" if isinstance(_json(data.decode("utf-8", "replace")), dict) else "bad json", kind, kind)
     else:
         end = terminal(dialect, data)
-        tally.add({"ok": "ok", "error": "error frame", None: "lost"}[end], f"{kind}: ...{data[-300:]!r}")
+        tally.add({"ok": "ok", "error": "error frame", None: "lost"}[end], kind, f"{kind}: ...{data[-300:]!r}")
 
 
 async def client_loop(port: int, seed: int, end: float, tally: Tally) -> None:
@@ -305,6 +307,7 @@ def summary(args: argparse.Namespace, tally: Tally, shape: dict[str, Any], up: U
     lines = [f"soak: {elapsed:.0f} s, {args.workers} worker(s), {args.concurrency} client loops, {total} requests "
              f"({total / elapsed:.0f}/s), fault rate {args.fault_rate}, {up.restarts} upstream restarts",
              "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.counts.items()) if k != "tracebacks"),
+             "requests: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.kinds.items())),
              "answered by worker: " + ", ".join(f"{k or '-'} {v}" for k, v in sorted(tally.workers.items())),
              f"RSS MiB: min {shape['rss_min_mib']:.1f}, first third max {shape['rss_first_max_mib']:.1f}, "
              f"last third max {shape['rss_last_max_mib']:.1f} (limit {shape['rss_limit_mib']:.1f}); "
@@ -346,9 +349,9 @@ async def soak(args: argparse.Namespace) -> int:
     breaches = verdict(tally, shape)
     print(summary(args, tally, shape, up, elapsed, breaches), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"counts": tally.counts, "workers": tally.workers, "shape": shape,
-                                               "samples": samples,
-                                               "restarts": up.restarts, "breaches": breaches}, indent=2))
+        result = {"counts": tally.counts, "kinds": tally.kinds, "workers": tally.workers, "shape": shape,
+                  "samples": samples, "restarts": up.restarts, "breaches": breaches}
+        Path(args.json).write_text(json.dumps(result, indent=2))
     return 1 if breaches else 0
 
 
