@@ -342,15 +342,18 @@ async def soak(args: argparse.Namespace) -> int:
         stop(shim)
         up.kill()
     shape = flat(samples, args.warmup, args.concurrency)
+    injected = Counter(line.split()[1] for f in out_dir.glob("fake.[0-9]*")
+                       for line in f.read_text(errors="replace").splitlines() if line.startswith("fault "))
     logs = [out_dir / "llamashim.log", out_dir / "llamashim.out"]
     tally.counts["tracebacks"] = sum(line.startswith(("Traceback", "Unhandled")) or " Traceback " in line
                                      or " Unhandled " in line for p in logs if p.exists()
                                      for line in p.read_text(errors="replace").splitlines())
     breaches = verdict(tally, shape)
     print(summary(args, tally, shape, up, elapsed, breaches), flush=True)
+    print("faults the upstream injected: " + ", ".join(f"{k} {v}" for k, v in sorted(injected.items())), flush=True)
     if args.json:
         result = {"counts": tally.counts, "kinds": tally.kinds, "workers": tally.workers, "shape": shape,
-                  "samples": samples, "restarts": up.restarts, "breaches": breaches}
+                  "samples": samples, "restarts": up.restarts, "injected": injected, "breaches": breaches}
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 1 if breaches else 0
 

@@ -77,6 +77,15 @@ def render(messages: list[Any]) -> str:
     return "".join(f"<|{m.get('role')}|>{m.get('content')}" if isinstance(m, dict) else str(m) for m in messages)
 
 
+@dataclass
+class RandomFaults:
+    """A soak's faults: each chat request gets one of ``choices`` with probability ``rate`` (drawn from ``rng``)."""
+
+    rate: float = 0.0
+    choices: tuple[str, ...] = ()
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+
 class FakeLlama:
     def __init__(self, clock: IReactorTime, model: str = MODEL) -> None:
         self.clock = clock
@@ -93,13 +102,9 @@ class FakeLlama:
         self.chunk_interval = 0.0  # seconds between streamed chunks (through the injected clock)
         self.fault: str | None = None
         self.fault_after = 2  # chunks sent before a mid-stream fault
-        # random faults (a soak): each chat request gets one of ``fault_choices`` with probability ``fault_rate``
-        # (drawn from ``rng``), instead of ``fault``
-        self.fault_rate = 0.0
-        self.fault_choices: tuple[str, ...] = ()
-        self.rng = random.Random(0)
+        self.random_faults = RandomFaults()  # a soak's: a random fault per request instead of ``fault``
         self._request_faults: weakref.WeakKeyDictionary[Request, str | None] = weakref.WeakKeyDictionary()
-        self.remember = True  # keep every request in ``requests`` and every stream in ``streams`` (False: a soak)
+        self.remember = True  # keep every request in ``requests`` and stream in ``streams`` (False: a soak)
         # fault "parse_failure": llama-server's chat parser fails on the finished generation (HTTP 500, or the
         # stream's content pieces then an error event and no [DONE]); its message carries the text from pos on
         self.parse_failure_pos = 0
@@ -465,11 +470,11 @@ class FakeLlama:
         self._stream(request, body, frames, self.progress_chunk)
 
     def _draw_fault(self, request: Request) -> str | None:
-        """This request's fault: ``fault``, or with ``fault_rate`` a random one of ``fault_choices``, kept for the
-        request's stream."""
-        if self.fault_rate <= 0 or not self.fault_choices:
+        """This request's fault: ``fault``, or a random one (``random_faults``), kept for the request's stream."""
+        faults = self.random_faults
+        if faults.rate <= 0 or not faults.choices:
             return self.fault
-        fault = self.rng.choice(self.fault_choices) if self.rng.random() < self.fault_rate else None
+        fault = faults.rng.choice(faults.choices) if faults.rng.random() < faults.rate else None
         self._request_faults[request] = fault
         if fault and self.log_requests:
             print(f"fault {fault}", flush=True)
@@ -730,9 +735,9 @@ def main(argv: list[str] | None = None) -> None:
     fake.count_prompt = args.count_prompt
     fake.log_requests = True
     if args.fault_rate > 0:
-        fake.fault_rate, fake.rng, fake.remember = args.fault_rate, random.Random(args.seed), False
-        fake.fault_choices = tuple(f for f in args.faults.split(",") if f)
-        unknown = set(fake.fault_choices) - set(FAULTS)
+        choices = tuple(f for f in args.faults.split(",") if f)
+        fake.random_faults, fake.remember = RandomFaults(args.fault_rate, choices, random.Random(args.seed)), False
+        unknown = set(choices) - set(FAULTS)
         if unknown:
             parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
     if args.write_file:

@@ -25,6 +25,7 @@ def test_short_soak_passes(workers: int, tmp_path: Path) -> None:
     result = json.loads(result_path.read_text())
     counts = result["counts"]
     assert counts["ok"] > 100 and counts["aborted"] > 0, counts
-    assert counts.get("error frame", 0) + counts.get("upstream 5xx", 0) > 0, counts  # faults reached the clients
+    assert counts.get("error frame", 0) > 0 and counts.get("upstream 5xx", 0) > 0, counts  # faults reached clients
+    assert set(result["injected"]) >= {"drop_mid_stream", "http_500"}, result["injected"]
     assert result["restarts"] >= 2
     assert len([w for w in result["workers"] if w]) == (workers if workers > 1 else 0)  # both workers answered
