@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +77,15 @@ def render(messages: list[Any]) -> str:
     return "".join(f"<|{m.get('role')}|>{m.get('content')}" if isinstance(m, dict) else str(m) for m in messages)
 
 
+@dataclass
+class RandomFaults:
+    """A soak's faults: each chat request gets one of ``choices`` with probability ``rate`` (drawn from ``rng``)."""
+
+    rate: float = 0.0
+    choices: tuple[str, ...] = ()
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+
 class FakeLlama:
     def __init__(self, clock: IReactorTime, model: str = MODEL) -> None:
         self.clock = clock
@@ -91,6 +102,9 @@ class FakeLlama:
         self.chunk_interval = 0.0  # seconds between streamed chunks (through the injected clock)
         self.fault: str | None = None
         self.fault_after = 2  # chunks sent before a mid-stream fault
+        self.random_faults = RandomFaults()  # a soak's: a random fault per request instead of ``fault``
+        self._request_faults: weakref.WeakKeyDictionary[Request, str | None] = weakref.WeakKeyDictionary()
+        self.remember = True  # keep every request in ``requests`` and stream in ``streams`` (False: a soak)
         # fault "parse_failure": llama-server's chat parser fails on the finished generation (HTTP 500, or the
         # stream's content pieces then an error event and no [DONE]); its message carries the text from pos on
         self.parse_failure_pos = 0
@@ -174,7 +188,8 @@ class FakeLlama:
         headers = {k.decode().lower(): [v.decode() for v in vs] for k, vs in request.requestHeaders.getAllRawHeaders()}
         seen = Seen(request.method.decode(), request.path.decode(), (request.uri.partition(b"?")[2]).decode(), headers,
                     body, raw)
-        self.requests.append(seen)
+        if self.remember:
+            self.requests.append(seen)
         if self.log_requests:  # as a process: one line per request on standard output, for the tests that run it
             offered = body.get("tools") if isinstance(body, dict) else None
             tools = len(offered) if isinstance(offered, list) else 0
@@ -419,17 +434,18 @@ class FakeLlama:
         if self.status_override is not None:
             return self._error(request, self.status_override, "scripted failure", "server_error")
         stream = bool(body.get("stream"))
-        if self.fault == "close_before_headers":
+        fault = self._draw_fault(request)
+        if fault == "close_before_headers":
             assert request.channel is not None
             request.channel.transport.loseConnection()  # type: ignore[union-attr]
             return NOT_DONE_YET
-        if self.fault == "http_500":
+        if fault == "http_500":
             return self._error(request, 500, "fake internal error", "server_error")
-        if self.fault == "parse_failure" and answer == self._answer and not stream:
+        if fault == "parse_failure" and answer == self._answer and not stream:
             return self._error(request, 500, self.parse_failure_error(), "server_error")
         if self.old_build == "refuse_stream_tools" and stream and body.get("tools"):
             return self._error(request, 500, "Cannot use tools with stream", "server_error")
-        delay = self.slow_headers if self.fault == "slow_headers" else self.tools_prefill if body.get("tools") else 0
+        delay = self.slow_headers if fault == "slow_headers" else self.tools_prefill if body.get("tools") else 0
         if delay:
             pending = self.clock.callLater(delay, answer, request, body, stream)
             request.notifyFinish().addErrback(lambda _: pending.cancel() if pending.active() else None)
@@ -447,11 +463,26 @@ class FakeLlama:
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         frames = self.frames(include_usage)
-        if self.fault == "parse_failure":  # what was parsed before the failure point, then the error event
+        if self.fault_for(request) == "parse_failure":  # what was parsed before the failure point, then the error event
             error = {"error": {"code": 500, "message": self.parse_failure_error(), "type": "server_error"}}
             parsed = 1 + len(self.reasoning) + len(self._content_pieces())
             frames = [*frames[:parsed], b"data: " + dumps(error) + b"\n\n"]
         self._stream(request, body, frames, self.progress_chunk)
+
+    def _draw_fault(self, request: Request) -> str | None:
+        """This request's fault: ``fault``, or a random one (``random_faults``), kept for the request's stream."""
+        faults = self.random_faults
+        if faults.rate <= 0 or not faults.choices:
+            return self.fault
+        fault = faults.rng.choice(faults.choices) if faults.rng.random() < faults.rate else None
+        self._request_faults[request] = fault
+        if fault and self.log_requests:
+            print(f"fault {fault}", flush=True)
+        return fault
+
+    def fault_for(self, request: Request) -> str | None:
+        """The fault a request's answer plays: its drawn one, else ``fault``."""
+        return self._request_faults.get(request, self.fault)
 
     def parse_failure_error(self) -> str:
         """llama-server's message for a chat-parse failure (``common_chat_peg_parse``)."""
@@ -589,7 +620,8 @@ class _Streamer:
             self.timer.cancel()
 
     def start(self) -> None:
-        self.fake.streams.append(self)
+        if self.fake.remember:
+            self.fake.streams.append(self)
         self.request.registerProducer(self, True)
         self._run()
 
@@ -632,7 +664,7 @@ class _Streamer:
 
     def _step(self) -> bool:
         """Send one frame (or the fault); False when the response is over."""
-        fault = self.fake.fault
+        fault = self.fake.fault_for(self.request)
         if fault in ("drop_mid_stream", "data_error", "legacy_error", "garbage") and self.sent == self.fake.fault_after:
             if fault == "drop_mid_stream":
                 assert self.request.channel is not None
@@ -688,6 +720,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="what --write-file writes")
     parser.add_argument("--final", default="Done: the file is written.", metavar="TEXT",
                         help="the final answer of --write-file's loop")
+    parser.add_argument("--fault-rate", type=float, default=0.0, metavar="P",
+                        help="give each chat request one of --faults with probability P (a soak); forget requests")
+    parser.add_argument("--faults", default="drop_mid_stream,http_500", help="comma-separated faults for --fault-rate")
+    parser.add_argument("--seed", type=int, default=0, help="the random faults' seed")
     parser.add_argument("--call-tools", action="store_true",
                         help="call the first tool a request offers (required parameters filled), then finish")
     args = parser.parse_args(argv)
@@ -698,6 +734,12 @@ def main(argv: list[str] | None = None) -> None:
     fake.n_ctx = args.n_ctx
     fake.count_prompt = args.count_prompt
     fake.log_requests = True
+    if args.fault_rate > 0:
+        choices = tuple(f for f in args.faults.split(",") if f)
+        fake.random_faults, fake.remember = RandomFaults(args.fault_rate, choices, random.Random(args.seed)), False
+        unknown = set(choices) - set(FAULTS)
+        if unknown:
+            parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
     if args.write_file:
         fake.script = AgentScript(args.write_file, args.write_content, args.final)
     elif args.call_tools:
