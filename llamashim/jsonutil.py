@@ -67,6 +67,17 @@ def obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def object_in(text: str) -> dict[str, Any]:
+    """The JSON object ``text`` holds, else an empty one (empty text, invalid JSON or another value): tool-call
+    arguments as the object a dialect's ``input``/``args`` must be."""
+    if not text.strip():
+        return {}
+    try:
+        return obj(loads(text))
+    except JSONError:
+        return {}
+
+
 def arr(value: Any) -> list[Any]:
     """``value`` if it is a JSON array, else an empty one."""
     return value if isinstance(value, list) else []

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llamashim import jsonutil
+from llamashim.jsonutil import obj
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 
@@ -156,32 +157,28 @@ def _tokens(n: int) -> str:
     return f"{n:,}"
 
 
-def _obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _ok_json(answer: Answer | None) -> Any:
     return answer.json() if answer is not None and answer.status == 200 else None
 
 
 def facts_of(p: Probes) -> dict[str, Any]:
     """The plain facts the answers state (``None`` where the server did not say)."""
-    props = _obj(_ok_json(p.props))
-    models = _obj(_ok_json(p.models))
+    props = obj(_ok_json(p.props))
+    models = obj(_ok_json(p.models))
     slots = _ok_json(p.slots)
     data = [m for m in models.get("data") or [] if isinstance(m, dict)] if isinstance(models.get("data"), list) else []
     first = data[0] if data else {}
-    meta = _obj(first.get("meta"))
+    meta = obj(first.get("meta"))
     caps = props.get("chat_template_caps")
     per_slot = None
     if isinstance(slots, list) and slots and isinstance(slots[0], dict) and isinstance(slots[0].get("n_ctx"), int):
         per_slot = slots[0]["n_ctx"]
-    elif isinstance(_obj(props.get("default_generation_settings")).get("n_ctx"), int):
+    elif isinstance(obj(props.get("default_generation_settings")).get("n_ctx"), int):
         per_slot = props["default_generation_settings"]["n_ctx"]
     total_slots = props.get("total_slots") if isinstance(props.get("total_slots"), int) else (
         len(slots) if isinstance(slots, list) else None)
-    vision = _obj(props.get("modalities")).get("vision")
-    if vision is None and isinstance(_obj(first.get("architecture")).get("input_modalities"), list):
+    vision = obj(props.get("modalities")).get("vision")
+    if vision is None and isinstance(obj(first.get("architecture")).get("input_modalities"), list):
         vision = "image" in first["architecture"]["input_modalities"]
     return {
         "build_info": props.get("build_info"),
@@ -190,10 +187,10 @@ def facts_of(p: Probes) -> dict[str, Any]:
         "n_ctx_train": meta.get("n_ctx_train") if isinstance(meta.get("n_ctx_train"), int) else None,
         "n_ctx_per_slot": per_slot,
         "total_slots": total_slots,
-        "supports_tools": _obj(caps).get("supports_tools") if isinstance(caps, dict) else None,
-        "supports_parallel_tool_calls": _obj(caps).get("supports_parallel_tool_calls") if isinstance(caps, dict)
+        "supports_tools": obj(caps).get("supports_tools") if isinstance(caps, dict) else None,
+        "supports_parallel_tool_calls": obj(caps).get("supports_parallel_tool_calls") if isinstance(caps, dict)
         else None,
-        "supports_system_role": _obj(caps).get("supports_system_role") if isinstance(caps, dict) else None,
+        "supports_system_role": obj(caps).get("supports_system_role") if isinstance(caps, dict) else None,
         "vision": vision,
     }
 
@@ -201,9 +198,9 @@ def facts_of(p: Probes) -> dict[str, Any]:
 def tool_calls_in_reply(answer: Answer) -> list[tuple[str, str]]:
     """(name, arguments) of each tool call in a non-streamed chat answer."""
     out = []
-    for choice in _obj(answer.json()).get("choices") or []:
-        for call in _obj(_obj(choice).get("message")).get("tool_calls") or []:
-            fn = _obj(_obj(call).get("function"))
+    for choice in obj(answer.json()).get("choices") or []:
+        for call in obj(obj(choice).get("message")).get("tool_calls") or []:
+            fn = obj(obj(call).get("function"))
             args = fn.get("arguments")
             out.append((str(fn.get("name")), args if isinstance(args, str) else json.dumps(args)))
     return out
@@ -226,10 +223,10 @@ def stream_events(answer: Answer) -> list[Any]:
 def streamed_tool_calls(answer: Answer) -> tuple[bool, str]:
     """Whether a streamed answer carried ``delta.tool_calls`` (and the first call's name)."""
     for event in stream_events(answer):
-        for choice in _obj(event).get("choices") or []:
-            calls = _obj(_obj(choice).get("delta")).get("tool_calls")
+        for choice in obj(event).get("choices") or []:
+            calls = obj(obj(choice).get("delta")).get("tool_calls")
             if isinstance(calls, list) and calls:
-                return True, str(_obj(_obj(calls[0]).get("function")).get("name"))
+                return True, str(obj(obj(calls[0]).get("function")).get("name"))
     return False, ""
 
 
@@ -379,7 +376,7 @@ def _embeddings_check(p: Probes, checks: list[Check]) -> None:
     e = p.embeddings
     if e is None:
         return
-    vectors = [d for d in _obj(e.json()).get("data") or [] if isinstance(d, dict)] if e.status == 200 else []
+    vectors = [d for d in obj(e.json()).get("data") or [] if isinstance(d, dict)] if e.status == 200 else []
     if vectors and isinstance(vectors[0].get("embedding"), list):
         checks.append(Check("embeddings", OK, f"on ({len(vectors[0]['embedding'])} dimensions)"))
     elif e.status == 400 and "pooling" in e.message().lower():

@@ -297,17 +297,7 @@ _SHAPES: dict[BlockKind, _Shape] = {
         start=lambda b: {"type": "tool_use", "id": b.id, "name": b.name, "input": {}},
         delta=lambda text: {"type": "input_json_delta", "partial_json": text},
         last=lambda b: None if b.streamed else {"type": "input_json_delta", "partial_json": "{}"},
-        final=lambda b, text: {"type": "tool_use", "id": b.id, "name": b.name, "input": _tool_input(text)},
+        final=lambda b, text: {"type": "tool_use", "id": b.id, "name": b.name, "input": jsonutil.object_in(text)},
     ),
 }
 
-
-def _tool_input(arguments: str) -> JSON:
-    """Tool-call arguments as the object Anthropic's ``input`` must be (``{}`` when empty or not an object)."""
-    if not arguments.strip():
-        return {}
-    try:
-        value = jsonutil.loads(arguments)
-    except jsonutil.JSONError:
-        return {}
-    return value if isinstance(value, dict) else {}

@@ -47,7 +47,7 @@ class _Call:
     arguments: list[str] = field(default_factory=list)
 
     def part(self) -> JSON:
-        return {"functionCall": {"id": self.id, "name": self.name, "args": _args("".join(self.arguments))}}
+        return {"functionCall": {"id": self.id, "name": self.name, "args": jsonutil.object_in("".join(self.arguments))}}
 
 
 class GeminiEncoder(DeltaEncoder):
@@ -198,13 +198,3 @@ def response_object(reply: JSON, model: str, response_id: str) -> JSON:
     encoder.feed_deltas(reply_deltas(reply))
     return encoder.response()
 
-
-def _args(arguments: str) -> JSON:
-    """Tool-call arguments as the object Gemini's ``args`` must be (``{}`` when empty or not an object)."""
-    if not arguments.strip():
-        return {}
-    try:
-        value = jsonutil.loads(arguments)
-    except jsonutil.JSONError:
-        return {}
-    return value if isinstance(value, dict) else {}
