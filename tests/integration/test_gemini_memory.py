@@ -293,3 +293,21 @@ def test_the_sdks_default_v1_beside_openais_models(shims: ShimFixture) -> None:
     assert status == 401 and json.loads(body)["error"]["status"] == "UNAUTHENTICATED"
     status, _, body = env.post("/v1/chat/completions", {"model": MODEL, "messages": []})
     assert status == 401 and "status" not in json.loads(body)["error"]
+
+
+def test_a_tool_call_written_as_markup_reaches_gemini_as_a_function_call(shims: ShimFixture) -> None:
+    """An answer whose call came as Hermes markup in the content (llama-server did not parse it) reaches
+    google-genai as a functionCall part, generated and streamed; the markup never shows as text."""
+    env = shims.start()
+    markup = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    env.fake.content = [markup[i:i + 7] for i in range(0, len(markup), 7)]
+    config = types.GenerateContentConfig(tools=TOOLS)
+    client = gemini(env)
+    reply = client.models.generate_content(model="gemini-2.5-flash", contents="Weather in Paris?", config=config)
+    streamed = parts_of(list(client.models.generate_content_stream(model="gemini-2.5-flash",
+                                                                   contents="Weather in Paris?", config=config)))
+    for parts in (reply.candidates[0].content.parts if reply.candidates and reply.candidates[0].content else [],
+                  streamed):
+        calls = [p.function_call for p in parts or [] if p.function_call]
+        assert [(c.name, c.args) for c in calls] == [("get_weather", {"city": "Paris"})]
+        assert not any(p.text and "tool_call" in p.text for p in parts or [])
