@@ -13,6 +13,8 @@ import anthropic
 import ollama
 import openai
 import pytest
+from google import genai
+from google.genai import types as genai_types
 
 from tests.e2e.daemon import Daemon
 
@@ -59,11 +61,19 @@ def _ollama(d: Daemon) -> None:
     assert parts[-1].done
 
 
+def _gemini(d: Daemon) -> None:
+    client = genai.Client(api_key="sk-x", http_options=genai_types.HttpOptions(base_url=d.url, timeout=120_000))
+    parts = list(client.models.generate_content_stream(
+        model="any", contents=SAY, config=genai_types.GenerateContentConfig(max_output_tokens=MAX)))
+    assert parts and parts[-1].candidates and parts[-1].candidates[0].finish_reason is not None
+
+
 DIALECTS: dict[str, tuple[str, str, Callable[[Daemon], None]]] = {
     "openai": ("chat", "POST /v1/chat/completions", _openai),
     "responses": ("responses", "POST /v1/responses", _responses),
     "anthropic": ("messages", "POST /v1/messages", _anthropic),
     "ollama": ("ollama_chat", "POST /api/chat", _ollama),
+    "gemini": ("gemini_stream", "POST /v1/models/any:streamGenerateContent", _gemini),
 }
 
 
