@@ -172,3 +172,10 @@ def agent_bins() -> Path:
     missing = [name for name in platform_packages if not (modules / name / "package.json").exists()]
     assert not missing, f"npm did not install the agents' platform packages {missing}"
     return modules / ".bin"
+
+
+@pytest.fixture(scope="session")
+def gemini_bin() -> Path:
+    """The pinned Gemini CLI (tests/e2e/gemini_cli/package.json)."""
+    modules = _npm_install(E2E / "gemini_cli" / "package.json", CACHE / "gemini-cli", ("@google/gemini-cli",))
+    return modules / ".bin" / "gemini"

@@ -23,9 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from tests.e2e.conftest import CACHE, E2E, _npm_install
 from tests.e2e.daemon import Daemon, FakeProcess, StartShim, running_fake
 
 SLOW = float(os.environ.get("LLAMASHIM_E2E_SLOW") or 1)
@@ -153,13 +150,6 @@ def test_codex_fails_against_the_upstream_itself(agent_bins: Path, shim_daemon: 
 
 
 # -- Gemini CLI (the Gemini API, streamGenerateContent over SSE) -------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def gemini_bin() -> Path:
-    """The pinned Gemini CLI (tests/e2e/gemini_cli/package.json)."""
-    modules = _npm_install(E2E / "gemini_cli" / "package.json", CACHE / "gemini-cli", ("@google/gemini-cli",))
-    return modules / ".bin" / "gemini"
 
 
 def _gemini(gemini_bin: Path, loop: Loop, base_url: str) -> subprocess.CompletedProcess[str]:

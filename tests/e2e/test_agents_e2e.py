@@ -1,6 +1,8 @@
-"""End-to-end: real coding agents (Codex CLI, Claude Code) complete a turn through llamashim and a real llama-server.
+"""End-to-end: real coding agents (Codex CLI, Claude Code, Gemini CLI) complete a turn through llamashim and a real
+llama-server.
 
-Their first requests are large (Codex: ~8,900 SmolLM2 tokens; Claude Code: ~21,000 Anthropic tokens), beyond the
+Their first requests are large (Codex: ~8,900 SmolLM2 tokens; Gemini CLI: ~48 kB of JSON with 16 tools; Claude
+Code: ~21,000 Anthropic tokens), beyond the
 8,192-token context SmolLM2 was trained with, so each runs against its own one-slot llama-server stretched with YaRN
 rope scaling (``shared/REAL-LLAMA-SERVER.md``). ``big_llama`` is one module-scoped fixture parametrised indirectly,
 so pytest stops the 16k server before it starts the 32k one: only one such server runs at a time.
@@ -144,3 +146,30 @@ def test_claude_code_completes_a_turn(
     system = bodies[0]["messages"][0]
     assert system["role"] == "system" and "Claude Agent SDK" in system["content"]
     assert "x-anthropic-billing-header" not in system["content"]  # anthropic.strip_billing_header (the default)
+
+
+@pytest.mark.parametrize("big_llama", ["16k"], indirect=True)
+def test_gemini_cli_completes_a_turn(
+    big_llama: Any, gemini_bin: Path, shim_daemon: StartShim, tmp_path: Path
+) -> None:
+    """``gemini -p`` (the Gemini API, streamed) completes a turn against the real model: exit 0, an answer, every
+    ``streamGenerateContent`` 200 (its headers at once and keep-alive frames through the minutes of prompt processing:
+    Gemini CLI gives up on headers after 60 s and on a silent body after 300 s)."""
+    home, work = _scratch(tmp_path)
+    (home / ".gemini").mkdir()
+    (home / ".gemini" / "settings.json").write_text(json.dumps({
+        "security": {"auth": {"selectedType": "gemini-api-key"}},
+        "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+        "privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False}}))
+    with shim_daemon(big_llama.url, "--verbose") as d:
+        result = subprocess.run(
+            [str(gemini_bin), "-p", "Say OK", "-m", "gemini-2.5-pro", "--skip-trust"],
+            cwd=work, env=_env(home, GOOGLE_GEMINI_BASE_URL=d.url, GEMINI_API_KEY="x", NO_COLOR="1"),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CODEX_TIMEOUT,
+        )
+        statuses = [s for path, s in re.findall(r"\] POST (\S+:streamGenerateContent) (\S+) ", d.log())]
+        bodies = _upstream_bodies(d)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
+    assert result.stdout.strip(), result.stderr[-4000:]
+    assert statuses and set(statuses) == {"200"}, statuses
+    assert bodies and "Say OK" in json.dumps(bodies[0]["messages"][-1])

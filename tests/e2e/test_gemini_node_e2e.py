@@ -1,6 +1,6 @@
 """End-to-end: the official ``@google/genai`` JavaScript package (what Gemini CLI is built on) under Node, against
-llamashim in front of the real llama-server: generate, stream, a forced function call and its functionResponse turn,
-countTokens, the model list and an error as the SDK's own ``ApiError``."""
+llamashim in front of the real llama-server: generate, stream, JSON mode with a schema, a forced function call and its
+functionResponse turn, countTokens, the model list and an error as the SDK's own ``ApiError``."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def shim(request: pytest.FixtureRequest, real_llama: Any, shim_daemon: StartShim
 
 
 def test_google_genai_js(shim: Daemon) -> None:
-    """@google/genai gets text, a stream ending in STOP, a real function call (id, name, args object) it can answer,
-    a token count, the model list, and a refused request as its ApiError with status 400."""
+    """@google/genai gets text, a stream ending in STOP, JSON mode's object, a real function call (id, name, args
+    object) it can answer, a token count, the model list, and a refused request as its ApiError with status 400."""
     script = node_modules().parent / "gemini.mjs"
     shutil.copy(HERE / "gemini.mjs", script)
     result = subprocess.run(["node", str(script), shim.url], capture_output=True, text=True, timeout=300)
@@ -51,6 +51,7 @@ def test_google_genai_js(shim: Daemon) -> None:
     assert call.get("name") == "get_weather" and call["id"] and isinstance(call["args"], dict), out["callParts"]
     assert out["callFinish"] == "STOP"
     assert out["answered"]
+    assert isinstance(out["json"], dict) and isinstance(out["json"].get("colour"), str), out["json"]
     assert out["tokens"] > 5
     assert len(out["models"]) == 1 and out["models"][0].startswith("models/")
     assert out["error"]["name"] == "ApiError" and out["error"]["status"] == 400, out["error"]

@@ -1,5 +1,5 @@
 // The Gemini API through llamashim with the official `@google/genai` package (what Gemini CLI is built on): a
-// generated and a streamed answer, a forced function call and its functionResponse turn, countTokens, the model list
+// generated and a streamed answer, JSON mode with a schema, a forced function call and its functionResponse turn, countTokens, the model list
 // and an error as the SDK's own ApiError, on the SDK's default API version (v1). Usage: node gemini.mjs BASE_URL —
 // prints one JSON line.
 import { GoogleGenAI, Type } from "@google/genai";
@@ -46,6 +46,16 @@ const answered = call.name === undefined ? { text: undefined } : await ai.models
   config: { tools, ...say },
 });
 
+// JSON mode: responseMimeType with a responseSchema (a grammar in llama-server): the text parses as that object
+const json = await ai.models.generateContent({
+  model, contents: "Name a colour as JSON.",
+  config: { temperature: 0, maxOutputTokens: 40, responseMimeType: "application/json",
+            responseSchema: { type: Type.OBJECT, properties: { colour: { type: Type.STRING, maxLength: 12 } },
+                              required: ["colour"] } },
+});
+let parsed = null;
+try { parsed = JSON.parse(json.text); } catch { parsed = { unparsed: json.text }; }
+
 const counted = await ai.models.countTokens({ model, contents: "How many tokens is this?" });
 const models = [];
 // GET /v1/models is OpenAI's list in llamashim: the Gemini list is under v1beta
@@ -64,5 +74,5 @@ console.log(JSON.stringify({
   streamed, chunks, lastFinish: last?.candidates?.[0]?.finishReason,
   call: { id: call.id, name: call.name, args: call.args }, callFinish: called.candidates?.[0]?.finishReason,
   callParts: called.candidates?.[0]?.content?.parts,
-  answered: answered.text, tokens: counted.totalTokens, models, error,
+  answered: answered.text, json: parsed, tokens: counted.totalTokens, models, error,
 }));
