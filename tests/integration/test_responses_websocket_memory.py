@@ -162,3 +162,21 @@ def test_a_refused_compaction_is_the_error_envelope_and_the_socket_goes_on(
     assert env.fake.chat_requests() == []
     assert turn(shim, sock, input="hi")["type"] == "response.completed"
     assert requests(shim, "responses_websocket_compact", str(status)) == 1
+
+
+def test_a_shutdown_ends_a_running_turn_and_counts_it(shims: ShimFixture) -> None:
+    """A shutdown waits shutdown.drain_timeout for a streaming turn, then ends it with response.failed and closes
+    the socket (1001); the turn is counted once, as a 503, and leaves the active-streams gauge."""
+    fake = FakeLlama(shims.clock)
+    fake.content = ["tok "] * 100
+    fake.chunk_interval = 0.5
+    env = shims.start(fake=fake, settings={"shutdown": {"drain_timeout": 2.0}})
+    shim = env.shim
+    sock = shim.websocket()
+    sock.send({"type": "response.create", "model": MODEL, "input": "go"})
+    shim.run_until(lambda: "response.output_text.delta" in sock.types(), within=30)
+    env.shutdown()
+    shim.flush()
+    assert sock.types()[-1] == "response.failed" and sock.closed and sock.close_code == 1001
+    assert requests(shim, TURN, "503") == 1
+    assert metric(shim, "llamashim_active_streams") == 0
