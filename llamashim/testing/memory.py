@@ -21,7 +21,8 @@ llamashim and the upstream share one clock; and bytes move only when the test ca
 :meth:`MemoryShim.advance`, :meth:`MemoryShim.fetch`), never inside ``request()`` — an answer never arrives in the
 call stack that asked for it, as on a real connection. A
 :class:`Plug` sits between llamashim and the fake upstream: pulled, the upstream's connects are refused.
-What memory cannot show — TCP flow control (``pauseProducing`` on a full socket), real disconnect timing, chunked
+:meth:`MemoryShim.websocket` opens a WebSocket (an autobahn client, :class:`MemorySocket`) to the site the same
+way. What memory cannot show — TCP flow control (``pauseProducing`` on a full socket), real disconnect timing, chunked
 bodies on the wire — stays in the loopback tier (``tests/integration``).
 """
 
@@ -33,6 +34,7 @@ from contextlib import contextmanager
 from typing import Any
 from unittest import mock
 
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from treq.client import HTTPClient
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, TimeoutError
@@ -76,6 +78,7 @@ __all__ = [
     "MemoryAgent",
     "MemoryClock",
     "MemoryShim",
+    "MemorySocket",
     "Plug",
     "SiteParts",
     "Valve",
@@ -218,17 +221,21 @@ class MemoryAgent:
         if d.called:  # failed before connecting (a bad URI, say)
             return d
         _host, port, factory, _timeout, _bind = self.reactor.tcpClients[-1]
+        self.connect(factory.buildProtocol(None), port, URI.fromBytes(uri).scheme == b"https")
+        return d
+
+    def connect(self, client: Any, port: int = 80, tls: bool = False) -> None:
+        """Connect the client protocol ``client`` to a new server protocol of the site (bytes move on
+        :meth:`flush`)."""
         server_address = IPv4Address("TCP", "127.0.0.1", port)
         client_address = IPv4Address("TCP", "127.0.0.1", 31337)
         server = self.site.buildProtocol(client_address)
         server_io = iosim.FakeTransport(server, isServer=True, hostAddress=server_address, peerAddress=client_address)
-        client = factory.buildProtocol(None)
         client_io = iosim.FakeTransport(client, isServer=False, hostAddress=client_address, peerAddress=server_address)
-        if URI.fromBytes(uri).scheme == b"https":
+        if tls:
             directlyProvides(server_io, ISSLTransport)
             directlyProvides(client_io, ISSLTransport)
         self._pumps.add(iosim.connect(server, server_io, client, client_io, greet=False, clock=self.reactor))
-        return d
 
     def flush(self) -> bool:
         """Move every byte waiting in either direction (and deliver closes); ``True`` if anything moved."""
@@ -357,6 +364,40 @@ class Exchange:
         transport.stopProducing()
 
 
+class MemorySocket(WebSocketClientProtocol):
+    """A WebSocket client of the in-memory site (:meth:`MemoryShim.websocket`): every message it got, parsed, in
+    ``messages``; ``opened``/``closed`` as the handshakes went. :meth:`send` a JSON message, :meth:`drop` the
+    connection without a close handshake (seen by llamashim on the next flush)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[Any] = []
+        self.opened = False
+        self.closed = False
+        self.close_code: int | None = None
+
+    def onOpen(self) -> None:
+        self.opened = True
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.messages.append(jsonutil.loads(payload))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.closed = True
+        self.close_code = code
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        self.sendMessage(jsonutil.dumps(dict(message)), isBinary=False)
+
+    def drop(self) -> None:
+        transport: Any = self.transport
+        transport.abortConnection()
+
+    def types(self) -> list[str]:
+        """The ``type`` of every message so far."""
+        return [m.get("type") for m in self.messages]
+
+
 # -- the whole tier -----------------------------------------------------------------------------------------------
 
 
@@ -430,6 +471,17 @@ class MemoryShim:
         exchange = Exchange(self.client_agent.request(method.encode("ascii"), url, h, producer))
         self.flush()
         return exchange
+
+    def websocket(self, path: str = "/v1/responses", headers: Mapping[str, str] | None = None) -> MemorySocket:
+        """Open a WebSocket to ``path`` (the upgrade request carries ``headers``) and flush: the returned
+        :class:`MemorySocket` is open unless the upgrade was refused."""
+        factory = WebSocketClientFactory("ws://127.0.0.1" + path, headers=dict(headers or {}), reactor=self.clock)
+        factory.protocol = MemorySocket
+        client = factory.buildProtocol(None)
+        assert isinstance(client, MemorySocket)
+        self.client_agent.connect(client)
+        self.flush()
+        return client
 
     def flush(self) -> None:
         """Move bytes between the client, llamashim and the upstream until nothing moves (running what is due on

@@ -61,11 +61,10 @@ class ShimRequest(server.Request):
 
     def mark_streaming(self) -> None:
         """This response is a stream (counted in the active-streams gauge until it ends)."""
-        if not self.ctx.streaming:
+        if self.channel is not None:
+            self._site.stream_started(self.ctx)
+        else:
             self.ctx.streaming = True
-            metrics = self._site.metrics if self.channel is not None else None
-            if metrics is not None:
-                metrics.active_streams.inc()
 
     def write(self, data: bytes) -> None:
         if self.ctx.first_byte_at is None and data and self.channel is not None:
@@ -262,23 +261,39 @@ class ShimSite(server.Site):
         if metrics is not None:
             metrics.watch_buffered(self.buffered_bytes)
 
+    def stream_started(self, ctx: RequestContext) -> None:
+        """The exchange of ``ctx`` answers with a stream: counted in the active-streams gauge until it is logged."""
+        if not ctx.streaming:
+            ctx.streaming = True
+            if self.metrics is not None:
+                self.metrics.active_streams.inc()
+
     def log(self, request: ShimRequest, aborted: bool = False) -> None:  # type: ignore[override]
-        """One access line per request (also for a client that left), its entry among the recent requests, and its
-        metrics."""
-        ctx = request.ctx
-        if ctx.logged:
-            return
-        ctx.logged = True
-        served = self._served(request, aborted)
-        self._access_line(request, served)
-        if self.recent is not None:  # what the status page lists: never a path, a body or a key
-            self.recent.record(served)
-        if self.recorder is not None and ctx.tape is not None:
+        """One access line per request (also for a client that left), its entry among the recent requests, its
+        metrics, and its recording (``log.record``)."""
+        # A client that left before its request was complete has no request path yet: the channel's is it.
+        path = request.path if request.path is not None else compat.channel_path(request.channel)
+        served = self.account(request.ctx, request.method.decode("latin-1"), path,
+                              "aborted" if aborted else str(request.code), request.sentLength)
+        if served is not None and self.recorder is not None and request.ctx.tape is not None:
             self._record(request, served)
+
+    def account(self, ctx: RequestContext, method: str, path: bytes, status: str, bytes_out: int) -> Served | None:
+        """Account for one finished exchange — an HTTP request, or one turn on a WebSocket — once: its access line,
+        its entry among the recent requests (never a path, a body or a key) and its metrics. ``None`` when it was
+        accounted for already."""
+        if ctx.logged:
+            return None
+        ctx.logged = True
+        served = self._served(ctx, method, status, bytes_out)
+        self._access_line(ctx, served, path)
+        if self.recent is not None:
+            self.recent.record(served)
         if self.metrics is not None:
             self.metrics.count(served)
             prompt_ms = ctx.usage.prompt_ms if ctx.usage is not None else None
             self.metrics.timed(served.route, _first_token(ctx), None if prompt_ms is None else prompt_ms / 1000)
+        return served
 
     def _record(self, request: ShimRequest, served: Served) -> None:
         assert self.recorder is not None
@@ -296,30 +311,26 @@ class ShimSite(server.Site):
             access_log.debug("recorded {request_id} to {path}", request_id=request.ctx.request_id.decode(
                 "ascii", "replace"), path=str(path))
 
-    def _served(self, request: ShimRequest, aborted: bool) -> Served:
-        ctx = request.ctx
+    def _served(self, ctx: RequestContext, method: str, status: str, bytes_out: int) -> Served:
         now = self.reactor.seconds()
         started = ctx.started or now
         usage = ctx.usage
         return Served(
-            at=now, method=request.method.decode("latin-1"), route=ctx.route, dialect=ctx.dialect.name,
-            status="aborted" if aborted else str(request.code), duration=now - started, upstream=ctx.upstream,
+            at=now, method=method, route=ctx.route, dialect=ctx.dialect.name,
+            status=status, duration=now - started, upstream=ctx.upstream,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
-            streamed=ctx.streaming, bytes_out=request.sentLength,
+            streamed=ctx.streaming, bytes_out=bytes_out,
             ttft=ctx.first_byte_at - started if ctx.streaming and ctx.first_byte_at is not None else None,
             upstream_error=ctx.upstream_error, cut=ctx.cut, model=ctx.model,
             cached_tokens=usage.cached_tokens if usage else None,
         )
 
-    def _access_line(self, request: ShimRequest, served: Served) -> None:
-        ctx = request.ctx
+    def _access_line(self, ctx: RequestContext, served: Served, path: bytes) -> None:
         ttfb = "-" if ctx.upstream_ttfb is None else f"{ctx.upstream_ttfb * 1000:.1f}ms"
         tokens = "-" if served.prompt_tokens is None else f"{served.prompt_tokens}/{served.completion_tokens}"
         first_token = _first_token(ctx)
         ttft = "-" if first_token is None else f"{first_token * 1000:.1f}ms"
-        # A client that left before its request was complete has no request path yet: the channel's is it.
-        path = request.path if request.path is not None else compat.channel_path(request.channel)
         access_log.info(
             "{method} {path} {status} {bytes}B {duration_ms}ms ttft={ttft} dialect={dialect} upstream={upstream} "
             "upstream_ttfb={ttfb} tokens={tokens} id={request_id} cached={cached}",

@@ -19,7 +19,7 @@ from llamashim.dialects.responses.translate import (
     orphan_outputs,
     request_to_chat,
 )
-from llamashim.dialects.responses.websocket import LocalResponses, create_body, error_envelope, sse_events
+from llamashim.dialects.responses.websocket import LocalResponses, client_message, error_envelope, sse_events
 from llamashim.errors import BadRequest, ContextOverflow, ShimError
 
 JSON = dict[str, Any]
@@ -50,19 +50,25 @@ def test_the_error_envelope_always_has_a_string_code(err: ShimError, status: int
     assert event["error"]["code"] == code and isinstance(event["error"]["message"], str)
 
 
-def test_create_body_drops_the_http_only_fields_and_always_streams() -> None:
+def test_a_create_message_drops_the_http_only_fields_and_always_streams() -> None:
     """response.create → the Responses body without type/stream_options/background, stream true."""
-    body = create_body(b'{"type":"response.create","model":"m","stream":false,"background":false,'
-                       b'"stream_options":{},"input":"hi"}', 64)
-    assert body == {"model": "m", "input": "hi", "stream": True}
-    assert create_body(b'{"type":"response.processed","response_id":"resp_1"}', 64) is None
+    message = client_message(b'{"type":"response.create","model":"m","stream":false,"background":false,'
+                             b'"stream_options":{},"input":"hi"}', 64)
+    assert message == ("response.create", {"model": "m", "input": "hi", "stream": True})
+    assert client_message(b'{"type":"response.processed","response_id":"resp_1"}', 64) is None
+
+
+def test_a_compact_message_is_the_compact_body() -> None:
+    """response.compact → the body of POST /responses/compact (without type), not made a stream."""
+    message = client_message(b'{"type":"response.compact","model":"m","input":"hi","previous_response_id":"r"}', 64)
+    assert message == ("response.compact", {"model": "m", "input": "hi", "previous_response_id": "r"})
 
 
 @pytest.mark.parametrize("message", [b"not json", b"[1]", b'{"type":"session.update"}', b'{"model":"m"}'])
-def test_create_body_refuses_anything_else(message: bytes) -> None:
+def test_any_other_message_is_refused(message: bytes) -> None:
     """Invalid JSON, a non-object or an unknown message type is a 400."""
     with pytest.raises(BadRequest):
-        create_body(message, 64)
+        client_message(message, 64)
 
 
 def test_local_responses_remember_the_newest_and_forget() -> None:

@@ -36,6 +36,7 @@ from llamashim.dialects.responses.events import (
 from llamashim.dialects.responses.store import ResponseStore, Stored, default_store_path
 from llamashim.dialects.responses.translate import ResponsesRequest, conversation, orphan_outputs, request_to_chat
 from llamashim.dialects.responses.websocket import (
+    COMPACT,
     LocalResponses,
     Sockets,
     SocketTurn,
@@ -191,7 +192,7 @@ class ResponsesRoutes(DialectRoutes):
 
     # -- over a WebSocket ------------------------------------------------------------------------------------
 
-    @api_route(app, "/", route="responses_websocket", methods=("GET",), upstream=False)
+    @api_route(app, "/", route="responses_websocket_upgrade", methods=("GET",), upstream=False)
     async def websocket(self, request: Request) -> IResource:
         """``GET /v1/responses`` upgraded to a WebSocket (:mod:`.websocket`); any other GET is the 405 it was."""
         if not is_upgrade(request):
@@ -205,10 +206,13 @@ class ResponsesRoutes(DialectRoutes):
                                limits.max_json_depth)
 
     def _socket_turn(self, turn: SocketTurn, body: JSON, local: LocalResponses) -> Deferred[None]:
-        """One ``response.create`` of a WebSocket, holding an upstream slot as an HTTP request does."""
+        """One ``response.create`` (or ``response.compact``) of a WebSocket, holding an upstream slot as an HTTP
+        request does."""
 
         async def run() -> None:
-            if body.get("generate") is False:
+            if turn.kind == COMPACT:
+                await self._compact(turn, turn.owner, body, local)
+            elif body.get("generate") is False:
                 await self._prepare_only(turn, body, local)
             else:
                 await self._create(turn, turn.owner, body, local)
@@ -232,14 +236,19 @@ class ResponsesRoutes(DialectRoutes):
     async def compact(self, request: Request) -> bytes | None:
         """``POST /responses/compact``: the conversation summarised by the model into the compacted window."""
         body = read_json_object(request, self.deps.config.limits.max_json_depth)
-        owner = context_of(request).owner
-        history = await self._history(owner, body.get("previous_response_id"), None)
+        return await self._compact(RequestTurn(request, self.deps.clock), context_of(request).owner, body)
+
+    async def _compact(self, turn: Turn, owner: str, body: JSON, local: LocalResponses | None = None
+                       ) -> bytes | None:
+        """One compaction, over HTTP or a WebSocket (``local``: its recent responses, for ``previous_response_id``
+        on the socket even with ``store: false``)."""
+        history = await self._history(owner, body.get("previous_response_id"), local)
         job = compact_request(body, history, self.log.debug)
         created = int(self.deps.clock.seconds())
         call = ChatCall(body=job.chat_body, encoder=self._answer(job.translated).encoder,
                         reply=lambda reply: job.compacted(reply, new_id, created),
                         reasoning_mode=separate_mode(self.deps.config.thinking.mode))
-        return await self.deps.flow.run(RequestTurn(request, self.deps.clock), call)
+        return await self.deps.flow.run(turn, call)
 
     @api_route(app, "/input_tokens", route="responses_input_tokens")
     async def input_tokens(self, request: Request) -> bytes:

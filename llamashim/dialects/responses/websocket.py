@@ -8,7 +8,14 @@ turn on the shared chat flow, answered with the same event objects as the SSE st
 ``store: false``, then the store; a turn that fails forgets the response it continued, and a new socket starts
 with an empty memory, so both answer ``previous_response_not_found``. ``generate: false`` (Codex's warm-up)
 completes a response with no output, nothing asked upstream. ``response.processed`` messages are accepted and
-ignored.
+ignored. ``{"type": "response.compact", ...}`` (the body of ``POST /v1/responses/compact``; llamashim's own message:
+neither the Open Responses spec nor Codex defines one) is a turn too, answered with one ``response.compacted``
+message whose ``response`` is the compacted window the HTTP route returns.
+
+Each turn is accounted for as an HTTP request is (:meth:`ShimSite.account`): an access line
+(``WS /v1/responses 200 … id=<upgrade id>.<n>``), the status page's recent requests and ``/metrics`` (route
+``responses_websocket`` or ``responses_websocket_compact``), with the error's status when it failed and
+``aborted`` when the socket closed before its terminal event.
 
 Errors before a turn's first event are the spec's WebSocket error envelope,
 ``{"type": "error", "status": 404, "error": {"type", "code", "message", "param"}}``; a failure after it is the
@@ -45,6 +52,7 @@ from llamashim.errors import BadRequest, ShimError
 from llamashim.stream.transform import StreamTransform
 from llamashim.upstream.body import BodyPump
 from llamashim.web.context import RequestContext, context_of
+from llamashim.web.site import ShimSite
 from llamashim.web.turn import ContextTurn, KeepAlive
 
 from .events import error_fields, response_error_code
@@ -54,6 +62,11 @@ MAX_REMEMBERED = 8  # responses a socket remembers for previous_response_id (Cod
 GOING_AWAY = 1001
 SHUTDOWN = "llamashim is shutting down"
 INTERNAL = ShimError(500, "internal error in llamashim (see its log)", "server_error")
+CREATE = "response.create"
+COMPACT = "response.compact"
+COMPACTED = b"response.compacted"
+TERMINAL = frozenset((b"response.completed", b"response.failed", b"response.incomplete"))
+ROUTES = {CREATE: "responses_websocket", COMPACT: "responses_websocket_compact"}  # the turns' metrics labels
 
 
 class LocalResponses:
@@ -102,10 +115,11 @@ def error_envelope(err: ShimError) -> bytes:
     return jsonutil.dumps({"type": "error", "status": err.status, "error": fields})
 
 
-def create_body(message: bytes, max_depth: int) -> JSON | None:
-    """The Responses request of a ``response.create`` text message (``None`` for a message to ignore); a 400 for
+def client_message(message: bytes, max_depth: int) -> tuple[str, JSON] | None:
+    """(type, request body) of a client's text message — ``response.create`` (a Responses request) or
+    ``response.compact`` (a ``/responses/compact`` request) — or ``None`` for a message to ignore; a 400 for
     anything else. The HTTP-only fields (``stream``, ``stream_options``, ``background``) are dropped: a socket
-    always streams."""
+    always streams a ``response.create``."""
     try:
         value = jsonutil.loads(message, max_depth)
     except jsonutil.JSONError as e:
@@ -115,10 +129,10 @@ def create_body(message: bytes, max_depth: int) -> JSON | None:
     kind = value.get("type")
     if kind == "response.processed":
         return None
-    if kind != "response.create":
-        raise BadRequest(f"unsupported message type {kind!r}: send response.create")
+    if kind not in (CREATE, COMPACT):
+        raise BadRequest(f"unsupported message type {kind!r}: send response.create or response.compact")
     body = {k: v for k, v in value.items() if k not in ("type", "stream", "stream_options", "background")}
-    return {**body, "stream": True}
+    return (CREATE, {**body, "stream": True}) if kind == CREATE else (COMPACT, body)
 
 
 def is_upgrade(request: Request) -> bool:
@@ -169,7 +183,8 @@ class Socket(Protocol):
 
 class SocketTurn(ContextTurn):
     """One ``response.create`` as the chat flow sees it (:class:`llamashim.chat.turn.Turn`): events go out one
-    message each; what the flow tells lands in the turn's own context (the socket logs it when the turn ends).
+    message each; what the flow tells lands in the turn's own context, which :meth:`account` hands to the site
+    when the turn ends (its access line, the recent requests, ``/metrics``).
 
     While it runs the turn is one of the site's in-flight requests (``channel``, ``ctx``, ``notifyFinish``), so a
     shutdown waits for it and then ends it through ``ctx.drain``, as it does an HTTP stream."""
@@ -177,18 +192,22 @@ class SocketTurn(ContextTurn):
     channel = None
 
     def __init__(self, socket: Socket, upgrade: RequestContext, clock: IReactorTime, number: int,
-                 authorization: list[bytes] | None = None) -> None:
+                 authorization: list[bytes] | None = None, site: ShimSite | None = None, kind: str = CREATE
+                 ) -> None:
         self.socket = socket
         self.authorization = authorization  # the client's, passed on as an HTTP request's is (no API keys set)
-        self.ctx = RequestContext(upgrade.dialect, b"%s.%d" % (upgrade.request_id, number), "responses_websocket",
+        self.site = site  # where the turn is accounted for (a test's bare upgrade request has none)
+        self.kind = kind
+        self.ctx = RequestContext(upgrade.dialect, b"%s.%d" % (upgrade.request_id, number), ROUTES[kind],
                                   clock.seconds(), owner=upgrade.owner)
         self.clock = clock
         self.number = number
-        self.started_at = clock.seconds()
         self._finished: list[Deferred[None]] = []
         self.done = False
         self.failed = False  # an error envelope or response.failed went out
-        self.sent = False
+        self.status = 200  # the error's, once the turn failed
+        self.sent = False  # a stream event (or the compacted window) went out
+        self.bytes_out = 0
         self.terminal_frame: TerminalFrame | None = None
         self._keepalive: KeepAlive | None = None
         self._beat: Callable[[], bytes] = lambda: b""
@@ -211,7 +230,7 @@ class SocketTurn(ContextTurn):
             headers.setRawHeaders(b"authorization", self.authorization)
         return headers
 
-    def reply(self, body: bytes) -> bytes:  # (a socket always streams; kept for the Turn contract)
+    def reply(self, body: bytes) -> bytes:  # (a socket always streams a response; kept for the Turn contract)
         self.write(body)
         return body
 
@@ -231,6 +250,8 @@ class SocketTurn(ContextTurn):
 
     def write(self, data: bytes) -> None:
         if data:
+            if self.ctx.first_output_at is None:
+                self.ctx.first_output_at = self.clock.seconds()  # time to first token: the access line, /metrics
             self._stop_keepalive()
             self._send(data)
 
@@ -240,22 +261,47 @@ class SocketTurn(ContextTurn):
         for kind, payload in sse_events(data):
             if kind == b"error":  # its response.failed follows: one terminal event a turn
                 continue
-            self.failed |= kind == b"response.failed"
-            self.sent = True
-            self.socket.send(payload)
+            if kind == b"response.failed" and not self.failed:
+                self.failed_midstream(ShimError(502, "the answer ended with response.failed", "upstream_error"))
+            if not self.sent:  # the turn's stream starts (time to first byte, the active-streams gauge)
+                self.sent = True
+                self.ctx.first_byte_at = self.clock.seconds()
+                if self.site is not None:
+                    self.site.stream_started(self.ctx)
+            self._message(payload, kind in TERMINAL)
         if self._keepalive is not None:
             self._keepalive.touched()
 
+    def _message(self, payload: bytes, terminal: bool) -> None:
+        """One message out; a terminal one makes the turn delivered (a close after it is no abort)."""
+        if not self.socket.is_gone():
+            self.ctx.delivered |= terminal
+            self.bytes_out += len(payload)
+            self.socket.send(payload)
+
+    def failed_midstream(self, err: ShimError) -> None:
+        """The turn failed with ``err`` (its status is the turn's); an upstream failure is counted as such."""
+        self.failed = True
+        self.status = err.status
+        self.ctx.upstream_failed(err)
+
     def fail(self, err: ShimError) -> None:
         """End the turn with ``err``: the error envelope before its first event, its terminal frame after."""
-        self.failed = True
+        self.failed_midstream(err)
         if not self.sent:
-            self.socket.send(error_envelope(err))
+            self._message(error_envelope(err), True)
         elif self.terminal_frame is not None:
             self._send(self.terminal_frame(err))
 
     def finish(self) -> None:
         self._stop_keepalive()
+
+    def account(self, path: bytes) -> None:
+        """The turn is over: its access line, its entry among the recent requests and its metrics, as an HTTP
+        request's (``aborted`` when the socket closed before its terminal message)."""
+        if self.site is not None:
+            status = "aborted" if self.socket.is_gone() and not self.ctx.delivered else str(self.status)
+            self.site.account(self.ctx, "WS", path, status, self.bytes_out)
 
     def ended(self) -> None:
         """The turn is over (the in-flight set's ``notifyFinish`` fires)."""
@@ -274,7 +320,7 @@ class SocketTurn(ContextTurn):
         return d
 
     def relay(self, response: IResponse, transform: StreamTransform, idle_timeout: float | None) -> Deferred[None]:
-        return SocketRelay(self.socket, response, transform, self.clock, idle_timeout, self.write).start()
+        return SocketRelay(self, response, transform, idle_timeout).start()
 
     def _stop_keepalive(self) -> None:
         keepalive, self._keepalive = self._keepalive, None
@@ -282,21 +328,31 @@ class SocketTurn(ContextTurn):
             keepalive.stop()
 
 
+class CompactTurn(SocketTurn):
+    """One ``response.compact``: the flow's one JSON reply (the compacted window) goes out as one
+    ``response.compacted`` message, ``{"type", "sequence_number": 0, "response": {...}}``."""
+
+    def reply(self, body: bytes) -> bytes:
+        self.sent = True
+        self._message(b'{"type":"%s","sequence_number":0,"response":%s}' % (COMPACTED, body), True)
+        return body
+
+
 class SocketRelay:
-    """Streams one upstream response body through a transform to a socket: the upstream transport is the socket's
-    streaming producer while it runs (a slow reader pauses the upstream read); cancelling :meth:`start`'s Deferred
-    (the socket closed) closes the upstream connection at once."""
+    """Streams one upstream response body through a transform to a turn's socket: the upstream transport is the
+    socket's streaming producer while it runs (a slow reader pauses the upstream read); cancelling :meth:`start`'s
+    Deferred (the socket closed) closes the upstream connection at once."""
 
     log = Logger()
 
-    def __init__(self, socket: Socket, response: IResponse, transform: StreamTransform, clock: IReactorTime,
-                 idle_timeout: float | None, write: Callable[[bytes], None]) -> None:
-        self.socket = socket
+    def __init__(self, turn: SocketTurn, response: IResponse, transform: StreamTransform,
+                 idle_timeout: float | None) -> None:
+        self.turn = turn
+        self.socket = turn.socket
         self.response = response
         self.transform = transform
-        self.write = write
         self.gone = False
-        self.pump = BodyPump(self._sink, clock, idle_timeout, on_connect=socket.hold)
+        self.pump = BodyPump(self._sink, turn.clock, idle_timeout, on_connect=self.socket.hold)
         self.done: Deferred[None] = Deferred(self._cancel)
 
     def start(self) -> Deferred[None]:
@@ -306,8 +362,10 @@ class SocketRelay:
 
     def _sink(self, data: bytes) -> None:
         if not self.gone:
-            self.write(self.transform.feed(data))
+            self.turn.write(self.transform.feed(data))
         if self.transform.ended and (self.transform.error is not None or self.transform.cut is not None):
+            if self.transform.cut is not None:
+                self.turn.cut(self.transform.cut)
             self.pump.stop()  # a terminal error, or a runaway model cut: stop the generation
 
     def _ended(self, result: Failure | None) -> None:
@@ -317,9 +375,10 @@ class SocketRelay:
                 err = result.value if isinstance(result.value, ShimError) else ShimError(
                     502, f"upstream connection failed mid-stream: {result.getErrorMessage()}", "upstream_error")
                 self.log.warn("websocket turn ended by an error after it started: {message}", message=err.message)
-                self.write(self.transform.fail(err.message, err.type, err.code))
+                self.turn.failed_midstream(err)
+                self.turn.write(self.transform.fail(err.message, err.type, err.code))
             elif not isinstance(result, Failure):
-                self.write(self.transform.finish())
+                self.turn.write(self.transform.finish())
         if not self.done.called:
             self.done.callback(None)
 
@@ -332,11 +391,13 @@ class SocketRelay:
 # -- the socket ---------------------------------------------------------------------------------------------------
 
 TurnRunner = Callable[[SocketTurn, JSON, LocalResponses], Deferred[None]]
-"""Runs one ``response.create`` body as a turn (the routes' :meth:`ResponsesRoutes._socket_turn`)."""
+"""Runs one message's body as its turn (the routes' :meth:`ResponsesRoutes._socket_turn`; the turn's ``kind``
+says which message it was)."""
 
 
 class ResponsesSocket(WebSocketServerProtocol):
-    """One client's WebSocket: its ``response.create`` messages queued and run one at a time."""
+    """One client's WebSocket: its ``response.create`` and ``response.compact`` messages queued and run one at a
+    time."""
 
     # (not ``log``: autobahn's own per-frame debug lines go to the txaio logger of that name, quiet below info)
     _log = Logger(namespace="llamashim.dialects.responses.websocket")
@@ -345,7 +406,7 @@ class ResponsesSocket(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self.local = LocalResponses()
-        self.queue: deque[JSON] = deque()
+        self.queue: deque[tuple[str, JSON]] = deque()
         self.turn: SocketTurn | None = None
         self.running: Deferred[None] | None = None
         self.turns = 0
@@ -388,21 +449,22 @@ class ResponsesSocket(WebSocketServerProtocol):
         try:
             if isBinary:
                 raise BadRequest("binary messages are not supported: send JSON text messages")
-            body = create_body(payload, self.factory.max_depth)
+            message = client_message(payload, self.factory.max_depth)
         except ShimError as e:
             self.send(error_envelope(e))
             return
-        if body is not None:
-            self.queue.append(body)
+        if message is not None:
+            self.queue.append(message)
             self._next()
 
     def _next(self) -> None:
         if self.running is not None or not self.queue or self.closed or self.closing:
             return
-        body = self.queue.popleft()
+        kind, body = self.queue.popleft()
         self.turns += 1
-        turn = self.turn = SocketTurn(self, context_of(self.factory.upgrade), self.factory.clock, self.turns,
-                                      self.factory.authorization)
+        factory = self.factory
+        turn = self.turn = (CompactTurn if kind == COMPACT else SocketTurn)(
+            self, context_of(factory.upgrade), factory.clock, self.turns, factory.authorization, factory.site, kind)
         turn.ctx.drain = self._drain_turn
         self.factory.in_flight.add(turn)
         self.running = Deferred.fromCoroutine(self._run(turn, body))
@@ -425,14 +487,9 @@ class ResponsesSocket(WebSocketServerProtocol):
         if isinstance(result, Failure):
             result.trap(CancelledError)  # the socket closed under it
         previous = body.get("previous_response_id")
-        if turn.failed and isinstance(previous, str):
+        if turn.failed and turn.kind == CREATE and isinstance(previous, str):
             self.local.forget(previous)  # a failed continuation evicts what it continued
-        usage = turn.ctx.usage
-        self._log.info("websocket turn {request_id}: {outcome} upstream={upstream} tokens={tokens} {ms:.1f}ms",
-                       request_id=turn.request_id,
-                       outcome="closed" if self.closed else "failed" if turn.failed else "completed",
-                       upstream=turn.ctx.upstream or "-", ms=(self.factory.clock.seconds() - turn.started_at) * 1000,
-                       tokens="-" if usage is None else f"{usage.prompt_tokens}/{usage.completion_tokens}")
+        turn.account(self.factory.path)
         self.factory.in_flight.discard(turn)
         turn.ended()
         self.running, self.turn = None, None
@@ -485,12 +542,16 @@ class SocketFactory(WebSocketServerFactory):
         super().__init__(server="llamashim", reactor=clock)
         self.protocol = ResponsesSocket
         self.upgrade = upgrade
+        self.path: bytes = upgrade.path  # the turns' access lines name it
         self.runner = runner
         self.sockets = sockets
         self.clock: IReactorTime = clock
         self.max_depth = max_depth
-        # each running turn is one of the site's in-flight requests (a test's bare Request has no site)
-        self.in_flight: set[Any] = getattr(getattr(upgrade.channel, "site", None), "in_flight", set())
+        # each running turn is one of the site's in-flight requests, and accounted for there as a request is (a
+        # test's bare Request has no site)
+        site = getattr(upgrade.channel, "site", None)
+        self.site: ShimSite | None = site if isinstance(site, ShimSite) else None
+        self.in_flight: set[Any] = self.site.in_flight if self.site is not None else set()
         # The client's key leaves the headers autobahn reads (and could log); an HTTP request would pass it on
         # upstream, and so does each turn.
         headers = upgrade.requestHeaders
