@@ -1,6 +1,8 @@
-"""Plot a benchmark result: added TTFT and llamashim CPU per chunk against concurrency.
+"""Plot a benchmark result: added TTFT and llamashim CPU per chunk against concurrency (``bench.run``'s JSON), or
+requests/s and the burst's added TTFT per round for 1 and 2 workers (``bench.load``'s JSON).
 
     python -m bench.plot bench/results/full.json docs/performance.png
+    python -m bench.plot load.json docs/workers.png
 """
 
 from __future__ import annotations
@@ -8,15 +10,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 
 def main(src: Path, dest: Path) -> None:
     r = json.loads(src.read_text())
+    if "nonstreamed" in r:
+        return workers(r, dest)
     conc = [p["concurrency"] for p in r["paced"]]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(conc, [p["added_ttft_p50_ms"] for p in r["paced"]], "o-", label="added TTFT p50")
@@ -38,6 +44,33 @@ def main(src: Path, dest: Path) -> None:
     b.set_ylim(bottom=0)
     b.legend()
     fig.suptitle(f"llamashim {r['commit']} on {r['machine']['cpus']} CPUs")
+    fig.tight_layout()
+    fig.savefig(dest, dpi=110)
+
+
+def workers(r: dict[str, Any], dest: Path) -> None:
+    """``bench.load``: non-streamed requests/s per round and the 256-stream burst's added TTFT, per worker count."""
+    runs, streamed = r["nonstreamed"]["runs"], r.get("streamed", {})
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for n in sorted(runs):
+        rounds = range(1, len(runs[n]) + 1)
+        a.plot(rounds, [x["rps"] for x in runs[n]], "o-", label=f"{n} worker{'s' if n != '1' else ''}")
+        burst = [x["burst_256"] for x in streamed.get(n, []) if "burst_256" in x]
+        b.plot(range(1, len(burst) + 1), [x["shim"]["ttft_p50_ms"] - x["direct"]["ttft_p50_ms"] for x in burst],
+               "o-", label=f"{n} worker{'s' if n != '1' else ''}")
+    for axis in (a, b):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    a.set_xlabel("round (interleaved)")
+    a.set_ylabel("non-streamed requests/s")
+    a.set_title("wrk -c32 through llamashim (nginx upstream)")
+    a.set_ylim(bottom=0)
+    a.legend()
+    b.set_xlabel("round")
+    b.set_ylabel("ms")
+    b.set_title("256-stream burst: added TTFT p50")
+    b.set_ylim(bottom=0)
+    b.legend()
+    fig.suptitle(f"llamashim workers on {r['cpus']} CPUs (load average at start {r['loadavg'][0]})")
     fig.tight_layout()
     fig.savefig(dest, dpi=110)
 
