@@ -187,7 +187,8 @@ def test_embed_content(shims: ShimFixture) -> None:
     """embed_content embeds each text through the upstream's /v1/embeddings, cut to output_dimensionality."""
     env = shims.start()
     client = gemini(env)
-    got = client.models.embed_content(model=MODEL, contents=["one two", "three"])
+    texts: list[types.ContentUnion] = ["one two", "three"]  # (typed: mypy's list invariance, pillow installed or not)
+    got = client.models.embed_content(model=MODEL, contents=texts)
     assert [e.values for e in got.embeddings or []] == [[0.1, 0.11, 0.12, 0.13], [0.2, 0.21, 0.22, 0.23]]
     embedded = [r for r in env.fake.requests if r.path == "/v1/embeddings"][-1].body
     assert embedded["input"] == ["one two", "three"]
