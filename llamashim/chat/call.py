@@ -32,7 +32,10 @@ class ChatCall:
     depends on the request). ``on_complete`` runs once the whole answer is known (the Responses store writes there;
     it answers reads of a write still in flight from memory, so a follow-up turn never races it). ``on_window`` is
     told the chosen upstream's context window for the model (``Pick.window``; ``None`` when unknown) before the
-    answer is shaped, again on failover (the Anthropic dialect scales its reported usage by it).
+    answer is shaped, again on failover (the Anthropic dialect scales its reported usage by it). ``prefer`` is the
+    tag of the upstream that served the conversation's previous turn (:func:`~llamashim.upstream.choice.upstream_tag`;
+    a Responses id carries it): the choice goes there while it serves the model, is up and has room. ``on_upstream``
+    is told the chosen upstream's tag before anything goes out, again on failover (a Responses id carries it).
     """
 
     body: dict[str, Any]
@@ -44,6 +47,8 @@ class ChatCall:
     stream_content_type: bytes | None = None
     on_complete: Callable[[], Deferred[None] | None] | None = None
     on_window: Callable[[int | None], None] | None = None
+    prefer: str | None = None
+    on_upstream: Callable[[str], None] | None = None
 
     @property
     def stream(self) -> bool:

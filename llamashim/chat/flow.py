@@ -126,15 +126,17 @@ class ChatFlow:
     # -- choosing an upstream -----------------------------------------------------------------------------------
 
     async def with_upstream(
-        self, turn: Turn, model: str | None, messages: Any, work: Callable[[Pick], Awaitable[T]]
+        self, turn: Turn, model: str | None, messages: Any, work: Callable[[Pick], Awaitable[T]],
+        prefer: str | None = None,
     ) -> T:
-        """Run ``work`` on the upstream chosen for ``model``; one that fails before anything reached the client
+        """Run ``work`` on the upstream chosen for ``model`` (``prefer``: the tag of the upstream that served the
+        previous turn, see :meth:`UpstreamSet.pick`); one that fails before anything reached the client
         (unreachable, timed out, 502/503/504) is marked down and ``work`` runs again on the next upstream serving
         the model. Every upstream-bound route goes through here."""
         await self.upstreams.ensure_index()
         tried: set[str] = set()
         while True:
-            pick = self.upstreams.pick(model, messages, frozenset(tried))
+            pick = self.upstreams.pick(model, messages, frozenset(tried), prefer)
             turn.chose(pick.member.name, pick.resolved.model.name)
             self.upstreams.started(pick)
             limit = pick.member.limit
@@ -179,6 +181,8 @@ class ChatFlow:
         call.body = repair_chat_request(call.body, self.log.debug)
 
         async def answer(pick: Pick) -> bytes | None:
+            if call.on_upstream is not None:
+                call.on_upstream(pick.member.tag)
             body = self._restore(turn, pick, with_model(call.body, pick))
             await self._refuse_overflow(turn, pick, body)  # before any keep-alive: a real 400, streamed or not
             self.verbose("request", jsonutil.dumps(body))  # as it goes upstream: the upstream's model id
@@ -187,7 +191,7 @@ class ChatFlow:
             await self._stream(turn, call, pick, body)
             return None
 
-        return await self.with_upstream(turn, call.model, call.body.get("messages"), answer)
+        return await self.with_upstream(turn, call.model, call.body.get("messages"), answer, call.prefer)
 
     async def _refuse_overflow(self, turn: Turn, pick: Pick, body: dict[str, Any]) -> None:
         """Raise :class:`~llamashim.errors.ContextOverflow` for a prompt that cannot fit the chosen upstream's window
