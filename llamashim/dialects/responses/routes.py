@@ -3,8 +3,10 @@
 ``POST /`` translates a Responses request (:mod:`.translate`) onto the shared chat flow — tool repair, tool-call
 conformance, old-build synthesis, reasoning routing, the idle timeout — and answers with Responses events
 (:mod:`.events`) or the response object. With ``store`` (the default), the response, its input items and the
-conversation behind it go to the store (:mod:`.store`) as the answer ends; the store answers reads of a write
-still in flight from memory, so a follow-up ``previous_response_id`` never races it. A response's id carries the tag
+conversation behind it go to the store (:mod:`.store`) as the answer ends, and the stream's last event
+(``response.completed``) goes out once the row is written (at most a few seconds: ``ChatFlow``'s
+``COMPLETE_TIMEOUT``), so a follow-up ``previous_response_id`` sent at once to another instance sharing the store
+finds it; within one process the store also answers reads of a write still in flight from memory. A response's id carries the tag
 of the upstream that served it (:func:`with_upstream_tag`), so a turn continuing it goes back there, where its
 prompt is cached (:meth:`~llamashim.upstream.set.UpstreamSet.pick`). ``GET``/``DELETE /{id}``,
 ``GET /{id}/input_items`` and ``POST /input_tokens`` complete the API.
@@ -249,9 +251,11 @@ class ResponsesRoutes(DialectRoutes):
         translated, history = await self._translate(turn.owner, body, local)
         answer = self._answer(translated)
         encoder = answer.encoder
-        turn.write(encoder.opening() + encoder.on_done())
+        turn.write(encoder.opening())
+        end = encoder.on_done()  # (builds the final response that is kept)
         encoder.ended = True
         await maybeDeferred(self._keep, turn.owner, body, history, answer, local)
+        turn.write(end)  # once kept, as for a generated response (ChatFlow._complete_and_end)
         turn.finish()
 
     # -- compaction ------------------------------------------------------------------------------------------
