@@ -6,9 +6,9 @@ conformance, old-build synthesis, reasoning routing, the idle timeout — and an
 conversation behind it go to the store (:mod:`.store`) as the answer ends, and the stream's last event
 (``response.completed``) goes out once the row is written (at most a few seconds: ``ChatFlow``'s
 ``COMPLETE_TIMEOUT``), so a follow-up ``previous_response_id`` sent at once to another instance sharing the store
-finds it; within one process the store also answers reads of a write still in flight from memory. A response's id carries the tag
-of the upstream that served it (:func:`with_upstream_tag`), so a turn continuing it goes back there, where its
-prompt is cached (:meth:`~llamashim.upstream.set.UpstreamSet.pick`). ``GET``/``DELETE /{id}``,
+finds it; within one process the store also answers reads of a write still in flight from memory. A response's id
+carries the tag of the upstream that served it (:func:`with_upstream_tag`), so a turn continuing it goes back there,
+where its prompt is cached (:meth:`~llamashim.upstream.set.UpstreamSet.pick`). ``GET``/``DELETE /{id}``,
 ``GET /{id}/input_items`` and ``POST /input_tokens`` complete the API.
 """
 
