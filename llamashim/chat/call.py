@@ -29,10 +29,15 @@ class ChatCall:
     ``stream_options.include_usage`` when the dialect wants usage in its stream). ``reasoning_mode`` is the
     reasoning router's mode for this request (``separate`` keeps reasoning as ``reasoning_content``, which the typed
     deltas carry as reasoning). ``stream_content_type`` overrides the dialect's (a dialect whose stream format
-    depends on the request). ``on_complete`` runs once the whole answer is known (the Responses store writes there;
-    it answers reads of a write still in flight from memory, so a follow-up turn never races it). ``on_window`` is
-    told the chosen upstream's context window for the model (``Pick.window``; ``None`` when unknown) before the
-    answer is shaped, again on failover (the Anthropic dialect scales its reported usage by it).
+    depends on the request). ``on_complete`` runs once the whole answer is known (the Responses store writes there);
+    the answer's end — a stream's last event, a reply — waits for the Deferred it returns, at most
+    ``COMPLETE_TIMEOUT`` seconds, so a client that has the end finds the answer kept, from any instance.
+    ``on_window`` is told the chosen upstream's context window for the model (``Pick.window``; ``None`` when
+    unknown) before the answer is shaped, again on failover (the Anthropic dialect scales its reported usage by it).
+    ``prefer`` is the
+    tag of the upstream that served the conversation's previous turn (:func:`~llamashim.upstream.choice.upstream_tag`;
+    a Responses id carries it): the choice goes there while it serves the model, is up and has room. ``on_upstream``
+    is told the chosen upstream's tag before anything goes out, again on failover (a Responses id carries it).
     """
 
     body: dict[str, Any]
@@ -44,6 +49,8 @@ class ChatCall:
     stream_content_type: bytes | None = None
     on_complete: Callable[[], Deferred[None] | None] | None = None
     on_window: Callable[[int | None], None] | None = None
+    prefer: str | None = None
+    on_upstream: Callable[[str], None] | None = None
 
     @property
     def stream(self) -> bool:

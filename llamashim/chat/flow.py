@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IResponse
@@ -63,6 +63,10 @@ from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.set import Pick, UpstreamSet
 
 T = TypeVar("T")
+
+# Seconds an answer's end waits for it to be kept (ChatCall.on_complete: the Responses store's write) before it goes
+# out anyway: long enough for any healthy database, short enough that a stuck one never hangs a stream.
+COMPLETE_TIMEOUT = 5.0
 
 # Facts learnt about an upstream at run time, kept per upstream (UpstreamClient.facts).
 FACT_STREAM_TOOLS_REFUSED = "stream_tools_refused"
@@ -126,15 +130,17 @@ class ChatFlow:
     # -- choosing an upstream -----------------------------------------------------------------------------------
 
     async def with_upstream(
-        self, turn: Turn, model: str | None, messages: Any, work: Callable[[Pick], Awaitable[T]]
+        self, turn: Turn, model: str | None, messages: Any, work: Callable[[Pick], Awaitable[T]],
+        prefer: str | None = None,
     ) -> T:
-        """Run ``work`` on the upstream chosen for ``model``; one that fails before anything reached the client
+        """Run ``work`` on the upstream chosen for ``model`` (``prefer``: the tag of the upstream that served the
+        previous turn, see :meth:`UpstreamSet.pick`); one that fails before anything reached the client
         (unreachable, timed out, 502/503/504) is marked down and ``work`` runs again on the next upstream serving
         the model. Every upstream-bound route goes through here."""
         await self.upstreams.ensure_index()
         tried: set[str] = set()
         while True:
-            pick = self.upstreams.pick(model, messages, frozenset(tried))
+            pick = self.upstreams.pick(model, messages, frozenset(tried), prefer)
             turn.chose(pick.member.name, pick.resolved.model.name)
             self.upstreams.started(pick)
             limit = pick.member.limit
@@ -179,6 +185,8 @@ class ChatFlow:
         call.body = repair_chat_request(call.body, self.log.debug)
 
         async def answer(pick: Pick) -> bytes | None:
+            if call.on_upstream is not None:
+                call.on_upstream(pick.member.tag)
             body = self._restore(turn, pick, with_model(call.body, pick))
             await self._refuse_overflow(turn, pick, body)  # before any keep-alive: a real 400, streamed or not
             self.verbose("request", jsonutil.dumps(body))  # as it goes upstream: the upstream's model id
@@ -187,7 +195,7 @@ class ChatFlow:
             await self._stream(turn, call, pick, body)
             return None
 
-        return await self.with_upstream(turn, call.model, call.body.get("messages"), answer)
+        return await self.with_upstream(turn, call.model, call.body.get("messages"), answer, call.prefer)
 
     async def _refuse_overflow(self, turn: Turn, pick: Pick, body: dict[str, Any]) -> None:
         """Raise :class:`~llamashim.errors.ContextOverflow` for a prompt that cannot fit the chosen upstream's window
@@ -258,11 +266,12 @@ class ChatFlow:
                             "synthesizing streams from now on")
             return await self._emit_synthesized(turn, call, pipeline, answer)
         try:
-            await turn.relay(response, pipeline, client.idle_timeout)
+            await turn.relay(response, pipeline, client.idle_timeout, finish=not pipeline.hold_end)
         finally:
             turn.counted(pipeline.usage)
-        if pipeline.error is None:
-            await self._complete(call)
+        await self._complete_and_end(turn, call, pipeline)
+        if pipeline.hold_end:
+            turn.finish()
 
     def _learn(self, client: UpstreamClient, fact: str, what: str) -> None:
         if fact not in client.facts:
@@ -290,7 +299,8 @@ class ChatFlow:
             owner = turn.owner
             stages.append(ReplayTap(lambda calls, reasoning: memory.remember(owner, calls, reasoning)))
         stages.append(ReasoningRouter(call.reasoning_mode, self.settings.style, debug))
-        return StreamPipeline(stages, call.encoder)
+        # an answer to keep (the Responses store): its end goes out once it is kept (_complete_and_end)
+        return StreamPipeline(stages, call.encoder, hold_end=call.on_complete is not None)
 
     # -- reasoning carried across turns ---------------------------------------------------------------------------
 
@@ -326,9 +336,32 @@ class ChatFlow:
         turn.prepare_stream(lambda err: pipeline.fail(err.message, err.type, err.code), keepalive,
                             pipeline.keepalive, call.stream_content_type)
 
-    async def _complete(self, call: ChatCall) -> None:
-        if call.on_complete is not None:
-            await maybeDeferred(call.on_complete)
+    async def _complete(self, turn: Turn, call: ChatCall) -> None:
+        """Run ``call.on_complete`` (the Responses store's write) and wait for it, at most ``COMPLETE_TIMEOUT``
+        seconds: a slower one goes on by itself (it is never cancelled) and the answer goes out without it."""
+        kept = call.on_complete() if call.on_complete is not None else None
+        if kept is None:
+            return
+        waiting: Deferred[None] = Deferred()  # (cancelled by the timeout instead of the write itself)
+        kept.chainDeferred(waiting)
+        started = self.clock.seconds()
+        try:
+            await waiting.addTimeout(COMPLETE_TIMEOUT, self.clock)
+        except TimeoutError:
+            self.log.warn("keeping the answer took longer than {seconds:g} s; its end went out without waiting "
+                          "(id={request_id})", seconds=COMPLETE_TIMEOUT, request_id=turn.request_id)
+        else:
+            self.log.debug("answer kept in {ms:.1f} ms before its end went out (id={request_id})",
+                           ms=(self.clock.seconds() - started) * 1000, request_id=turn.request_id)
+
+    async def _complete_and_end(self, turn: Turn, call: ChatCall, pipeline: StreamPipeline) -> None:
+        """A stream's answer is over: keep it (``on_complete``, when it ended cleanly), then write the end the
+        pipeline kept back — whatever keeping it did, so the stream never loses its end."""
+        try:
+            if pipeline.error is None:
+                await self._complete(turn, call)
+        finally:
+            turn.write(pipeline.release())
 
     async def _reply_json(self, turn: Turn, call: ChatCall, client: UpstreamClient, body: dict[str, Any]
                           ) -> dict[str, Any]:
@@ -404,7 +437,7 @@ class ChatFlow:
         out = call.reply(reply)
         data = out if isinstance(out, bytes) else jsonutil.dumps(out)
         self.verbose("response", data)
-        await self._complete(call)
+        await self._complete(turn, call)
         return turn.reply(data)
 
     async def _emit_synthesized(
@@ -414,8 +447,7 @@ class ChatFlow:
         turn.counted(pipeline.usage)
         if out:
             turn.write(out)
-        if pipeline.error is None:
-            await self._complete(call)
+        await self._complete_and_end(turn, call, pipeline)
         turn.finish()
 
     async def _synthesize(

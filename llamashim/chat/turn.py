@@ -87,6 +87,8 @@ class Turn(Protocol):
     def finish(self) -> None:
         """End the stream."""
 
-    def relay(self, response: IResponse, transform: StreamTransform, idle_timeout: float | None) -> Deferred[None]:
+    def relay(self, response: IResponse, transform: StreamTransform, idle_timeout: float | None,
+              finish: bool = True) -> Deferred[None]:
         """Stream ``response``'s body through ``transform`` to the client and end the stream: a slow client pauses
-        the upstream read; a client that leaves closes the upstream connection."""
+        the upstream read; a client that leaves closes the upstream connection. With ``finish`` false the stream is
+        left open when the body ended: the flow has more to write (an end it kept back) and calls :meth:`finish`."""

@@ -4,6 +4,10 @@ A :class:`StreamPipeline` is what the relay (the I/O edge) drives: it feeds upst
 out to the client. Once a terminal item (``Done`` or ``StreamError``) has been encoded the pipeline is ``ended`` and
 ignores further input; the relay then stops reading the upstream.
 
+With ``hold_end``, the encoded end of a clean answer (the ``Done`` item's bytes: Responses' ``response.completed``)
+is kept back in :attr:`StreamPipeline.held` instead of being returned, until :meth:`StreamPipeline.release`: the flow
+sends it once the answer is kept (the Responses store), so a client that has the end can continue from anywhere.
+
 The pipeline learns the answer's token usage (``usage``) from what goes in, before any stage: the upstream's usage
 chunk, or llama-server's ``timings`` on the last chunk of every stream — whether or not the client asked for usage
 in its own stream, which the stages alone decide.
@@ -33,8 +37,10 @@ class Encoder(Protocol):
 class StreamPipeline:
     """SSE bytes in → items → stages → encoded bytes out."""
 
-    def __init__(self, stages: Sequence[Stage], encoder: Encoder) -> None:
+    def __init__(self, stages: Sequence[Stage], encoder: Encoder, hold_end: bool = False) -> None:
         self._parser = SSEParser()
+        self.hold_end = hold_end
+        self.held = b""  # the encoded end of a clean answer, kept back (hold_end) until release()
         self._stages = list(stages)
         self._encode = encoder
         self.ended = False
@@ -120,6 +126,11 @@ class StreamPipeline:
             return b""
         return self._emit([StreamError(message, type, code)])
 
+    def release(self) -> bytes:
+        """The end kept back (``hold_end``), once: ``b""`` when none is (yet, or any more)."""
+        held, self.held = self.held, b""
+        return held
+
     def _emit(self, items: list[Item]) -> bytes:
         if not items:
             return b""
@@ -133,6 +144,10 @@ class StreamPipeline:
                     self.error = item
                 else:
                     self.cut = item.cut
+                    if self.hold_end:
+                        out = self._encode(items[:i])
+                        self.held = self._encode([item])
+                        return out
                 items = items[: i + 1]
                 break
         return self._encode(items)

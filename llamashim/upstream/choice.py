@@ -12,6 +12,10 @@ to it, its ``max_concurrent`` (when configured) and, where it exposes ``/slots``
   every llamashim instance with the same upstreams sends a conversation to the same place with nothing shared, and
   an upstream joining or leaving moves only its own share of conversations. Bounded load: an upstream that is full
   (or down) is skipped for the next in the conversation's order.
+* **The previous turn's upstream** — a turn that names the upstream its previous turn was served by (a Responses
+  ``previous_response_id``: the id carries that upstream's :func:`upstream_tag`) goes back there while it serves the
+  model, is up and has room: its prompt is cached there even when the first turn spilled over to it, or when the
+  conversation key differs. Otherwise the choice is made as if it named none (and its reason says why not).
 * **Least busy** for requests without a conversation key, and when every upstream is full: the fewest requests in
   flight, then the most idle slots, then configuration order.
 """
@@ -58,9 +62,10 @@ class Choice:
     reason: str
 
 
-def choose(candidates: Sequence[Load], key: str | None = None) -> Choice | None:
+def choose(candidates: Sequence[Load], key: str | None = None, preferred: str | None = None) -> Choice | None:
     """The upstream to send a request to, and why; ``None`` when no candidate is usable. ``key``: the request's
-    conversation key (:func:`conversation_key`), if it has one."""
+    conversation key (:func:`conversation_key`), if it has one; ``preferred``: the name of the upstream that served
+    the conversation's previous turn, if it is known."""
     usable = [c for c in candidates if c.usable]
     if not usable:
         # Every upstream of the model is marked down or loading: try one anyway (it may be back; if not, the
@@ -68,6 +73,18 @@ def choose(candidates: Sequence[Load], key: str | None = None) -> Choice | None:
         fallback = [c for c in candidates if c.ready]
         return Choice(fallback[0].name, "every upstream of the model is down or loading; trying it anyway") \
             if fallback else None
+    if preferred is None:
+        return _by_load(candidates, usable, key)
+    previous = next((c for c in candidates if c.name == preferred), None)
+    if previous is not None and previous.usable and not previous.full:
+        return Choice(previous.name, "the upstream of the previous response (its prompt cache)")
+    why = "does not serve the model" if previous is None else "is full" if previous.usable else "is down or loading"
+    choice = _by_load(candidates, usable, key)
+    return Choice(choice.name, f"{choice.reason}; the previous response's upstream {preferred} {why}")
+
+
+def _by_load(candidates: Sequence[Load], usable: list[Load], key: str | None) -> Choice:
+    """The choice among ``usable`` (not empty) by the conversation's order, else by load."""
     if key is not None and len(candidates) > 1:
         ranked = sorted(candidates, key=lambda c: weight(key, c.name), reverse=True)
         for rank, c in enumerate(ranked):
@@ -85,6 +102,13 @@ def choose(candidates: Sequence[Load], key: str | None = None) -> Choice | None:
         reason = f"least busy ({best.in_flight} in flight, {best.idle_slots if best.idle_slots is not None else '?'} " \
                  "idle slots)"
     return Choice(best.name, reason)
+
+
+def upstream_tag(name: str) -> str:
+    """A short tag for the upstream configured as ``name`` (8 hex digits: a 4-byte BLAKE2b of the name, never of its
+    URL or key), which a Responses id carries so that its ``previous_response_id`` turn comes back to it. Not a
+    secret: it names nothing an operator did not choose as a label."""
+    return hashlib.blake2b(name.encode(), digest_size=4).hexdigest()
 
 
 def weight(key: str, name: str) -> int:

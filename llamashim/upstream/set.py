@@ -30,7 +30,7 @@ from llamashim.errors import ShimError
 from llamashim.jsonutil import int_or, obj
 from llamashim.upstream.body import collect_body, error_message, json_reply
 from llamashim.upstream.capabilities import FIM_PROBE, INFILL, UNLOAD, probe_result
-from llamashim.upstream.choice import Choice, Load, choose, conversation_key
+from llamashim.upstream.choice import Choice, Load, choose, conversation_key, upstream_tag
 from llamashim.upstream.client import UpstreamClient
 from llamashim.upstream.health import Health, State
 from llamashim.upstream.models import ModelIndex, Resolved, Served, UnknownModel, context_window, model_entries
@@ -66,8 +66,10 @@ class Member:
     in_progress: Deferred[None] | None = None
     waiters: list[Deferred[None]] = field(default_factory=list)
     limit: DeferredSemaphore | None = field(default=None, init=False)  # max_concurrent: requests beyond it wait
+    tag: str = field(default="", init=False)  # upstream_tag(name)
 
     def __post_init__(self) -> None:
+        self.tag = upstream_tag(self.spec.name)  # what a Responses id served here carries
         if self.spec.max_concurrent:
             self.limit = DeferredSemaphore(self.spec.max_concurrent)
 
@@ -168,6 +170,7 @@ class UpstreamSet(MultiService):
         super().__init__()
         self.reactor = reactor
         self.members = {m.name: m for m in members}
+        self.tags = {m.tag: m.name for m in members}  # upstream_tag → name (a previous turn's upstream)
         self.order = [m.name for m in members]
         self.index = index
         self.refresh_seconds = refresh
@@ -249,21 +252,27 @@ class UpstreamSet(MultiService):
             raise ShimError(404, f"model '{e.requested}' not found; models here: {known}", "not_found_error",
                             "model_not_found") from None
 
-    def pick(self, model: str | None, messages: Any = None, exclude: frozenset[str] = frozenset()) -> Pick:
-        """Choose the upstream for a request naming ``model`` (404 unknown model, 503 none of its upstreams up)."""
+    def pick(self, model: str | None, messages: Any = None, exclude: frozenset[str] = frozenset(),
+             prefer: str | None = None) -> Pick:
+        """Choose the upstream for a request naming ``model`` (404 unknown model, 503 none of its upstreams up);
+        ``prefer``: the :func:`~llamashim.upstream.choice.upstream_tag` of the upstream that served the
+        conversation's previous turn (where its prompt is cached), if the request names one."""
         resolved = self.resolve(model)
         served = [s for s in resolved.model.served if s.upstream not in exclude]
         loads = [self.members[s.upstream].load() for s in served]
         key = conversation_key(resolved.model.name, messages) if len(loads) > 1 else None
-        choice = choose(loads, key)
+        preferred = self.tags.get(prefer) if prefer is not None else None
+        choice = choose(loads, key, preferred)
         if choice is None:
             why = "; ".join(f"{s.upstream}: {self.members[s.upstream].why_not() or 'loading'}" for s in
                             resolved.model.served)
             raise ShimError(503, f"no upstream for model '{resolved.model.name}' is available ({why})",
                             "unavailable_error")
         member = self.members[choice.name]
-        self.log.debug("model {model} -> upstream {upstream}: {reason}", model=resolved.model.name,
-                       upstream=member.name, reason=choice.reason)
+        unknown = f"; the previous response's upstream (tag {prefer}) is not configured here" \
+            if prefer is not None and preferred is None else ""
+        self.log.debug("model {model} -> upstream {upstream}: {reason}{unknown}", model=resolved.model.name,
+                       upstream=member.name, reason=choice.reason, unknown=unknown)
         return Pick(member, next(s for s in served if s.upstream == member.name), resolved, choice, key)
 
     def started(self, pick: Pick) -> None:

@@ -33,8 +33,9 @@ class StreamRelay:
     """Streams one upstream response body through a transform to one client request, then finishes it.
 
     The caller has set the status and headers already. :meth:`start` returns a Deferred that fires when the client's
-    response is complete. Cancelling it (Klein does when the client disconnects) closes the upstream connection and
-    leaves the request alone. Bytes go out through ``write`` (a :class:`~llamashim.web.turn.RequestTurn`'s, which
+    response is complete (with ``finish`` false: when the body ended, the request left open for the caller to end).
+    Cancelling it (Klein does when the client disconnects) closes the upstream connection and leaves the request
+    alone. Bytes go out through ``write`` (a :class:`~llamashim.web.turn.RequestTurn`'s, which
     keeps the client's connection alive between them; the request's own by default). The transform only ever emits
     whole events, so a keep-alive never lands inside one.
 
@@ -52,8 +53,10 @@ class StreamRelay:
         clock: IReactorTime,
         idle_timeout: float | None,
         write: Callable[[bytes], None] | None = None,
+        finish: bool = True,
     ) -> None:
         self.request = request
+        self.finishes = finish  # False: the caller writes more (the end it kept back) and finishes the request
         self.response = response
         self.transform = transform
         self.ctx = context_of(request)
@@ -78,7 +81,7 @@ class StreamRelay:
     def _write(self, data: bytes) -> None:
         if data and not self.gone:
             self.out(data)
-            if self.transform.ended and self.transform.error is None:
+            if self.transform.ended and self.transform.error is None and self.finishes:
                 self.ctx.delivered = True  # the terminal event is out: a hang-up from here on is no abort
 
     def _sink(self, data: bytes) -> None:
@@ -133,7 +136,7 @@ class StreamRelay:
     def _finish(self) -> None:
         if self.transform.usage is not None:
             self.ctx.usage = self.transform.usage  # before finish(): the access line and /metrics read it then
-        if not self.request.finished and not compat.client_gone(self.request):
+        if self.finishes and not self.request.finished and not compat.client_gone(self.request):
             self.request.finish()
 
     def _cancel(self, _: Deferred[None]) -> None:
@@ -150,6 +153,7 @@ class StreamRelay:
             return
         self._write(self.transform.fail(message, "unavailable_error", 503))
         self.gone = True
+        self.finishes = True  # the stream ends here, whatever the caller meant to write after it
         self._unregister()
         self.pump.stop()
         self._finish()

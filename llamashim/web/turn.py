@@ -180,9 +180,11 @@ class RequestTurn(ContextTurn):
             self._open()
             self.request.finish()
 
-    def relay(self, response: IResponse, transform: StreamTransform, idle_timeout: float | None) -> Deferred[None]:
+    def relay(self, response: IResponse, transform: StreamTransform, idle_timeout: float | None,
+              finish: bool = True) -> Deferred[None]:
         self._open()
-        done = StreamRelay(self.request, response, transform, self.clock, idle_timeout, write=self.write).start()
+        done = StreamRelay(self.request, response, transform, self.clock, idle_timeout, write=self.write,
+                           finish=finish).start()
         return done.addBoth(self._relayed)
 
     def _relayed(self, result: Any) -> Any:

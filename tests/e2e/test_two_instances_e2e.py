@@ -4,11 +4,13 @@ PostgreSQL Responses store, in front of two real llama-servers serving the same 
 What is proven: a Responses conversation continues through either instance (``previous_response_id`` found in the
 shared store); every conversation keeps its upstream whichever instance a turn lands on (rendezvous order: the
 instances agree with nothing shared), and both upstreams serve; killing one instance costs no stream the other
-accepted, and HAProxy's next requests go to the survivor.
+accepted, and HAProxy's next requests go to the survivor; a streamed Responses turn on one instance is continued on
+the other the moment its ``response.completed`` arrives (the end goes out after the shared store's write).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -163,6 +165,30 @@ def test_conversations_keep_their_upstream_through_either_instance(pair: Pair) -
     assert all(len(upstreams) == 1 for upstreams in homes.values()), homes
     assert {u for upstreams in homes.values() for u in upstreams} == {"one", "two"}, homes
     assert instances == {"a", "b"}
+
+
+def _streamed_then_continued(first: httpx.Client, then: httpx.Client, text: str) -> httpx.Response:
+    """A streamed Responses turn through ``first``; the moment its end event arrives (``response.completed``, or
+    ``response.incomplete`` at ``max_output_tokens``; the stream not even closed), the follow-up through ``then``
+    (its connection already open)."""
+    with first.stream("POST", "/v1/responses", json={**_ask(text), "stream": True}) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            event = json.loads(line[6:]) if line.startswith("data: ") else {}
+            if event.get("type") in ("response.completed", "response.incomplete"):  # (incomplete: max_output_tokens)
+                return then.post("/v1/responses", json=_ask("And another?", event["response"]["id"]))
+    raise AssertionError("the stream ended without its end event")
+
+
+def test_a_streamed_turn_continues_at_once_on_the_other_instance(pair: Pair) -> None:
+    """Twenty times: a streamed Responses turn on instance a and, the moment its end event arrives, the follow-up on
+    instance b over a warm connection — found in the shared PostgreSQL store every time (the end goes out after the
+    write)."""
+    with httpx.Client(base_url=pair.instances["a"].url, timeout=TIMEOUT) as a, \
+            httpx.Client(base_url=pair.instances["b"].url, timeout=TIMEOUT) as b:
+        assert b.get("/health").status_code == 200  # b's connection is open before the race
+        statuses = [_streamed_then_continued(a, b, f"Name a fruit ({k}).").status_code for k in range(20)]
+    assert statuses.count(404) == 0 and set(statuses) == {200}, statuses
 
 
 def _stream(url: str, started: threading.Event) -> list[str]:

@@ -20,6 +20,7 @@ import pytest_twisted
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
 from twisted.internet.defer import Deferred
 
+from llamashim.dialects.responses.store import ResponseStore
 from llamashim.testing.fake_llama import MODEL, FakeLlama, Seen
 from tests.integration.support import Loopback, config, fetch, in_thread, listen, reactor, start_shim, timeout
 
@@ -39,6 +40,7 @@ class Client(WebSocketClientProtocol):
         self._waiting: list[tuple[int, Deferred[list[JSON]]]] = []
         self._seen_terminal = 0
         self._firsts: dict[str, Deferred[None]] = {}
+        self._pongs: list[Deferred[None]] = []
 
     def onOpen(self) -> None:
         self.factory.opened.callback(self)
@@ -54,6 +56,18 @@ class Client(WebSocketClientProtocol):
             self._waiting = [(n, d) for n, d in self._waiting if n > self._seen_terminal]
             for d in ready:
                 d.callback(self.messages)
+
+    def onPong(self, payload: bytes) -> None:
+        pongs, self._pongs = self._pongs, []
+        for d in pongs:
+            d.callback(None)
+
+    def round_trip(self) -> Deferred[None]:
+        """A ping answered: every message the server sent before the pong has arrived."""
+        d: Deferred[None] = Deferred()
+        self._pongs.append(d)
+        self.sendPing()
+        return timeout(d)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if not self.factory.opened.called:
@@ -164,6 +178,33 @@ async def test_store_false_continues_on_its_socket_and_is_not_found_after_a_reco
         recovered = of_turn(await again.create(input="Start again.", store=False), 2)
         assert recovered[-1]["type"] == "response.completed"
         assert len(loop.fake.chat_requests()) == 3
+    finally:
+        await loop.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_turns_end_waits_for_its_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stored turn's ``response.completed`` is sent only once its row is written (so another instance sharing
+    the store finds it): its text has arrived, a ping is answered, and still no end; the write lands, the end
+    follows."""
+    asked: Deferred[None] = Deferred()
+    write: Deferred[None] = Deferred()
+
+    def put(self: ResponseStore, owner: str, response: JSON, items: list[Any], turns: list[JSON]) -> Deferred[None]:
+        asked.callback(None)
+        return write
+
+    monkeypatch.setattr(ResponseStore, "put", put)
+    loop = await loopback(tmp_path, FakeLlama(reactor))
+    try:
+        client = await connect(loop)
+        done = client.create(input="Hi")
+        await timeout(asked)
+        await client.round_trip()
+        kinds = [m["type"] for m in client.messages]
+        assert "response.output_text.done" in kinds and "response.completed" not in kinds and not done.called
+        write.callback(None)
+        assert (await done)[-1]["type"] == "response.completed"
     finally:
         await loop.close()
 

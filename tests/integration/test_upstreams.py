@@ -1,12 +1,14 @@
 """Several upstreams over loopback: two fake llama-servers behind the real service tree, configured with
-``upstreams:`` in a YAML file — routing by model, unknown models per dialect, spreading, affinity and spill-over,
-failover before (never after) the first byte, probes bringing a dead upstream back, ``/health``, ``/v1/models`` and
-config validation."""
+``upstreams:`` in a YAML file — routing by model, unknown models per dialect, spreading, affinity and spill-over, a
+Responses follow-up going back to the upstream of its previous turn, failover before (never after) the first byte,
+probes bringing a dead upstream back, ``/health``, ``/v1/models`` and config validation."""
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 import yaml
+from autobahn.twisted.websocket import connectWS
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import Clock, deferLater
@@ -24,9 +27,12 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from llamashim import jsonutil
 from llamashim.config import ConfigError, load_config
+from llamashim.dialects.responses.routes import upstream_tag_of
 from llamashim.testing.fake_llama import FakeLlama
-from llamashim.upstream.choice import conversation_key, weight
+from llamashim.upstream.choice import conversation_key, upstream_tag, weight
 from tests.integration.support import Shim, fetch, http_request, raw_connect, reactor, start_shim, timeout
+from tests.integration.test_responses_websocket import ClientFactory
+from tests.support import logged
 
 ALPHA = "/models/alpha.gguf"
 SAME = "/models/same-7B.gguf"
@@ -471,6 +477,66 @@ async def test_conversation_affinity_then_spill_over_when_full(same_model: Env) 
     # room again: turn 6 is back home, where the conversation's prompt is cached
     status, _, _ = await env.post("/v1/chat/completions", turn(5))
     assert status == 200 and counts() == (5, 2)
+
+
+async def ask(env: Env, transport: str, body: dict[str, Any]) -> str:
+    """One Responses turn over HTTP or a new WebSocket: the response's id (after its terminal event)."""
+    if transport == "http":
+        status, _, data = await env.post("/v1/responses", body)
+        assert status == 200, data
+        return str(jsonutil.loads(data)["id"])
+    factory = ClientFactory(f"ws://127.0.0.1:{env.shim.port_number}/v1/responses", {})
+    connectWS(factory)
+    client = await timeout(factory.opened)
+    try:
+        messages = await client.create(**body)
+    finally:
+        client.sendClose()
+        await timeout(client.closed)
+    assert messages[-1]["type"] == "response.completed", messages[-1]
+    return str(messages[-1]["response"]["id"])
+
+
+@pytest.mark.parametrize("transport", ["http", "websocket"])
+@pytest_twisted.ensureDeferred
+async def test_a_responses_follow_up_goes_back_to_the_upstream_that_served_its_previous_turn(
+        tmp_path: Path, transport: str) -> None:
+    """The first turn of a Responses conversation spilled over (the first upstream of its order was full); its
+    follow-up, sent when both have room, goes where the first turn was served — its id carries that upstream's tag —
+    not back to the conversation's first upstream; the debug line says why. An id without a tag (minted before ids
+    carried one) is continued as before, by the conversation's order."""
+    held_clock = Clock()
+    ups = {"a": Upstream.start(SAME, held_clock), "b": Upstream.start(SAME)}
+    ups["a"].fake.chunk_interval = 1.0  # a's streams are held until release(); b's run at once
+    env = await make_env(tmp_path, ups, {"responses": {"store_path": str(tmp_path / "responses.sqlite3")}},
+                         per_upstream={"a": {"max_concurrent": 2}, "b": {"max_concurrent": 2}})
+    env.clocks = [held_clock]
+
+    def counts() -> tuple[int, int]:
+        return len(ups["a"].chats()), len(ups["b"].chats())
+
+    try:
+        held = [env.start_post("/v1/chat/completions", homed(f"busy {i}", stream=True)) for i in range(2)]
+        await env.chats_arrived(2)
+        text = homed("Name a fruit.")["messages"][-1]["content"]  # a conversation whose order puts a first
+        first = await ask(env, transport, {"model": "same-7B", "input": text})
+        assert counts() == (2, 1) and upstream_tag_of(first) == upstream_tag("b")  # a full: spilled over to b
+        env.release()
+        await timeout(DeferredList(held, fireOnOneErrback=True, consumeErrors=True))
+        with logged() as events:
+            second = await ask(env, transport, {"model": "same-7B", "input": "And a colour?",
+                                                "previous_response_id": first})
+        assert counts() == (2, 2) and upstream_tag_of(second) == upstream_tag("b")
+        reasons = [e["reason"] for e in events if e.get("log_format", "").startswith("model {model} -> upstream")]
+        assert reasons == ["the upstream of the previous response (its prompt cache)"]
+        old = first[:-8]  # the same response under an id minted before ids carried a tag
+        with closing(sqlite3.connect(tmp_path / "responses.sqlite3")) as db, db:
+            db.execute("INSERT INTO responses SELECT ?, owner, created, response, input_items, conversation "
+                       "FROM responses WHERE id = ?", (old, first))
+        await ask(env, "http", {"model": "same-7B", "input": "And a city?", "previous_response_id": old})
+        assert counts() == (3, 2)  # the conversation's order: a
+    finally:
+        await close(env)
 
 
 # -- failover ---------------------------------------------------------------------------------------------------

@@ -17,10 +17,12 @@ from llamashim.dialects.responses.events import (
     previous_response_not_found,
     response_object,
 )
+from llamashim.dialects.responses.routes import new_response_id, upstream_tag_of, with_upstream_tag
 from llamashim.dialects.responses.translate import ResponsesRequest, decrypt_reasoning, request_to_chat
 from llamashim.errors import ShimError
 from llamashim.stream.items import Chunk, Done, Item, StreamError, Thinking
 from llamashim.stream.sse import SSEEvent, SSEParser
+from llamashim.upstream.choice import upstream_tag
 from tests.support import accumulate_response as accumulate
 
 EVENT = TypeAdapter(ResponseStreamEvent)
@@ -415,3 +417,16 @@ def test_previous_response_not_found_is_a_404() -> None:
     """An unknown previous_response_id is a 404 with OpenAI's code."""
     err = previous_response_not_found("resp_x")
     assert (err.status, err.code) == (404, "previous_response_not_found")
+
+
+def test_a_response_id_carries_the_tag_of_its_upstream() -> None:
+    """A new id has no tag; tagged, it carries the upstream's (a failover's replaces it) and reads back; an id minted
+    before ids carried one, or not ours, reads as none."""
+    untagged = new_response_id()
+    assert upstream_tag_of(untagged) is None and len(untagged) == 37
+    tagged = with_upstream_tag(untagged, upstream_tag("a"))
+    assert tagged.startswith(untagged) and upstream_tag_of(tagged) == upstream_tag("a")
+    again = with_upstream_tag(tagged, upstream_tag("b"))
+    assert again[:37] == untagged and upstream_tag_of(again) == upstream_tag("b")
+    for other in ("resp_" + "g" * 40, "msg_" + "0" * 40, "resp_" + "0" * 39, "resp_" + "0" * 41, 42, None):
+        assert upstream_tag_of(other) is None

@@ -29,6 +29,18 @@ def run(stage_items: list[Item], include_usage: bool = False) -> bytes:
     return pipe.push(stage_items) + pipe.finish()
 
 
+def test_hold_end_keeps_the_clean_end_back_until_released() -> None:
+    """With ``hold_end`` the same bytes come out, the clean end's only from ``release`` (once); a terminal error is
+    never kept back."""
+    raw = (FIXTURES / "real_tool_stream.sse").read_bytes()
+    pipe = StreamPipeline([ToolCallConformance(False)], OpenAIChatEncoder("m", 0), hold_end=True)
+    out = pipe.feed(raw) + pipe.finish()
+    assert pipe.ended and out == raw[: -len(b"data: [DONE]\n\n")] and not out.endswith(b"[DONE]\n\n")
+    assert pipe.release() == b"data: [DONE]\n\n" and pipe.release() == b""
+    failing = StreamPipeline([], OpenAIChatEncoder("m", 0), hold_end=True)
+    assert b"boom" in failing.fail("boom") and failing.release() == b""
+
+
 def test_real_tool_stream_passes_byte_for_byte() -> None:
     """A real tool stream fed in 7-byte reads comes out byte for byte, and the SDK assembles the call."""
     raw = (FIXTURES / "real_tool_stream.sse").read_bytes()

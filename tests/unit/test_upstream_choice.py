@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from llamashim.upstream.choice import Load, choose, conversation_key, weight
+from llamashim.upstream.choice import Load, choose, conversation_key, upstream_tag, weight
 
 
 def pick(*loads: Load, key: str | None = None) -> str | None:
@@ -105,6 +105,39 @@ def test_none_ready_is_no_choice() -> None:
     """No candidate ready at all (supervised servers still starting), or none at all: ``None``."""
     assert choose([Load("a", ready=False), Load("b", ready=False, up=False)]) is None
     assert choose([]) is None
+
+
+def test_the_previous_responses_upstream_is_preferred_over_the_conversations_order() -> None:
+    """A named previous upstream that serves the model, is up and has room wins over the conversation's first
+    upstream and over a less busy one; the reason says so."""
+    home, away = order("k1", "a", "b")
+    choice = choose([Load(home), Load(away, in_flight=1, max_concurrent=2)], "k1", preferred=away)
+    assert choice is not None and choice.name == away and "previous response" in choice.reason
+    choice = choose([Load("a"), Load("b", in_flight=5)], None, preferred="b")
+    assert choice is not None and choice.name == "b"
+
+
+def test_the_previous_responses_upstream_is_ignored_when_down_full_or_not_a_candidate() -> None:
+    """Down, loading, full, or not serving the model: the usual choice (the conversation's order, else the least
+    busy), and the reason says why the previous upstream was not taken."""
+    home, away = order("k1", "a", "b")
+    down, full = "is down or loading", "is full"
+    cases = [(down, Load(away, up=False)), (down, Load(away, loading=True)),
+             (full, Load(away, in_flight=2, max_concurrent=2)), (full, Load(away, in_flight=4, total_slots=4))]
+    for why, previous in cases:
+        choice = choose([Load(home), previous], "k1", preferred=away)
+        assert choice is not None and choice.name == home, why
+        assert choice.reason == f"conversation affinity (its prompt cache); the previous response's upstream {away} " \
+                                f"{why}"
+    choice = choose([Load("a", in_flight=2), Load("b")], None, preferred="c")
+    assert choice is not None and choice.name == "b" and choice.reason.endswith("upstream c does not serve the model")
+
+
+def test_upstream_tags_are_short_stable_and_differ_by_name() -> None:
+    """An upstream's tag: 8 hex digits of its name alone, the same every time, another for another name."""
+    tag = upstream_tag("gpu-box-1")
+    assert len(tag) == 8 and int(tag, 16) >= 0 and tag == upstream_tag("gpu-box-1")
+    assert len({upstream_tag(f"u{i}") for i in range(100)}) == 100
 
 
 def conversation(*turns: str, system: str | None = "be brief") -> list[dict[str, str]]:

@@ -3,8 +3,12 @@
 ``POST /`` translates a Responses request (:mod:`.translate`) onto the shared chat flow — tool repair, tool-call
 conformance, old-build synthesis, reasoning routing, the idle timeout — and answers with Responses events
 (:mod:`.events`) or the response object. With ``store`` (the default), the response, its input items and the
-conversation behind it go to the store (:mod:`.store`) as the answer ends; the store answers reads of a write
-still in flight from memory, so a follow-up ``previous_response_id`` never races it. ``GET``/``DELETE /{id}``,
+conversation behind it go to the store (:mod:`.store`) as the answer ends, and the stream's last event
+(``response.completed``) goes out once the row is written (at most a few seconds: ``ChatFlow``'s
+``COMPLETE_TIMEOUT``), so a follow-up ``previous_response_id`` sent at once to another instance sharing the store
+finds it; within one process the store also answers reads of a write still in flight from memory. A response's id
+carries the tag of the upstream that served it (:func:`with_upstream_tag`), so a turn continuing it goes back there,
+where its prompt is cached (:meth:`~llamashim.upstream.set.UpstreamSet.pick`). ``GET``/``DELETE /{id}``,
 ``GET /{id}/input_items`` and ``POST /input_tokens`` complete the API.
 """
 
@@ -56,8 +60,29 @@ from llamashim.web.turn import RequestTurn
 JSON = dict[str, Any]
 
 
+_RESPONSE = "resp_"
+_HEX = frozenset("0123456789abcdef")
+_BASE = len(_RESPONSE) + 32  # "resp_" and a UUID's 32 hex digits; an upstream's 8-digit tag may follow
+_TAG = 8
+
+
 def new_response_id() -> str:
-    return "resp_" + uuid.uuid4().hex
+    """A new response id, without an upstream tag yet (:func:`with_upstream_tag` adds it once one is chosen)."""
+    return _RESPONSE + uuid.uuid4().hex
+
+
+def with_upstream_tag(response_id: str, tag: str) -> str:
+    """``response_id`` (from :func:`new_response_id`) carrying the tag of the upstream that serves it, in place of
+    any it carried (a failover before the first byte chooses again)."""
+    return response_id[:_BASE] + tag
+
+
+def upstream_tag_of(response_id: Any) -> str | None:
+    """The upstream tag a response id carries; ``None`` for an id minted before ids carried one, or not ours."""
+    if not isinstance(response_id, str) or len(response_id) != _BASE + _TAG or not response_id.startswith(_RESPONSE):
+        return None
+    tail = response_id[len(_RESPONSE):]
+    return response_id[_BASE:] if _HEX.issuperset(tail) else None
 
 
 def input_items(value: Any) -> list[JSON]:
@@ -81,6 +106,10 @@ class _Answer:
     translated: ResponsesRequest
     encoder: ResponsesEncoder
     replied: JSON | None = None
+
+    def served_by(self, tag: str) -> None:
+        """The upstream tagged ``tag`` answers: the response's id carries it."""
+        self.encoder.response_id = with_upstream_tag(self.encoder.response_id, tag)
 
     def reply(self, answer: JSON) -> JSON:
         enc = self.encoder
@@ -164,7 +193,8 @@ class ResponsesRoutes(DialectRoutes):
         answer = self._answer(translated)
         call = ChatCall(body=translated.chat_body, encoder=answer.encoder, reply=answer.reply,
                         reasoning_mode=separate_mode(self.deps.config.thinking.mode),
-                        on_complete=lambda: self._keep(owner, body, history, answer, local))
+                        on_complete=lambda: self._keep(owner, body, history, answer, local),
+                        prefer=upstream_tag_of(body.get("previous_response_id")), on_upstream=answer.served_by)
         return await self.deps.flow.run(turn, call)
 
     @api_route(app, "/", route="responses")
@@ -225,9 +255,11 @@ class ResponsesRoutes(DialectRoutes):
         translated, history = await self._translate(turn.owner, body, local)
         answer = self._answer(translated)
         encoder = answer.encoder
-        turn.write(encoder.opening() + encoder.on_done())
+        turn.write(encoder.opening())
+        end = encoder.on_done()  # (builds the final response that is kept)
         encoder.ended = True
         await maybeDeferred(self._keep, turn.owner, body, history, answer, local)
+        turn.write(end)  # once kept, as for a generated response (ChatFlow._complete_and_end)
         turn.finish()
 
     # -- compaction ------------------------------------------------------------------------------------------

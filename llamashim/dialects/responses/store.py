@@ -93,8 +93,8 @@ class ResponseStore(MultiService):
         self.max_age = max_age
         self.max_items = max_items
         self.pool: adbapi.ConnectionPool | None = None
-        # Writes on their way to the database: a follow-up turn can arrive before the thread has run the INSERT
-        # (the stream's last event has reached the client by then), so reads look here first.
+        # Writes on their way to the database: a follow-up turn can arrive before the thread has run the INSERT (the
+        # stream's last event waits for the write, but a few seconds at most), so reads look here first.
         self._pending: dict[str, _Write] = {}
         self._reasoning_rows: Deferred[list[Any]] = Deferred()  # what thinking.replay kept, read at start
         if prune:

@@ -319,7 +319,9 @@ class SocketTurn(ContextTurn):
             self._finished.append(d)
         return d
 
-    def relay(self, response: IResponse, transform: StreamTransform, idle_timeout: float | None) -> Deferred[None]:
+    def relay(self, response: IResponse, transform: StreamTransform, idle_timeout: float | None,
+              finish: bool = True) -> Deferred[None]:
+        # (a turn's end is its runner's: the relay never ends anything, and what the flow kept back it writes itself)
         return SocketRelay(self, response, transform, idle_timeout).start()
 
     def _stop_keepalive(self) -> None:
