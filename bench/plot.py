@@ -29,23 +29,14 @@ def main(src: Path, dest: Path) -> None:
     a.plot(conc, [p["added_ttft_p99_ms"] for p in r["paced"]], "s-", label="added TTFT p99")
     a.plot(conc, [p["direct"]["ttft_p50_ms"] for p in r["paced"]], "x--", label="direct TTFT p50 (reference)")
     a.set_xscale("log", base=2)
-    a.set_xlabel("concurrent streams (50 chunks/s each)")
-    a.set_ylabel("ms")
-    a.set_title("time to first token added by llamashim")
-    a.legend()
+    _label(a, "concurrent streams (50 chunks/s each)", "ms", "time to first token added by llamashim", ylim=False)
     b.plot(conc, [p["cpu_us_per_chunk"] for p in r["paced"]], "o-", label="paced chat streams (incl. request setup)")
     b.axhline(r["throughput"]["chat_transforms"]["cpu_us_per_chunk"], color="gray", linestyle=":",
               label="bursting, transforms on")
     b.axhline(30, color="red", linestyle="--", label="target (transforms on)")
     b.set_xscale("log", base=2)
-    b.set_xlabel("concurrent streams")
-    b.set_ylabel("µs of llamashim CPU per chunk")
-    b.set_title("CPU per chunk")
-    b.set_ylim(bottom=0)
-    b.legend()
-    fig.suptitle(f"llamashim {r['commit']} on {r['machine']['cpus']} CPUs")
-    fig.tight_layout()
-    fig.savefig(dest, dpi=110)
+    _label(b, "concurrent streams", "µs of llamashim CPU per chunk", "CPU per chunk")
+    _save(fig, f"llamashim {r['commit']} on {r['machine']['cpus']} CPUs", dest)
 
 
 def workers(r: dict[str, Any], dest: Path) -> None:
@@ -60,17 +51,22 @@ def workers(r: dict[str, Any], dest: Path) -> None:
                "o-", label=f"{n} worker{'s' if n != '1' else ''}")
     for axis in (a, b):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    a.set_xlabel("round (interleaved)")
-    a.set_ylabel("non-streamed requests/s")
-    a.set_title("wrk -c32 through llamashim (nginx upstream)")
-    a.set_ylim(bottom=0)
-    a.legend()
-    b.set_xlabel("round")
-    b.set_ylabel("ms")
-    b.set_title("256-stream burst: added TTFT p50")
-    b.set_ylim(bottom=0)
-    b.legend()
-    fig.suptitle(f"llamashim workers on {r['cpus']} CPUs (load average at start {r['loadavg'][0]})")
+    _label(a, "round (interleaved)", "non-streamed requests/s", "wrk -c32 through llamashim (nginx upstream)")
+    _label(b, "round", "ms", "256-stream burst: added TTFT p50")
+    _save(fig, f"llamashim workers on {r['cpus']} CPUs (load average at start {r['loadavg'][0]})", dest)
+
+
+def _label(axis: Any, xlabel: str, ylabel: str, title: str, ylim: bool = True) -> None:
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    if ylim:
+        axis.set_ylim(bottom=0)
+    axis.legend()
+
+
+def _save(fig: Any, title: str, dest: Path) -> None:
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(dest, dpi=110)
 
