@@ -10,8 +10,10 @@ what makes SmolLM2-135M call ``get_weather`` every time is a trailing assistant 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,3 +180,40 @@ def test_openai_js_streams_a_responses_answer(shim: Daemon, node_sdks: Path) -> 
     assert out["events"][0] == "response.created" and out["events"][-1] == "response.completed"
     assert out["tool"]["status"] == "completed"
     assert out["tool"]["name"] == "get_weather" and json.loads(out["tool"]["arguments"]) == {"city": "Paris"}
+
+
+def _metric(d: Daemon, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples in /metrics whose labels include ``labels``."""
+    with urllib.request.urlopen(d.url + "/metrics", timeout=30) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.split()[-1])
+    return total
+
+
+def test_a_websocket_conversation_compacted_on_its_socket(shim: Daemon) -> None:
+    """Over the openai SDK's Responses WebSocket against the real model: a turn, ``response.compact`` on the same
+    socket (answered by ``response.compacted`` with the model's summary), a turn on the compacted window; every turn
+    is counted in /metrics and has its access line with tokens."""
+    turns_before = _metric(shim, "llamashim_requests_total", route="responses_websocket", status="200")
+    compactions_before = _metric(shim, "llamashim_requests_total", route="responses_websocket_compact", status="200")
+    with client(shim).responses.connect() as conn:
+        conn.response.create(model="any", input="Name a colour.", max_output_tokens=16, store=False)
+        first = next(e for e in conn if e.type in ("response.completed", "response.incomplete")).response
+        conn.send_raw(json.dumps({"type": "response.compact", "model": "any", "previous_response_id": first.id}))
+        compacted = json.loads(conn.recv_bytes())
+        assert compacted["type"] == "response.compacted", compacted
+        window = compacted["response"]["output"]
+        assert window and any(item.get("type") == "message" for item in window), window
+        conn.response.create(model="any", input=[*window, {"role": "user", "content": "And another?"}],
+                             max_output_tokens=16, store=False)
+        second = next(e for e in conn if e.type in ("response.completed", "response.incomplete")).response
+    assert first.output_text and second.output_text
+    assert "And another?" in json.dumps(upstream_bodies(shim)[-1]["messages"][-1])
+    assert _metric(shim, "llamashim_requests_total", route="responses_websocket", status="200") == turns_before + 2
+    assert _metric(shim, "llamashim_requests_total", route="responses_websocket_compact",
+                   status="200") == compactions_before + 1
+    lines = [line for line in shim.log().splitlines() if "] WS /v1/responses 200 " in line]
+    assert len(lines) >= 3 and all(re.search(r"tokens=\d+/\d+", line) for line in lines[-3:]), lines[-3:]
