@@ -336,10 +336,16 @@ class ChatFlow:
         turn.prepare_stream(lambda err: pipeline.fail(err.message, err.type, err.code), keepalive,
                             pipeline.keepalive, call.stream_content_type)
 
-    async def _complete(self, turn: Turn, call: ChatCall) -> None:
-        """Run ``call.on_complete`` (the Responses store's write) and wait for it, at most ``COMPLETE_TIMEOUT``
-        seconds: a slower one goes on by itself (it is never cancelled) and the answer goes out without it."""
-        kept = call.on_complete() if call.on_complete is not None else None
+    async def keep(self, turn: Turn, on_complete: Callable[[], Deferred[None] | None] | None) -> None:
+        """Run ``on_complete`` (``ChatCall.on_complete``: the Responses store's write) and wait for it, at most
+        ``COMPLETE_TIMEOUT`` seconds: a slower one goes on by itself (it is never cancelled) and the answer goes out
+        without it; one that raises is logged and the answer goes out all the same."""
+        try:
+            kept = on_complete() if on_complete is not None else None
+        except Exception:
+            self.log.failure("keeping the answer failed; its end goes out all the same (id={request_id})",
+                             request_id=turn.request_id)
+            return
         if kept is None:
             return
         waiting: Deferred[None] = Deferred()  # (cancelled by the timeout instead of the write itself)
@@ -359,7 +365,7 @@ class ChatFlow:
         pipeline kept back — whatever keeping it did, so the stream never loses its end."""
         try:
             if pipeline.error is None:
-                await self._complete(turn, call)
+                await self.keep(turn, call.on_complete)
         finally:
             turn.write(pipeline.release())
 
@@ -437,7 +443,7 @@ class ChatFlow:
         out = call.reply(reply)
         data = out if isinstance(out, bytes) else jsonutil.dumps(out)
         self.verbose("response", data)
-        await self._complete(turn, call)
+        await self.keep(turn, call.on_complete)
         return turn.reply(data)
 
     async def _emit_synthesized(

@@ -121,9 +121,10 @@ class StreamPipeline:
         return out + self._emit(tail)
 
     def fail(self, message: str, type: str = "upstream_error", code: int | str | None = 502) -> bytes:
-        """The upstream failed mid-stream: the dialect's terminal error frame."""
+        """The stream must end now (the upstream failed mid-stream, a shutdown): the dialect's terminal error frame —
+        or, once the answer ended cleanly with its end held back (``hold_end``), that end: the answer is whole."""
         if self.ended:
-            return b""
+            return self.release()
         return self._emit([StreamError(message, type, code)])
 
     def release(self) -> bytes:

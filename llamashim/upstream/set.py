@@ -262,7 +262,7 @@ class UpstreamSet(MultiService):
         loads = [self.members[s.upstream].load() for s in served]
         key = conversation_key(resolved.model.name, messages) if len(loads) > 1 else None
         preferred = self.tags.get(prefer) if prefer is not None else None
-        choice = choose(loads, key, preferred)
+        choice = choose(loads, key, preferred if preferred not in exclude else None)  # (it failed this request)
         if choice is None:
             why = "; ".join(f"{s.upstream}: {self.members[s.upstream].why_not() or 'loading'}" for s in
                             resolved.model.served)

@@ -151,9 +151,9 @@ class StreamRelay:
         """Shutdown: end this stream now with the dialect's terminal frame and close the upstream."""
         if self.gone or self.request.finished:
             return
-        self._write(self.transform.fail(message, "unavailable_error", 503))
-        self.gone = True
         self.finishes = True  # the stream ends here, whatever the caller meant to write after it
+        self._write(self.transform.fail(message, "unavailable_error", 503))  # (an end held back: that end)
+        self.gone = True
         self._unregister()
         self.pump.stop()
         self._finish()

@@ -39,6 +39,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from llamashim.config import Config, load_config
+from llamashim.dialects.responses.store import ResponseStore
 from llamashim.service import LlamashimService, build_service
 from llamashim.testing.fake_llama import FakeLlama
 from llamashim.testing.memory import CLIENT_BASE, MemoryClock, MemoryShim, memory_config
@@ -408,3 +409,24 @@ def anthropic_tool_uses(client: anthropic.Anthropic, ask: dict[str, Any]) -> lis
         streamed = stream.get_final_message()
     return [(answer.stop_reason, b.name, b.input) for answer in (message, streamed) for b in answer.content
             if isinstance(b, anthropic.types.ToolUseBlock)]
+
+
+class HeldWrites:
+    """Stands in for the store's ``put``: each write is a Deferred the test fires (``land``, ``refuse``)."""
+
+    def __init__(self, store: ResponseStore) -> None:
+        self.store = store
+        self.writes: list[tuple[str, Deferred[None]]] = []
+        store.put = self.put  # type: ignore[method-assign]
+
+    def put(self, owner: str, response: dict[str, Any], input_items: list[Any], conversation: list[Any]
+            ) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.writes.append((response["id"], d))
+        return d
+
+    def land(self) -> None:
+        self.writes[-1][1].callback(None)
+
+    def refuse(self) -> None:
+        self.writes[-1][1].errback(Failure(OSError("disk says no")))

@@ -5,42 +5,19 @@ still ends the answer, with a line in the log. The store's write is a Deferred t
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 
 from llamashim.chat.flow import COMPLETE_TIMEOUT
 from llamashim.dialects.responses.routes import ResponsesRoutes
-from llamashim.dialects.responses.store import ResponseStore
 from llamashim.testing.memory import Exchange, MemoryShim, memory_shim
+from tests.integration.support import HeldWrites
 from tests.support import logged, sse_events
 
 BODY = {"model": "m", "input": "hi", "stream": True}
 END = b"event: response.completed"
-
-
-class HeldWrites:
-    """Stands in for the store's ``put``: each write is a Deferred the test fires (``land``, ``refuse``)."""
-
-    def __init__(self, store: ResponseStore) -> None:
-        self.store = store
-        self.writes: list[tuple[str, Deferred[None]]] = []
-        store.put = self.put  # type: ignore[method-assign]
-
-    def put(self, owner: str, response: dict[str, Any], input_items: list[Any], conversation: list[Any]
-            ) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.writes.append((response["id"], d))
-        return d
-
-    def land(self) -> None:
-        self.writes[-1][1].callback(None)
-
-    def refuse(self) -> None:
-        self.writes[-1][1].errback(Failure(OSError("disk says no")))
 
 
 def shim_with_held_writes(tmp_path: Path, streaming: str = "native") -> tuple[MemoryShim, HeldWrites]:
@@ -106,3 +83,18 @@ def test_a_write_that_hangs_delays_the_end_by_the_timeout_at_most(tmp_path: Path
     held.land()  # (late: nothing more happens)
     shim.flush()
     shim.stop()
+
+
+@pytest.mark.parametrize("streaming", ["native", "synthesize"])
+def test_a_shutdown_while_the_write_is_in_flight_still_sends_the_end(tmp_path: Path, streaming: str) -> None:
+    """A shutdown whose drain deadline passes while the answer's write is in flight ends the stream with its held
+    ``response.completed`` (the answer is whole), not with nothing and not with ``response.failed``."""
+    shim, held = shim_with_held_writes(tmp_path, streaming)
+    shim.config = dataclasses.replace(shim.config, shutdown=dataclasses.replace(shim.config.shutdown,
+                                                                               drain_timeout=1.0))
+    exchange = shim.request("POST", "/v1/responses", BODY)
+    shim.flush()
+    assert held.writes and END not in exchange.body
+    shim.shutdown()
+    assert exchange.ended and events(exchange)[-1] == "response.completed", events(exchange)[-3:]
+    assert "response.failed" not in events(exchange)

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from llamashim.chat.flow import COMPLETE_TIMEOUT
 from llamashim.dialects.responses.compact import SUMMARY_REQUEST
+from llamashim.dialects.responses.routes import ResponsesRoutes
 from llamashim.dialects.responses.translate import SUMMARY_HEADING
 from llamashim.testing.fake_llama import MODEL, FakeLlama
 from llamashim.testing.memory import MemoryShim, MemorySocket
-from tests.integration.support import ShimFixture
+from tests.integration.support import HeldWrites, ShimFixture
 from tests.support import logged
 
 JSON = dict[str, Any]
@@ -180,3 +182,39 @@ def test_a_shutdown_ends_a_running_turn_and_counts_it(shims: ShimFixture) -> Non
     assert sock.types()[-1] == "response.failed" and sock.closed and sock.close_code == 1001
     assert requests(shim, TURN, "503") == 1
     assert metric(shim, "llamashim_active_streams") == 0
+
+
+def test_a_shutdown_while_a_turns_write_is_in_flight_sends_its_end(shims: ShimFixture) -> None:
+    """A shutdown whose drain deadline passes while a finished turn's write is in flight: the turn's held
+    ``response.completed`` goes out (its answer is whole) and it is counted as a 200, not as a failed 503."""
+    env = shims.start(settings={"shutdown": {"drain_timeout": 2.0}})
+    shim = env.shim
+    routes = next(r for r in shim.parts.routes if isinstance(r, ResponsesRoutes))
+    assert routes.store is not None
+    held = HeldWrites(routes.store)
+    sock = shim.websocket()
+    sock.send({"type": "response.create", "model": MODEL, "input": "go"})
+    shim.run_until(lambda: bool(held.writes), within=30)
+    assert "response.output_text.done" in sock.types() and "response.completed" not in sock.types()
+    env.shutdown()
+    shim.flush()
+    assert sock.types()[-1] == "response.completed" and "response.failed" not in sock.types()
+    assert requests(shim, TURN, "200") == 1 and requests(shim, TURN, "503") == 0
+
+
+def test_a_warm_up_whose_write_hangs_still_completes(shims: ShimFixture) -> None:
+    """``generate: false`` (Codex's warm-up) with a store write that never lands: its ``response.completed`` goes out
+    ``COMPLETE_TIMEOUT`` seconds later, not never, and the socket takes the next turn."""
+    env = shims.start()
+    shim = env.shim
+    routes = next(r for r in shim.parts.routes if isinstance(r, ResponsesRoutes))
+    assert routes.store is not None
+    held = HeldWrites(routes.store)
+    sock = shim.websocket()
+    sock.send({"type": "response.create", "model": MODEL, "input": "warm", "generate": False})
+    shim.run_until(lambda: bool(held.writes), within=30)
+    shim.advance(COMPLETE_TIMEOUT - 0.5)
+    assert "response.completed" not in sock.types()
+    shim.advance(1.0)
+    assert sock.types()[-1] == "response.completed"
+    assert turn(shim, sock, input="hi", store=False)["type"] == "response.completed"

@@ -20,7 +20,7 @@ from typing import Any
 
 from klein import Klein
 from twisted.application.service import IService
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
@@ -258,8 +258,10 @@ class ResponsesRoutes(DialectRoutes):
         turn.write(encoder.opening())
         end = encoder.on_done()  # (builds the final response that is kept)
         encoder.ended = True
-        await maybeDeferred(self._keep, turn.owner, body, history, answer, local)
-        turn.write(end)  # once kept, as for a generated response (ChatFlow._complete_and_end)
+        try:  # once kept (bounded), as for a generated response (ChatFlow._complete_and_end)
+            await self.deps.flow.keep(turn, lambda: self._keep(turn.owner, body, history, answer, local))
+        finally:
+            turn.write(end)
         turn.finish()
 
     # -- compaction ------------------------------------------------------------------------------------------

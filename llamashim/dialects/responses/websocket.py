@@ -66,6 +66,7 @@ CREATE = "response.create"
 COMPACT = "response.compact"
 COMPACTED = b"response.compacted"
 TERMINAL = frozenset((b"response.completed", b"response.failed", b"response.incomplete"))
+COMPLETE_EVENTS = TERMINAL - {b"response.failed"}  # an answer that is whole
 ROUTES = {CREATE: "responses_websocket", COMPACT: "responses_websocket_compact"}  # the turns' metrics labels
 
 
@@ -286,12 +287,18 @@ class SocketTurn(ContextTurn):
         self.ctx.upstream_failed(err)
 
     def fail(self, err: ShimError) -> None:
-        """End the turn with ``err``: the error envelope before its first event, its terminal frame after."""
-        self.failed_midstream(err)
+        """End the turn with ``err``: the error envelope before its first event, its terminal frame after — unless
+        its answer is whole (its end already out, or held back for the store: then that end goes out, no failure)."""
+        if self.ctx.delivered:
+            return
         if not self.sent:
+            self.failed_midstream(err)
             self._message(error_envelope(err), True)
-        elif self.terminal_frame is not None:
-            self._send(self.terminal_frame(err))
+            return
+        frame = self.terminal_frame(err) if self.terminal_frame is not None else b""
+        if not any(kind in COMPLETE_EVENTS for kind, _ in sse_events(frame)):
+            self.failed_midstream(err)
+        self._send(frame)
 
     def finish(self) -> None:
         self._stop_keepalive()
@@ -363,9 +370,13 @@ class SocketRelay:
         return self.done
 
     def _sink(self, data: bytes) -> None:
+        out = self.transform.feed(data)
+        error = self.transform.error
+        if error is not None and not self.turn.failed:  # (as the HTTP relay counts it: the error's own type)
+            self.turn.failed_midstream(ShimError(502, error.message, error.type))
         if not self.gone:
-            self.turn.write(self.transform.feed(data))
-        if self.transform.ended and (self.transform.error is not None or self.transform.cut is not None):
+            self.turn.write(out)
+        if self.transform.ended and (error is not None or self.transform.cut is not None):
             if self.transform.cut is not None:
                 self.turn.cut(self.transform.cut)
             self.pump.stop()  # a terminal error, or a runaway model cut: stop the generation
