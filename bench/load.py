@@ -15,7 +15,11 @@ What it measures, for llamashim with ``--workers 1`` and ``--workers 2``:
   to show what is left of the two cores for llamashim;
 * the 256-stream burst: 256 streams (50 chunks at 50 chunks/s) started at once, time to first token through
   llamashim minus direct (``bench.run.paced``, the same code as the main benchmark);
-* 1,000 paced streams at once (25 chunks at 50 chunks/s): errors (a stream not ending in ``[DONE]``), TTFT.
+* 1,000 paced streams at once (25 chunks at 50 chunks/s): errors (a stream not ending in ``[DONE]``), TTFT;
+* the 256-stream burst again with an upstream and a client that cost next to nothing — nginx serving a canned
+  llama-server stream (its first chunks at once, then paced by ``limit_rate``) and a client that only looks for the
+  first content chunk — so that what remains of the added TTFT is llamashim's own set-up (and what the client's
+  share of the same two cores still costs).
 """
 
 from __future__ import annotations
@@ -63,6 +67,17 @@ http {{
         location = /health {{ return 200 '{{"status":"ok"}}'; }}
         location = /props {{ return 200 '{{"status":"ok"}}'; }}
     }}
+    server {{  # the burst's upstream: a canned llama-server stream, its first chunks at once, then paced
+        listen 127.0.0.1:{stream_port} backlog=1024;
+        location = /v1/chat/completions {{ error_page 405 =200 /stream.sse; return 405; }}
+        location = /stream.sse {{
+            internal; root {prefix}; default_type text/event-stream;
+            limit_rate_after {first_chunk}; limit_rate 400;
+        }}
+        location = /v1/models {{ return 200 '{models}'; }}
+        location = /health {{ return 200 '{{"status":"ok"}}'; }}
+        location = /props {{ return 200 '{{"status":"ok"}}'; }}
+    }}
 }}
 """
 
@@ -77,11 +92,24 @@ def missing() -> list[str]:
     return [pkg for exe, pkg in NEEDS.items() if shutil.which(exe) is None]
 
 
-def start_nginx(prefix: Path, port: int) -> subprocess.Popen[bytes]:
+def sse_chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    return b"data: " + json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}], "created": 1,
+                                   "id": "chatcmpl-bench", "model": "bench-model",
+                                   "object": "chat.completion.chunk"}).encode() + b"\n\n"
+
+
+STREAM_CHUNKS = 10
+
+
+def start_nginx(prefix: Path, port: int, stream_port: int = 0) -> subprocess.Popen[bytes]:
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / sub).mkdir(exist_ok=True)
+    first = sse_chunk({"content": "tok "})
+    prefix.chmod(0o755)  # (mkdtemp's 0700: nginx's worker, an unprivileged user, reads stream.sse from here)
+    (prefix / "stream.sse").write_bytes(first * STREAM_CHUNKS + sse_chunk({}, "stop") + b"data: [DONE]\n\n")
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, reply=REPLY.decode(), models=MODELS.decode()))
+    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, stream_port=stream_port or free_port(),
+                                      first_chunk=len(first), reply=REPLY.decode(), models=MODELS.decode()))
     return start(["nginx", "-p", str(prefix), "-c", str(conf)], prefix / "nginx.out")
 
 
@@ -142,6 +170,69 @@ def nonstreamed(out_dir: Path, counts: list[int], rounds: int, seconds: float) -
     return {"direct": direct, "runs": runs}
 
 
+BURST_REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
+BURST_BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+
+
+async def first_token(port: int) -> float | None:
+    """One stream, read as cheaply as Python can: seconds until the first content chunk (``None``: none came);
+    the rest is read to the end (``Connection: close``)."""
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(BURST_REQUEST % (len(BURST_BODY), BURST_BODY))
+    seen, ttft = b"", None
+    while data := await reader.read(65536):
+        if ttft is None:
+            seen += data
+            if b'"content":' in seen.partition(b"\r\n\r\n")[2]:
+                ttft = time.perf_counter() - started
+    writer.close()
+    return ttft
+
+
+async def light_burst(port: int, n: int) -> dict[str, float]:
+    ttfts = await asyncio.gather(*(first_token(port) for _ in range(n)))
+    ok = [t for t in ttfts if t is not None]
+    return {"ttft_p50_ms": pct(ok, 50) * 1e3, "ttft_p99_ms": pct(ok, 99) * 1e3, "errors": n - len(ok)}
+
+
+async def nginx_burst_round(out_dir: Path, stream_port: int, workers: int) -> dict[str, Any]:
+    """The 256-stream burst with an upstream and a client that cost next to nothing: nginx's canned stream and
+    :func:`first_token` — what is left of the added TTFT is llamashim's own set-up."""
+    port = free_port()
+    shim = start_shim(out_dir, port, stream_port, workers)
+    try:
+        await ready(port, workers)
+        await light_burst(port, 32)  # warm-up: connections to the upstream in the pool
+        direct = await light_burst(stream_port, 256)
+        through = await light_burst(port, 256)
+    finally:
+        stop(shim)
+    return {"direct": direct, "shim": through, "added_ttft_p50_ms": through["ttft_p50_ms"] - direct["ttft_p50_ms"],
+            "added_ttft_p99_ms": through["ttft_p99_ms"] - direct["ttft_p99_ms"]}
+
+
+def nginx_bursts(out_dir: Path, counts: list[int], rounds: int) -> dict[str, list[dict[str, Any]]]:
+    prefix = Path(tempfile.mkdtemp(prefix="llamashim-nginx-"))
+    stream_port = free_port()
+    nginx = start_nginx(prefix, free_port(), stream_port)
+    runs: dict[str, list[dict[str, Any]]] = {str(n): [] for n in counts}
+    try:
+        asyncio.run(wait_port(stream_port))
+        for _ in range(rounds):
+            for n in counts:
+                r = asyncio.run(nginx_burst_round(out_dir, stream_port, n))
+                runs[str(n)].append(r)
+                print(f"workers {n}: 256-stream burst from nginx, added TTFT p50 {r['added_ttft_p50_ms']:.0f} ms "
+                      f"p99 {r['added_ttft_p99_ms']:.0f} ms (direct p50 {r['direct']['ttft_p50_ms']:.0f} ms; "
+                      f"errors {r['shim']['errors']})", flush=True)
+    finally:
+        stop(nginx, 10)
+        shutil.rmtree(prefix, ignore_errors=True)
+    return runs
+
+
 async def stream_round(out_dir: Path, up_port: int, workers: int) -> dict[str, Any]:
     port = free_port()
     shim = start_shim(out_dir, port, up_port, workers)
@@ -199,6 +290,10 @@ def report(r: dict[str, Any]) -> str:
             f"{pct([x['cpu_ms_per_request'] for x in runs], 50):.3f} | "
             f"{pct([x['shim_cores'] for x in runs], 50):.2f} / {pct([x['nginx_cores'] for x in runs], 50):.2f} / "
             f"{pct([x['wrk_cores'] for x in runs], 50):.2f} | {add50:.0f} / {add99:.0f} | {errs}, {t50:.0f}/{t99:.0f}")
+    for n, bursts in r.get("nginx_burst", {}).items():
+        lines.append(f"  {n:>5} | 256-burst from nginx, added TTFT p50 (rounds): "
+                     + ", ".join(f"{x['added_ttft_p50_ms']:.0f}" for x in bursts)
+                     + f" ms; median {pct([x['added_ttft_p50_ms'] for x in bursts], 50):.0f} ms")
     if "1" in med and "2" in med:
         lines.append(f"ratio 2 workers / 1 worker, non-streamed requests/s: {med['2'] / med['1']:.2f}")
     return "\n".join(lines)
@@ -221,6 +316,7 @@ def main() -> int:
     result: dict[str, Any] = {"cpus": os.cpu_count(), "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
     result["nonstreamed"] = nonstreamed(out_dir, counts, args.rounds, args.seconds)
     result["streamed"] = {} if args.no_streams else asyncio.run(streamed(out_dir, counts, args.rounds))
+    result["nginx_burst"] = {} if args.no_streams else nginx_bursts(out_dir, counts, args.rounds)
     if not args.no_streams:
         print(report(result))
     if args.json:

@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.run import ROOT, Conn, free_port, pct, request_once, wait_port
+from bench.run import ROOT, Conn, pct, request_once, wait_port
+from llamashim.upstream.supervisor import free_port
 
 BODY = {"model": "any", "messages": [{"role": "user", "content": "Say hi."}], "temperature": 0}
 

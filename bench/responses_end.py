@@ -23,6 +23,7 @@ from typing import Any, cast
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 
 from llamashim import jsonutil
@@ -57,7 +58,7 @@ async def main(reactor: Any, turns: int, store_dir: str) -> None:
     cfg = dataclasses.replace(cfg, responses=dataclasses.replace(cfg.responses, store_path=store_path))
     service = build_service(cfg, reactor)
     service.startService()
-    port = await next(iter(service.listening))._waitingForPort  # type: ignore[attr-defined]
+    port = await next(iter(service.listening))._waitingForPort
     url = f"http://127.0.0.1:{port.getHost().port}/v1/responses"
     waits: list[float] = []
 
@@ -71,7 +72,7 @@ async def main(reactor: Any, turns: int, store_dir: str) -> None:
         held = n % 2 == 0
         flow.StreamPipeline = StreamPipeline if held else unheld  # type: ignore[attr-defined,assignment]
         started = time.perf_counter()
-        response = await treq.post(url, jsonutil.dumps(BODY), headers={"Content-Type": "application/json"})
+        response = await treq.post(url, jsonutil.dumps(BODY), headers=Headers({"Content-Type": ["application/json"]}))
         body = await response.content()
         assert body.rstrip().endswith(b"}") and b"response.completed" in body, body[-200:]
         if n >= 20:  # warm-up

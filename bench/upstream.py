@@ -94,7 +94,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             path, _, query = target.partition("?")
             if path.startswith("/bench/"):
                 key = query.partition("=")[2]
-                value = {"/bench/closed": closed, "/bench/sent": sent, "/bench/peer": peers}[path].get(key)
+                tables: dict[str, dict[str, Any]] = {"/bench/closed": closed, "/bench/sent": sent, "/bench/peer": peers}
+                value = tables[path].get(key)
                 data = json.dumps(value).encode()
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                              % (len(data), data))
