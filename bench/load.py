@@ -35,12 +35,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.run import ROOT, cpu_seconds, paced, pct, ready, start, start_shim, stop, streams, wait_port
 from bench.upstream import MODELS, REPLY
 from llamashim.upstream.supervisor import free_port
+
+R = TypeVar("R")
 
 NEEDS = {"wrk": "wrk", "nginx": "nginx"}  # executable -> Debian package
 
@@ -146,27 +150,43 @@ def rps_round(out_dir: Path, nginx: subprocess.Popen[bytes], nginx_port: int, wo
             "nginx_cores": ng / seconds, "wrk_cores": run["wrk_cpu_s"] / seconds}
 
 
-def nonstreamed(out_dir: Path, counts: list[int], rounds: int, seconds: float) -> dict[str, Any]:
+@contextmanager
+def running_nginx(stream_port: int = 0) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """nginx in a temporary prefix: (the process, its canned-answers port, the prefix), stopped and removed after."""
     prefix = Path(tempfile.mkdtemp(prefix="llamashim-nginx-"))
-    nginx_port = free_port()
-    nginx = start_nginx(prefix, nginx_port)
-    script = prefix / "post.lua"
-    script.write_text(WRK_SCRIPT)
-    runs: dict[str, list[dict[str, float]]] = {str(n): [] for n in counts}
+    port = free_port()
+    nginx = start_nginx(prefix, port, stream_port)
     try:
-        asyncio.run(wait_port(nginx_port))
-        direct = wrk(f"http://127.0.0.1:{nginx_port}/v1/chat/completions", script, seconds)
-        print(f"direct (wrk → nginx): {direct['rps']:.0f} requests/s", flush=True)
-        for _ in range(rounds):
-            for n in counts:
-                r = rps_round(out_dir, nginx, nginx_port, n, script, seconds)
-                runs[str(n)].append(r)
-                print(f"workers {n}: {r['rps']:.0f} requests/s, {r['cpu_ms_per_request']:.3f} ms CPU per request, "
-                      f"cores: llamashim {r['shim_cores']:.2f}, nginx {r['nginx_cores']:.2f}, wrk "
-                      f"{r['wrk_cores']:.2f}, errors {r['errors']}", flush=True)
+        asyncio.run(wait_port(stream_port or port))
+        yield nginx, port, prefix
     finally:
         stop(nginx, 10)
         shutil.rmtree(prefix, ignore_errors=True)
+
+
+def interleaved(counts: list[int], rounds: int, measure: Callable[[int], R], describe: Callable[[int, R], str]
+                ) -> dict[str, list[R]]:
+    """``measure(workers)`` for each worker count in turn, ``rounds`` times (so all see the same load over time)."""
+    runs: dict[str, list[R]] = {str(n): [] for n in counts}
+    for _ in range(rounds):
+        for n in counts:
+            r = measure(n)
+            runs[str(n)].append(r)
+            print(describe(n, r), flush=True)
+    return runs
+
+
+def nonstreamed(out_dir: Path, counts: list[int], rounds: int, seconds: float) -> dict[str, Any]:
+    with running_nginx() as (nginx, nginx_port, prefix):
+        script = prefix / "post.lua"
+        script.write_text(WRK_SCRIPT)
+        direct = wrk(f"http://127.0.0.1:{nginx_port}/v1/chat/completions", script, seconds)
+        print(f"direct (wrk → nginx): {direct['rps']:.0f} requests/s", flush=True)
+        runs = interleaved(
+            counts, rounds, lambda n: rps_round(out_dir, nginx, nginx_port, n, script, seconds),
+            lambda n, r: f"workers {n}: {r['rps']:.0f} requests/s, {r['cpu_ms_per_request']:.3f} ms CPU per "
+                         f"request, cores: llamashim {r['shim_cores']:.2f}, nginx {r['nginx_cores']:.2f}, wrk "
+                         f"{r['wrk_cores']:.2f}, errors {r['errors']}")
     return {"direct": direct, "runs": runs}
 
 
@@ -214,23 +234,13 @@ async def nginx_burst_round(out_dir: Path, stream_port: int, workers: int) -> di
 
 
 def nginx_bursts(out_dir: Path, counts: list[int], rounds: int) -> dict[str, list[dict[str, Any]]]:
-    prefix = Path(tempfile.mkdtemp(prefix="llamashim-nginx-"))
     stream_port = free_port()
-    nginx = start_nginx(prefix, free_port(), stream_port)
-    runs: dict[str, list[dict[str, Any]]] = {str(n): [] for n in counts}
-    try:
-        asyncio.run(wait_port(stream_port))
-        for _ in range(rounds):
-            for n in counts:
-                r = asyncio.run(nginx_burst_round(out_dir, stream_port, n))
-                runs[str(n)].append(r)
-                print(f"workers {n}: 256-stream burst from nginx, added TTFT p50 {r['added_ttft_p50_ms']:.0f} ms "
-                      f"p99 {r['added_ttft_p99_ms']:.0f} ms (direct p50 {r['direct']['ttft_p50_ms']:.0f} ms; "
-                      f"errors {r['shim']['errors']})", flush=True)
-    finally:
-        stop(nginx, 10)
-        shutil.rmtree(prefix, ignore_errors=True)
-    return runs
+    with running_nginx(stream_port):
+        return interleaved(
+            counts, rounds, lambda n: asyncio.run(nginx_burst_round(out_dir, stream_port, n)),
+            lambda n, r: f"workers {n}: 256-stream burst from nginx, added TTFT p50 {r['added_ttft_p50_ms']:.0f} ms "
+                         f"p99 {r['added_ttft_p99_ms']:.0f} ms (direct p50 {r['direct']['ttft_p50_ms']:.0f} ms; "
+                         f"errors {r['shim']['errors']})")
 
 
 async def stream_round(out_dir: Path, up_port: int, workers: int) -> dict[str, Any]:
