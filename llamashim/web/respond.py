@@ -32,12 +32,17 @@ def read_json_object(request: Request, max_depth: int) -> dict[str, Any]:
     data = read_body(request)
     if not data.strip():
         raise BadRequest("request body is empty; a JSON object is required")
+    return json_object(data, max_depth)
+
+
+def json_object(data: bytes, max_depth: int, what: str = "request body") -> dict[str, Any]:
+    """``data`` as a JSON object, or a 400 naming what is wrong with ``what``."""
     try:
         value = jsonutil.loads(data, max_depth)
     except jsonutil.JSONError as e:
-        raise BadRequest(f"request body is not valid JSON: {e}") from None
+        raise BadRequest(f"{what} is not valid JSON: {e}") from None
     if not isinstance(value, dict):
-        raise BadRequest("request body must be a JSON object")
+        raise BadRequest(f"{what} must be a JSON object")
     return value
 
 

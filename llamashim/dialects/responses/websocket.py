@@ -52,6 +52,7 @@ from llamashim.errors import BadRequest, ShimError
 from llamashim.stream.transform import StreamTransform
 from llamashim.upstream.body import BodyPump
 from llamashim.web.context import RequestContext, context_of
+from llamashim.web.respond import json_object
 from llamashim.web.site import ShimSite
 from llamashim.web.turn import ContextTurn, KeepAlive
 
@@ -121,12 +122,7 @@ def client_message(message: bytes, max_depth: int) -> tuple[str, JSON] | None:
     ``response.compact`` (a ``/responses/compact`` request) — or ``None`` for a message to ignore; a 400 for
     anything else. The HTTP-only fields (``stream``, ``stream_options``, ``background``) are dropped: a socket
     always streams a ``response.create``."""
-    try:
-        value = jsonutil.loads(message, max_depth)
-    except jsonutil.JSONError as e:
-        raise BadRequest(f"message is not valid JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise BadRequest("message must be a JSON object")
+    value = json_object(message, max_depth, "message")
     kind = value.get("type")
     if kind == "response.processed":
         return None
