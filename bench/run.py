@@ -426,6 +426,8 @@ def start_shim(out_dir: Path, shim_port: int, up_port: int, workers: int) -> sub
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 45) -> None:
+    if proc.poll() is not None:
+        return
     proc.terminate()
     try:
         proc.wait(grace)  # llamashim drains open streams for up to shutdown.drain_timeout (30 s)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.run import ROOT, Conn, rss_mib, start, tree, wait_port
+from bench.run import ROOT, Conn, rss_mib, start, stop, tree, wait_port
 from llamashim.upstream.supervisor import free_port
 
 FAULTS = "drop_mid_stream,http_500,data_error,close_before_headers"
@@ -256,16 +256,6 @@ def start_shim(out_dir: Path, port: int, up_port: int, workers: int) -> subproce
     return start([twistd, "-n", "--pidfile=", "--logfile", str(out_dir / "llamashim.log"), "llamashim",
                   "--listen", f"tcp:{port}:interface=127.0.0.1", "--upstream", f"http://127.0.0.1:{up_port}",
                   "--workers", str(workers)], out_dir / "llamashim.out")
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 40) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 # -- verdict ------------------------------------------------------------------------------------------------------

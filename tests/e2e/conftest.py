@@ -149,8 +149,9 @@ def _npm_install(package_json: Path, target: Path, needs: tuple[str, ...]) -> Pa
 
 @pytest.fixture(scope="session")
 def node_sdks() -> Path:
-    """The pinned ``openai`` and ``@anthropic-ai/sdk`` JavaScript packages (tests/e2e/node/package.json)."""
-    return _npm_install(E2E / "node" / "package.json", CACHE / "node", ("openai", "@anthropic-ai/sdk"))
+    """The pinned ``openai``, ``@anthropic-ai/sdk`` and ``@google/genai`` JavaScript packages
+    (tests/e2e/node/package.json)."""
+    return _npm_install(E2E / "node" / "package.json", CACHE / "node", ("openai", "@anthropic-ai/sdk", "@google/genai"))
 
 
 # the agents that ship their program as a per-platform optional dependency (npm skips those silently on failure)

@@ -5,7 +5,6 @@ functionResponse turn, countTokens, the model list and an error as the SDK's own
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -19,27 +18,16 @@ from tests.e2e.daemon import Daemon, StartShim
 HERE = Path(__file__).parent / "node"
 
 
-def node_modules() -> Path:
-    """``npm install`` of the pinned packages into the shared cache, when ``@google/genai`` is not there yet."""
-    cache = Path(os.environ.get("LLAMASHIM_CACHE") or Path.home() / ".cache" / "llamashim") / "node"
-    cache.mkdir(parents=True, exist_ok=True)
-    shutil.copy(HERE / "package.json", cache / "package.json")
-    if not (cache / "node_modules" / "@google" / "genai" / "package.json").exists():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=cache, check=True,
-                       timeout=600)
-    return cache / "node_modules"
-
-
 @pytest.fixture(scope="module", params=["native", "synthesize"])
 def shim(request: pytest.FixtureRequest, real_llama: Any, shim_daemon: StartShim) -> Iterator[Daemon]:
     with shim_daemon(real_llama.url, "--tool-streaming", request.param) as d:
         yield d
 
 
-def test_google_genai_js(shim: Daemon) -> None:
+def test_google_genai_js(shim: Daemon, node_sdks: Path) -> None:
     """@google/genai gets text, a stream ending in STOP, JSON mode's object, a real function call (id, name, args
     object) it can answer, a token count, the model list, and a refused request as its ApiError with status 400."""
-    script = node_modules().parent / "gemini.mjs"
+    script = node_sdks.parent / "gemini.mjs"
     shutil.copy(HERE / "gemini.mjs", script)
     result = subprocess.run(["node", str(script), shim.url], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
